@@ -1,0 +1,141 @@
+"""Fetching dataset files: cache, mirror, download with progress, sha256 verification.
+
+A file reaches the cache only after its digest matched, via a temp file and a rename, so the cache
+never holds a corrupt or truncated file. `ZUPU_DATA_MIRROR=DIR` takes files from a local copy laid
+out like the cache instead of the network (tests point it at ../shared/data).
+
+Digests are of the *content*: a `.gz` file is hashed after decompression (the gzip header carries a
+timestamp and file name, so re-compressed mirrors differ byte-wise while the data does not), and a
+`rows` file is hashed over its stripped data lines (a header line or CRLF endings do not count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from zupu.errors import ChecksumError, DataUnavailable
+from zupu.progress import progress
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str  # relative to the cache (and the mirror): "<dataset folder>/<file>"
+    url: str
+    form: str = "bytes"  # how the digest is taken: "bytes", "gunzip" or "rows" (see module doc)
+    header: str = ""  # for "rows": a first line starting with this is a header, not data
+
+    @property
+    def sha256(self) -> str:
+        return checksums()[self.path]
+
+
+@cache
+def checksums() -> dict[str, str]:
+    return json.loads(resources.files("zupu.data").joinpath("sha256.json").read_text())
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ZUPU_CACHE") or Path.home() / ".cache" / "zupu")
+
+
+def mirror_dir() -> Path | None:
+    m = os.environ.get("ZUPU_DATA_MIRROR")
+    return Path(m).expanduser().resolve() if m else None
+
+
+def digest(path: Path, form: str, header: str = "") -> str:
+    h = hashlib.sha256()
+    if form == "gunzip":
+        with gzip.open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    elif form == "rows":
+        lines = path.read_bytes().decode("utf-8").splitlines()
+        rows = [ln.strip() for ln in lines if ln.strip()]
+        if header and rows and rows[0].startswith(header):
+            rows = rows[1:]
+        h.update("\n".join(rows).encode())
+    else:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _digest_or_none(path: Path, f: RemoteFile) -> str | None:
+    """The digest, or None when the file cannot even be read as its form (truncated gzip...)."""
+    try:
+        return digest(path, f.form, f.header)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError):
+        return None
+
+
+def _copy(src, dst, total: int | None, label: str) -> None:
+    with progress(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
+        for chunk in iter(lambda: src.read(1 << 16), b""):
+            dst.write(chunk)
+            bar.update(len(chunk))
+
+
+def _pull(dataset: str, f: RemoteFile, tmp: Path) -> str:
+    """Write the file's bytes to `tmp`; return where they came from."""
+    mirror = mirror_dir()
+    label = f"{dataset}: {Path(f.path).name}"
+    if mirror is not None:
+        src = mirror / f.path
+        if not src.is_file():
+            raise DataUnavailable(
+                f"dataset {dataset!r}: {f.path} is not in the mirror ZUPU_DATA_MIRROR={mirror}; "
+                f"add it there (canonical address {f.url}) or unset ZUPU_DATA_MIRROR to download"
+            )
+        with open(src, "rb") as s, open(tmp, "wb") as d:
+            _copy(s, d, src.stat().st_size, label)
+        return str(src)
+    try:
+        req = urllib.request.Request(f.url, headers={"User-Agent": "zupu"})
+        with urllib.request.urlopen(req, timeout=60) as r, open(tmp, "wb") as d:
+            size = r.headers.get("Content-Length")
+            _copy(r, d, int(size) if size else None, label)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        raise DataUnavailable(
+            f"dataset {dataset!r}: cannot download {f.url} ({reason}); connect to the internet, "
+            f"or set ZUPU_DATA_MIRROR=DIR to a folder that holds {f.path}"
+        ) from None
+    return f.url
+
+
+def fetch_file(dataset: str, f: RemoteFile) -> Path:
+    """The verified local path of `f`, downloading (or copying from the mirror) if needed."""
+    dest = cache_dir() / "data" / f.path
+    if dest.is_file():
+        if _digest_or_none(dest, f) == f.sha256:
+            return dest
+        dest.unlink()  # a corrupted cache entry is dropped and fetched again
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        source = _pull(dataset, f, tmp)
+        got = _digest_or_none(tmp, f)
+        if got != f.sha256:
+            raise ChecksumError(dataset, f.path, f.sha256, got or "unreadable", source)
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return dest
+

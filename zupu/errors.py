@@ -1,0 +1,63 @@
+"""Typed errors that say what went wrong and what to do about it.
+
+Every error a user can provoke (an unknown member, a bad setting, missing data, a corrupt
+checkpoint) is a `ZupuError`; the CLI prints its message on one line and exits non-zero instead
+of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+
+class ZupuError(Exception):
+    """Base class: a mistake in input or environment, explained to the user."""
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    return f" — did you mean {close[0]}?" if close else ""
+
+
+class UnknownName(ZupuError, KeyError):
+    """A name (member, recipe, dataset, setting) that is not registered."""
+
+    def __init__(self, kind: str, name: str, choices: list[str]):
+        self.kind, self.name, self.choices = kind, name, sorted(choices)
+        super().__init__(
+            f"unknown {kind} {name!r}{did_you_mean(name, self.choices)} (known: {', '.join(self.choices)})"
+        )
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class UnknownMember(UnknownName):
+    def __init__(self, name: str, choices: list[str]):
+        super().__init__("member", name, choices)
+
+
+class MemberNotReady(ZupuError):
+    """A member that is on the family tree but not implemented yet."""
+
+
+class SettingError(ZupuError):
+    """A --set key that the recipe does not have, or a value of the wrong type."""
+
+
+class DataUnavailable(ZupuError):
+    """A dataset file that can be neither downloaded nor found in the mirror."""
+
+
+class ChecksumError(ZupuError):
+    def __init__(self, dataset: str, path: str, expected: str, got: str, source: str):
+        self.dataset, self.path, self.expected, self.got, self.source = dataset, path, expected, got, source
+        super().__init__(
+            f"dataset {dataset!r}: {path} from {source} has sha256 {got}, expected {expected}; "
+            "the file is corrupt or truncated and was not kept — fetch it again "
+            "(or fix ZUPU_DATA_MIRROR if it points at a bad copy)"
+        )
+
+
+class CheckpointError(ZupuError):
+    """A run directory or checkpoint that is missing, malformed or does not fit the model."""
