@@ -98,7 +98,7 @@ def multi30k(paths: dict[str, Path], src: str = "en", tgt: str = "de") -> dict[s
         with gzip.open(paths[f"{split}.{lang}.gz"], "rt", encoding="utf-8") as f:
             return f.read().splitlines()
 
-    return {name: list(zip(lines(split, src), lines(split, tgt)))
+    return {name: list(zip(lines(split, src), lines(split, tgt), strict=True))
             for name, split in (("train", "train"), ("val", "val"), ("test", "test_2016_flickr"))}
 
 
