@@ -1,0 +1,86 @@
+"""A run directory: the curve (metrics.jsonl), final metrics (metrics.json), model, plots.
+
+Layout (the contract `zupu train`/`zupu eval`/`zupu tour` rely on):
+    config.json  model.safetensors  metrics.jsonl  metrics.json  *.png  [resume.safetensors]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from zupu.atomic import write_json
+from zupu.checkpoint import save_model
+from zupu.recipe import Milestone
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe numbers: NaN/inf become None rather than invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return _clean(value.item())
+    return value
+
+
+class Run:
+    def __init__(self, out: str | Path, member: str, recipe: str, settings: Any, seed: int, resume: bool = False):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.member, self.recipe, self.settings, self.seed, self.resume = member, recipe, settings, seed, resume
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.resume_path = self.out / "resume.safetensors"
+        self.started = time.perf_counter()
+        if not resume:
+            for stale in (self.metrics_path, self.resume_path, self.out / "metrics.json"):
+                stale.unlink(missing_ok=True)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "seed": self.seed, "settings": dataclasses.asdict(self.settings)}
+
+    def log(self, step: int, **values: Any) -> None:
+        """Append one point of the curve: `run.log(100, loss=0.3, val_acc=0.91)`."""
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **{k: _clean(v) for k, v in values.items()}}) + "\n")
+
+    def history(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def truncate(self, step: int) -> None:
+        """Drop curve points after `step` (a resumed run will log them again)."""
+        kept = [r for r in self.history() if r["step"] <= step]
+        with open(self.metrics_path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+
+    def path(self, name: str) -> Path:
+        return self.out / name
+
+    def finish(self, model: nn.Module, metrics: dict[str, Any], milestone: Milestone) -> dict[str, Any]:
+        """Save the model and metrics.json, draw the curve; return what metrics.json holds."""
+        from zupu.train.plots import plot_history
+
+        save_model(model, self.out, self.meta)
+        metrics = {k: _clean(v) for k, v in metrics.items()}
+        result = {
+            "member": self.member,
+            "recipe": self.recipe,
+            "seed": self.seed,
+            "metrics": metrics,
+            "milestone": milestone.judge(metrics),
+            "seconds": round(time.perf_counter() - self.started, 2),
+        }
+        write_json(self.out / "metrics.json", result)
+        history = self.history()
+        if history:
+            plot_history(history, self.out / "curves.png", f"{self.member} · {self.recipe}")
+        self.resume_path.unlink(missing_ok=True)
+        return result

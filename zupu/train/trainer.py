@@ -1,0 +1,203 @@
+"""One training loop for every member.
+
+The recipe supplies `step(batch) -> {"loss": tensor, ...}`; the Trainer does the rest: zeroing and
+clipping gradients, the optimiser and schedule, periodic evaluation with early stopping, the curve
+in metrics.jsonl, a progress bar, and an atomic resume checkpoint from which `--resume` continues
+bit-exactly (batches are a pure function of the step; RNG, optimiser and schedule state are saved).
+
+A member whose paper defines its own update (the perceptron rule, hand-written backprop deltas)
+writes `param.grad` itself and returns a loss that needs no backward; the optimiser step then
+applies it (plain SGD with lr = the paper's learning rate reproduces those rules exactly).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
+from torch import nn
+
+from zupu.atomic import write_bytes
+from zupu.checkpoint import load_into
+from zupu.errors import CheckpointError
+from zupu.progress import progress
+from zupu.train.run import Run
+
+Batch = Any
+StepFn = Callable[[Batch], dict[str, torch.Tensor]]
+EvalFn = Callable[[], dict[str, float]]
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        step: StepFn,
+        batches: Callable[[int], Batch],
+        optimizer: torch.optim.Optimizer,
+        max_steps: int,
+        run: Run | None = None,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        evaluate: EvalFn | None = None,
+        eval_every: int = 0,
+        log_every: int = 50,
+        grad_clip: float | None = None,
+        monitor: str | None = None,
+        mode: str = "min",
+        patience: int | None = None,
+        checkpoint_every: int = 0,
+        callbacks: tuple[Callable[[int, Trainer], None], ...] = (),
+        desc: str = "train",
+    ):
+        if max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+        self.model, self.step_fn, self.batches, self.optimizer = model, step, batches, optimizer
+        self.scheduler, self.max_steps, self.run = scheduler, max_steps, run
+        self.evaluate, self.eval_every, self.log_every = evaluate, eval_every, max(1, log_every)
+        self.grad_clip, self.monitor, self.mode, self.patience = grad_clip, monitor, mode, patience
+        self.checkpoint_every, self.callbacks, self.desc = checkpoint_every, callbacks, desc
+        self.step = 0
+        self.best: float | None = None
+        self.bad_evals = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.last_eval: dict[str, float] = {}
+        self.stopped_early = False
+
+    # -- evaluation and early stopping -------------------------------------------------------
+    def _evaluate(self) -> dict[str, float]:
+        if self.evaluate is None:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in self.evaluate().items()}
+        self.model.train(was_training)
+        self.last_eval = metrics
+        if self.run is not None:
+            self.run.log(self.step, **metrics)
+        if self.monitor is not None:
+            if self.monitor not in metrics:
+                raise KeyError(f"monitor {self.monitor!r} is not among the eval metrics {sorted(metrics)}")
+            value = metrics[self.monitor]
+            if self.best is None or self._better(value, self.best):
+                self.best, self.bad_evals = value, 0
+                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            else:
+                self.bad_evals += 1
+        return metrics
+
+    def _better(self, a: float, b: float) -> bool:
+        return a < b if self.mode == "min" else a > b
+
+    def _should_stop(self) -> bool:
+        return self.patience is not None and self.bad_evals >= self.patience
+
+    # -- resume checkpoints ------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        if self.run is None:
+            return
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        for pid, state in opt["state"].items():
+            for name, value in state.items():
+                tensors[f"optim.{pid}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        if self.best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        tensors["rng"] = torch.get_rng_state()
+        meta = {
+            "step": self.step,
+            "best": self.best,
+            "bad_evals": self.bad_evals,
+            "param_groups": opt["param_groups"],
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "last_eval": self.last_eval,
+        }
+        blob = st_save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
+                       metadata={"trainer": json.dumps(meta, default=repr)})
+        write_bytes(self.run.resume_path, blob)
+
+    def load_checkpoint(self) -> bool:
+        if self.run is None or not self.run.resume_path.exists():
+            return False
+        path = self.run.resume_path
+        try:
+            tensors = load_file(path)
+            with safe_open(path, "pt") as f:
+                meta = json.loads(f.metadata()["trainer"])
+        except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as e:
+            raise CheckpointError(
+                f"{path} is not a readable resume checkpoint ({e}); start again without --resume") from None
+
+        load_into(self.model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, str(path))
+        state: dict[int, dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, pid, name = k.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        if self.scheduler is not None and meta["scheduler"] is not None:
+            self.scheduler.load_state_dict(meta["scheduler"])
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.best_state = best or None
+        torch.set_rng_state(tensors["rng"])
+        self.step, self.best, self.bad_evals = meta["step"], meta["best"], meta["bad_evals"]
+        self.last_eval = meta["last_eval"]
+        self.run.truncate(self.step)
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        """Train to `max_steps` (or early stop); return the last eval metrics plus `steps`."""
+        if self.run is not None and self.run.resume:
+            self.load_checkpoint()
+        self.model.train()
+        if self.evaluate is not None and self.eval_every and self.step == 0:
+            self._evaluate()
+        window, window_n = None, 0
+        bar = progress(total=self.max_steps, initial=self.step, desc=self.desc, unit="step")
+        try:
+            while self.step < self.max_steps and not self._should_stop():
+                self.optimizer.zero_grad(set_to_none=True)
+                out = self.step_fn(self.batches(self.step))
+                loss = out["loss"]
+                if loss.requires_grad:
+                    loss.backward()
+                if self.grad_clip:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                self.optimizer.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.step += 1
+                detached = {k: v.detach() for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
+                window = detached if window is None else {k: window[k] + v for k, v in detached.items()}
+                window_n += 1
+                bar.update(1)
+                if self.step % self.log_every == 0 or self.step == self.max_steps:
+                    logged = {k: v.item() / window_n for k, v in window.items()}
+                    logged["lr"] = self.optimizer.param_groups[0]["lr"]
+                    if self.run is not None:
+                        self.run.log(self.step, **logged)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in {**logged, **self.last_eval}.items() if k != "lr"})
+                    window, window_n = None, 0
+                if self.eval_every and self.step % self.eval_every == 0 and self.step < self.max_steps:
+                    self._evaluate()
+                if self.checkpoint_every and self.step % self.checkpoint_every == 0:
+                    self.save_checkpoint()
+                for cb in self.callbacks:
+                    cb(self.step, self)
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            raise
+        finally:
+            bar.close()
+        self.stopped_early = self._should_stop() and self.step < self.max_steps
+        final = self._evaluate() if self.evaluate is not None else {}
+        if self.best_state is not None and self.best is not None and self._better(self.best, final[self.monitor]):
+            self.model.load_state_dict(self.best_state)  # the last weights are worse than the best seen
+            final = self._evaluate()
+        return {**final, "steps": self.step}
