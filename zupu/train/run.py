@@ -17,6 +17,7 @@ from torch import nn
 
 from zupu.atomic import write_json
 from zupu.checkpoint import save_model
+from zupu.errors import CheckpointError
 from zupu.recipe import Milestone
 
 
@@ -44,6 +45,17 @@ class Run:
     @property
     def meta(self) -> dict[str, Any]:
         return {"recipe": self.recipe, "seed": self.seed, "settings": dataclasses.asdict(self.settings)}
+
+    def write_meta(self) -> None:
+        """run.json: what this run is, written at the start so --resume can keep its settings."""
+        write_json(self.out / "run.json", {"member": self.member, **self.meta})
+
+    def meta_check(self) -> None:
+        saved = json.loads((self.out / "run.json").read_text()) if (self.out / "run.json").exists() else {}
+        if saved and (saved.get("member"), saved.get("recipe")) != (self.member, self.recipe):
+            raise CheckpointError(
+                f"--resume: {self.out} holds a {saved.get('member')} {saved.get('recipe')} run, "
+                f"not {self.member} {self.recipe}")
 
     def log(self, step: int, **values: Any) -> None:
         """Append one point of the curve: `run.log(100, loss=0.3, val_acc=0.91)`."""

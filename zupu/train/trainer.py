@@ -1,6 +1,6 @@
 """One training loop for every member.
 
-The recipe supplies `step(batch) -> {"loss": tensor, ...}`; the Trainer does the rest: zeroing and
+The recipe supplies `step(batch) -> {"loss": tensor, ...}` (scalars to log); the Trainer does the rest: zeroing and
 clipping gradients, the optimiser and schedule, periodic evaluation with early stopping, the curve
 in metrics.jsonl, a progress bar, and an atomic resume checkpoint from which `--resume` continues
 bit-exactly (batches are a pure function of the step; RNG, optimiser and schedule state are saved).
@@ -164,8 +164,8 @@ class Trainer:
             while self.step < self.max_steps and not self._should_stop():
                 self.optimizer.zero_grad(set_to_none=True)
                 out = self.step_fn(self.batches(self.step))
-                loss = out["loss"]
-                if loss.requires_grad:
+                loss = out.get("loss")
+                if loss is not None and loss.requires_grad:
                     loss.backward()
                 if self.grad_clip:
                     nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)

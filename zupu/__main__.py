@@ -1,0 +1,5 @@
+import sys
+
+from zupu.cli import main
+
+sys.exit(main())

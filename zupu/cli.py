@@ -1,0 +1,147 @@
+"""The `zupu` command: tree, train, eval, tour, data (and the sub-commands other rooms add)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from zupu import registry
+from zupu.errors import ZupuError
+
+# Rooms that add their own sub-commands: module -> function taking the subparsers.
+EXTENSIONS = (
+    ("zupu.generate", "add_parser"),
+    ("zupu.recipes.scaling", "add_parser"),
+    ("zupu.embed", "add_parser"),
+    ("zupu.hub.cli", "add_parser"),
+    ("zupu.hub.cli", "add_push_parser"),
+)
+
+
+def cmd_tree(args: argparse.Namespace) -> int:
+    rows = registry.members()
+    if args.json:
+        print(json.dumps([{"name": m.name, "year": m.year, "paper": m.paper, "authors": m.authors,
+                           "parents": list(m.parents), "status": m.status,
+                           "recipes": list(m.recipes()) if m.works else []} for m in rows], ensure_ascii=False))
+        return 0
+    era = None
+    for m in sorted(rows, key=lambda m: (["1943–1986", "1983–2012", "2017–", "tools"].index(m.era), m.year)):
+        if m.era != era:
+            era = m.era
+            print(f"\n{era}")
+        mark = "●" if m.works else "○"
+        parents = f"  ← {', '.join(m.parents)}" if m.parents else ""
+        print(f"  {mark} {m.name:<18} {m.year}  {m.status:<7} {m.authors}: {m.paper[:70]}{parents}")
+    works = sum(m.works for m in rows)
+    print(f"\n{works} of {len(rows)} members work (● works, ○ planned)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from zupu.recipe import parse_sets
+    from zupu.train.launch import train
+
+    try:
+        result = train(args.member, args.recipe, args.out, args.seed, args.quick, parse_sets(args.set), args.resume)
+    except KeyboardInterrupt:
+        print("interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    ms = result["milestone"]
+    verdict = "reached" if ms["passed"] else "MISSED"
+    print(json.dumps(result["metrics"], indent=2))
+    print(f"milestone {ms['name']} = {ms['value']} (target {ms['op']} {ms['target']}): {verdict}"
+          f" in {result['seconds']} s")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from zupu.train.launch import evaluate
+
+    print(json.dumps(evaluate(args.run), indent=2))
+    return 0
+
+
+def cmd_tour(args: argparse.Namespace) -> int:
+    from zupu.tour import tour
+
+    report = tour(args.out, quick=args.quick, only=args.only)
+    failed = [m["name"] for m in report["members"] if not m["milestone"]["passed"]]
+    print(f"report: {args.out}/report.html ({len(report['members'])} recipes, {len(failed)} milestones missed"
+          + (f": {', '.join(failed)}" if failed else "") + ")")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from zupu import data
+    from zupu.data.download import cache_dir
+
+    if args.action == "list":
+        for d in data.DATASETS.values():
+            cached = all((cache_dir() / "data" / f.path).is_file() for f in d.files)
+            state = "builtin" if not d.files else ("cached" if cached else "-")
+            print(f"{d.name:<16} {len(d.files):>3} files  {state:<7}  {d.licence:<28} {d.summary}")
+        return 0
+    names = list(data.DATASETS) if args.name == "all" else [args.name]
+    for name in names:
+        paths = data.fetch(name)
+        print(f"{name}: {len(paths)} files verified in {cache_dir() / 'data'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zupu", description="The neural-network family tree, runnable.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("tree", help="the family tree: members, papers, parents, status")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_tree)
+
+    s = sub.add_parser("train", help="train a member's recipe into a run directory")
+    s.add_argument("member")
+    s.add_argument("--recipe", help="recipe name (default: the member's first)")
+    s.add_argument("--out", help="run directory (default: runs/MEMBER-RECIPE)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    s.add_argument("--quick", action="store_true", help="the recipe's quick settings (what the tour runs)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="re-evaluate a saved run and print its metrics as JSON")
+    s.add_argument("run")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("tour", help="run every working member's quick recipe; write report.html/json")
+    s.add_argument("--quick", action="store_true", help="quick settings (minutes in all)")
+    s.add_argument("--out", default="tour")
+    s.add_argument("--only", nargs="*", help="limit to these members")
+    s.set_defaults(func=cmd_tour)
+
+    s = sub.add_parser("data", help="datasets: list, fetch NAME|all")
+    s.add_argument("action", choices=["list", "fetch"])
+    s.add_argument("name", nargs="?", default="all")
+    s.set_defaults(func=cmd_data)
+
+    for module, fn in EXTENSIONS:
+        try:
+            getattr(importlib.import_module(module), fn)(sub)
+        except ModuleNotFoundError as e:
+            if e.name is None or not module.startswith(e.name):
+                raise
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ZupuError as e:
+        print(f"zupu: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
