@@ -87,7 +87,7 @@ def save_model(model: nn.Module, out: str | os.PathLike, meta: dict[str, Any] | 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
-    cfg_path = path / CONFIG if path.is_dir() else path
+    cfg_path = path if path.suffix == ".json" else path / CONFIG
     if not cfg_path.is_file():
         raise CheckpointError(f"{cfg_path} is missing: not a zupu run or HF checkpoint directory")
     try:

@@ -35,7 +35,7 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str) -> None:
         pts = [(r["step"], r[n]) for r in history if isinstance(r.get(n), (int, float))]
         ax.plot(*zip(*pts, strict=True), label=n, marker="o" if len(pts) < 30 else None, ms=3)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("loss / mistakes")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if rates:
@@ -68,5 +68,5 @@ def image_grid(images: Sequence[np.ndarray], path: Path, titles: Sequence[str] |
             if titles:
                 ax.set_title(titles[i], fontsize=8)
     if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
+        fig.suptitle(suptitle, fontsize=10, y=1.02)
     save(fig, path)

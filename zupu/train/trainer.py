@@ -67,6 +67,8 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.last_eval: dict[str, float] = {}
         self.stopped_early = False
+        self.window: dict[str, torch.Tensor] = {}  # sums of the logged scalars since the last log line
+        self.window_n = 0
 
     # -- evaluation and early stopping -------------------------------------------------------
     def _evaluate(self) -> dict[str, float]:
@@ -109,8 +111,10 @@ class Trainer:
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
         tensors["rng"] = torch.get_rng_state()
+        tensors.update({f"window.{k}": v for k, v in self.window.items()})
         meta = {
             "step": self.step,
+            "window_n": self.window_n,
             "best": self.best,
             "bad_evals": self.bad_evals,
             "param_groups": opt["param_groups"],
@@ -145,6 +149,8 @@ class Trainer:
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         self.best_state = best or None
         torch.set_rng_state(tensors["rng"])
+        self.window = {k[7:]: v for k, v in tensors.items() if k.startswith("window.")}
+        self.window_n = meta["window_n"]
         self.step, self.best, self.bad_evals = meta["step"], meta["best"], meta["bad_evals"]
         self.last_eval = meta["last_eval"]
         self.run.truncate(self.step)
@@ -158,7 +164,6 @@ class Trainer:
         self.model.train()
         if self.evaluate is not None and self.eval_every and self.step == 0:
             self._evaluate()
-        window, window_n = None, 0
         bar = progress(total=self.max_steps, initial=self.step, desc=self.desc, unit="step")
         try:
             while self.step < self.max_steps and not self._should_stop():
@@ -174,16 +179,16 @@ class Trainer:
                     self.scheduler.step()
                 self.step += 1
                 detached = {k: v.detach() for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
-                window = detached if window is None else {k: window[k] + v for k, v in detached.items()}
-                window_n += 1
+                self.window = {k: self.window[k] + v if k in self.window else v for k, v in detached.items()}
+                self.window_n += 1
                 bar.update(1)
                 if self.step % self.log_every == 0 or self.step == self.max_steps:
-                    logged = {k: v.item() / window_n for k, v in window.items()}
+                    logged = {k: v.item() / self.window_n for k, v in self.window.items()}
                     logged["lr"] = self.optimizer.param_groups[0]["lr"]
                     if self.run is not None:
                         self.run.log(self.step, **logged)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in {**logged, **self.last_eval}.items() if k != "lr"})
-                    window, window_n = None, 0
+                    self.window, self.window_n = {}, 0
                 if self.eval_every and self.step % self.eval_every == 0 and self.step < self.max_steps:
                     self._evaluate()
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0:

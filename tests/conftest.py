@@ -1,0 +1,22 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("ZUPU_DATA_MIRROR", str((ROOT / ".." / "shared" / "data").resolve()))
+os.environ["ZUPU_PROGRESS"] = "0"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory):
+    """One fresh dataset cache per test session, filled from the mirror as tests need it."""
+    if "ZUPU_CACHE" not in os.environ:
+        os.environ["ZUPU_CACHE"] = str(tmp_path_factory.mktemp("zupu-cache"))
+    yield
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZUPU_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

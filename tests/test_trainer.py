@@ -1,0 +1,114 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from zupu.errors import CheckpointError
+from zupu.train import launch
+from zupu.train.batches import RandomWindows, TensorBatches
+from zupu.train.optim import lr_factor
+from zupu.train.run import Run
+from zupu.train.trainer import Trainer
+
+SETTINGS = {"epochs": 2, "hidden": 16}  # backprop-mlp on MNIST: 312 steps, a checkpoint every 156
+
+
+def curve(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def interrupt_at(step, exc, monkeypatch):
+    """Make the next Trainer raise `exc` right after `step`, as a kill or Ctrl-C would."""
+    original = Trainer.__init__
+
+    def patched(self, *args, **kwargs):
+        def stop(s, trainer):
+            if s == step:
+                raise exc
+
+        kwargs["callbacks"] = (*kwargs.get("callbacks", ()), stop)
+        original(self, *args, **kwargs)
+        monkeypatch.setattr(Trainer, "__init__", original)
+
+    monkeypatch.setattr(Trainer, "__init__", patched)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    result = launch.train("backprop-mlp", "mnist", out, seed=3, overrides=SETTINGS)
+    return out, result
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), RuntimeError("power cut")], ids=["ctrl-c", "crash"])
+def test_resume_is_bit_exact(uninterrupted, tmp_path, monkeypatch, exc):
+    full_dir, full = uninterrupted
+    interrupt_at(200, exc, monkeypatch)
+    with pytest.raises(type(exc)):
+        launch.train("backprop-mlp", "mnist", tmp_path, seed=3, overrides=SETTINGS)
+    assert (tmp_path / "resume.safetensors").exists()
+    resumed = launch.train("backprop-mlp", "mnist", tmp_path, resume=True)
+    assert curve(tmp_path) == curve(full_dir)  # every logged loss, lr and accuracy identical
+    assert resumed["metrics"] == full["metrics"]
+    sa, sb = load_file(full_dir / "model.safetensors"), load_file(tmp_path / "model.safetensors")
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not (tmp_path / "resume.safetensors").exists()
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no interrupted run"):
+        launch.train("backprop-mlp", "mnist", tmp_path, resume=True)
+
+
+def test_batches_are_a_function_of_the_step():
+    x = torch.arange(10)
+    a, b = TensorBatches(x, batch_size=4, seed=1), TensorBatches(x, batch_size=4, seed=1)
+    seq = [a(s)[0].tolist() for s in range(6)]
+    assert [b(s)[0].tolist() for s in reversed(range(6))][::-1] == seq
+    epoch = sum((a(s)[0].tolist() for s in range(a.steps_per_epoch)), [])
+    assert len(set(epoch)) == len(epoch) == 8  # no repeats within an epoch (drop_last)
+    w = RandomWindows(torch.arange(100), block_size=8, batch_size=3, seed=0)
+    xb, yb = w(5)
+    assert torch.equal(yb, xb + 1) and torch.equal(w(5)[0], xb)
+
+
+def test_schedules():
+    assert lr_factor("constant", 5, 100) == 1.0
+    assert lr_factor("cosine", 0, 100) == 1.0 and lr_factor("cosine", 100, 100) == pytest.approx(0.0)
+    assert lr_factor("linear", 50, 100) == pytest.approx(0.5)
+    assert lr_factor("cosine", 4, 100, warmup=10) == pytest.approx(0.5)
+    peak = 4000
+    assert lr_factor("noam", peak - 1, 0, warmup=peak) == pytest.approx(max(
+        lr_factor("noam", s, 0, warmup=peak) for s in range(0, 20000, 500)), rel=1e-3)
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Linear(1, 1)
+    x = torch.linspace(-1, 1, 32)[:, None]
+    y = 3 * x
+    scores = iter([5.0, 1.0, 2.0, 3.0, 4.0, 6.0, 7.0])  # best at the second evaluation, then worse
+
+    def evaluate():
+        return {"val_loss": next(scores), "w": model.weight.item()}
+
+    run = Run(tmp_path, "perceptron", "test", type("S", (), {})(), 0)
+    trainer = Trainer(model, lambda b: {"loss": ((model(b[0]) - b[1]) ** 2).mean()},
+                      TensorBatches(x, y, batch_size=8, seed=0), torch.optim.SGD(model.parameters(), lr=0.1),
+                      max_steps=100, run=run, evaluate=evaluate, eval_every=4, monitor="val_loss", patience=3)
+    final = trainer.fit()
+    assert trainer.stopped_early and final["steps"] == 16
+    w_at_best = [r for r in run.history() if r.get("val_loss") == 1.0][0]["w"]
+    assert model.weight.item() == pytest.approx(w_at_best)
+
+
+def test_gradient_clipping_bounds_the_update():
+    model = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    trainer = Trainer(model, lambda b: {"loss": 1000 * model(b[0]).sum()}, TensorBatches(torch.ones(4, 4),
+                      batch_size=4), torch.optim.SGD(model.parameters(), lr=1.0), max_steps=1, grad_clip=1.0)
+    trainer.fit()
+    assert model.weight.norm().item() == pytest.approx(1.0, rel=1e-5)
