@@ -34,8 +34,9 @@ def cmd_tree(args: argparse.Namespace) -> int:
             era = m.era
             print(f"\n{era}")
         mark = "●" if m.works else "○"
+        paper = m.paper if len(m.paper) <= 64 else m.paper[:63] + "…"
         parents = f"  ← {', '.join(m.parents)}" if m.parents else ""
-        print(f"  {mark} {m.name:<18} {m.year}  {m.status:<7} {m.authors}: {m.paper[:70]}{parents}")
+        print(f"  {mark} {m.name:<18} {m.year}  {m.status:<7} {paper}{parents}")
     works = sum(m.works for m in rows)
     print(f"\n{works} of {len(rows)} members work (● works, ○ planned)")
     return 0
