@@ -70,6 +70,9 @@ class Perceptron(nn.Module):
         self.seen += len(x)
         pred = self.predict(x)
         wrong = (pred != y).float()  # (N,) updates only on mistakes
+        if not wrong.any():  # nothing to learn: no gradient, so the optimiser leaves the weights alone
+            self.weight.grad = self.bias.grad = None
+            return wrong.sum()
         if self.config.n_outputs == 1:
             direction = ((y - pred).float() * wrong)[:, None]  # t - o in {-1, 0, +1}; (N, 1)
         else:
