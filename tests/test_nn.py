@@ -1,0 +1,98 @@
+"""zupu.nn: attention against a written-out softmax(QK^T/sqrt(d))V in float64, masks, and the KV cache."""
+
+import math
+
+import pytest
+import torch
+
+from zupu.errors import SettingError
+from zupu.nn import KVCache, MultiHeadAttention, PatchEmbed, TransformerBlock, causal_mask, padding_mask, sinusoidal
+
+
+def naive(attn: MultiHeadAttention, x, keep=None, memory=None):
+    c = x.size(-1)
+    if attn.cross:
+        q = attn.q(x)
+        k, v = attn.kv(memory).split(c, -1)
+    else:
+        q, k, v = attn.qkv(x).split(c, -1)
+    q, k, v = (attn.heads(z) for z in (q, k, v))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.size(-1))
+    if keep is not None:
+        scores = scores.masked_fill(~keep, float("-inf"))
+    y = scores.softmax(-1) @ v
+    return attn.proj(y.transpose(1, 2).reshape(x.shape))
+
+
+@pytest.fixture
+def x():
+    torch.manual_seed(0)
+    return torch.randn(2, 7, 16, dtype=torch.float64)
+
+
+def test_attention_equals_the_formula(x):
+    attn = MultiHeadAttention(16, 4).double()
+    torch.testing.assert_close(attn(x), naive(attn, x))
+    torch.testing.assert_close(attn(x, causal=True), naive(attn, x, causal_mask(7, 7)))
+
+
+def test_padding_and_window_masks(x):
+    attn = MultiHeadAttention(16, 4, window=3).double()
+    am = torch.tensor([[1] * 7, [1] * 5 + [0] * 2])
+    keep = padding_mask(am) & causal_mask(7, 7, window=3)
+    torch.testing.assert_close(attn(x, padding_mask(am), causal=True), naive(attn, x, keep))
+    band = causal_mask(4, 4, window=2)
+    assert band.tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
+
+
+def test_attention_weights_ignore_masked_keys(x):
+    attn = MultiHeadAttention(16, 4).double()
+    am = torch.tensor([[1] * 5 + [0] * 2] * 2)
+    y = attn(x, padding_mask(am))
+    x2 = x.clone()
+    x2[:, 5:] = 100.0  # changing padded positions must not change anything the real ones see
+    torch.testing.assert_close(attn(x2, padding_mask(am))[:, :5], y[:, :5])
+
+
+def test_cached_decoding_equals_full_pass(x):
+    torch.manual_seed(1)
+    block = TransformerBlock(16, 4, 32, pre_ln=True).double().eval()
+    full = block(x, causal=True)
+    cache = KVCache(max_len=16)
+    parts = [block(x[:, :3], causal=True, cache=cache)]  # prefill, then one token at a time
+    parts += [block(x[:, t:t + 1], causal=True, cache=cache) for t in range(3, 7)]
+    torch.testing.assert_close(torch.cat(parts, 1), full)
+    with pytest.raises(SettingError, match="context window is full"):
+        block(torch.zeros(2, 10, 16, dtype=torch.float64), causal=True, cache=cache)
+
+
+def test_decoder_block_with_cross_attention_and_cache(x):
+    torch.manual_seed(2)
+    block = TransformerBlock(16, 4, 32, pre_ln=False, cross=True).double().eval()
+    memory = torch.randn(2, 5, 16, dtype=torch.float64)
+    mm = padding_mask(torch.tensor([[1] * 5, [1] * 3 + [0] * 2]))
+    full = block(x, causal=True, memory=memory, memory_mask=mm)
+    cache, cross = KVCache(8), KVCache(5)
+    steps = [block(x[:, t:t + 1], causal=True, memory=memory, memory_mask=mm, cache=cache, cross_cache=cross)
+             for t in range(7)]
+    torch.testing.assert_close(torch.cat(steps, 1), full)
+    ca = block.cross_attn
+    torch.testing.assert_close(ca(x, mm, memory=memory), naive(ca, x, mm, memory))
+
+
+def test_sinusoids_match_the_paper():
+    pe = sinusoidal(50, 8)
+    pos, i = 13, 2
+    assert pe[pos, 2 * i].item() == pytest.approx(math.sin(pos / 10000 ** (2 * i / 8)), abs=1e-6)
+    assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(pos / 10000 ** (2 * i / 8)), abs=1e-6)
+    split = sinusoidal(50, 8, interleave=False)
+    torch.testing.assert_close(split[:, :4], pe[:, 0::2])
+
+
+def test_patch_embed_shapes_and_errors():
+    pe = PatchEmbed(28, 7, 1, 32)
+    assert pe(torch.zeros(3, 1, 28, 28)).shape == (3, 16, 32)
+    with pytest.raises(SettingError, match="28x28"):
+        pe(torch.zeros(3, 1, 32, 32))
+    with pytest.raises(SettingError, match="divisible"):
+        MultiHeadAttention(30, 4)

@@ -1,0 +1,111 @@
+"""Multi-head scaled dot-product attention (Vaswani et al. 2017), the one every Transformer member shares.
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V,   heads concatenated and projected by W_O.
+
+Self-attention projects q, k, v with one fused matmul; cross-attention projects q from the decoder and
+k, v from the encoder's memory. The kernel is `torch.nn.functional.scaled_dot_product_attention`. Masks
+are boolean, True where a query may look. `KVCache` keeps past keys and values so that decoding a token
+costs one row of attention instead of the whole prefix again.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zupu.errors import SettingError
+
+
+class KVCache:
+    """One attention layer's past keys and values, preallocated to `max_len` so decoding writes in place."""
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
+        self.length = 0
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store new keys/values (B, nh, T, hs); return every key/value so far."""
+        end = self.length + k.size(2)
+        if end > self.max_len:
+            raise SettingError(f"the context window is full: {end} positions > max_len {self.max_len}; "
+                               "generate fewer tokens or crop the prompt")
+        if self.k is None:
+            shape = (k.size(0), k.size(1), self.max_len, k.size(3))
+            self.k = k.new_empty(shape)
+            self.v = v.new_empty(shape)
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index` (beam search reorders hypotheses after each step)."""
+        if self.k is not None:
+            self.k = self.k.index_select(0, index)
+            self.v = self.v.index_select(0, index)
+
+
+def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, S) with 1 for real tokens, 0 for padding -> boolean (B, 1, 1, S) that broadcasts over heads and queries."""
+    return attention_mask.bool()[:, None, None, :]
+
+
+def causal_mask(t: int, s: int, past: int = 0, window: int | None = None, device=None) -> torch.Tensor:
+    """(t, s) boolean: query i (absolute position past + i) sees keys j <= past + i, and only the last
+    `window` of them when a window is set (GPT-3's locally banded sparse attention)."""
+    i = torch.arange(past, past + t, device=device)[:, None]
+    j = torch.arange(s, device=device)[None, :]
+    keep = j <= i
+    if window is not None:
+        keep &= j > i - window
+    return keep
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention. `cross=True` takes keys and values from `memory` (encoder-decoder attention)."""
+
+    def __init__(self, d_model: int, n_head: int, bias: bool = True, dropout: float = 0.0, cross: bool = False,
+                 window: int | None = None):
+        super().__init__()
+        if d_model % n_head:
+            raise SettingError(f"d_model {d_model} is not divisible by n_head {n_head}")
+        self.n_head, self.cross, self.window, self.dropout = n_head, cross, window, dropout
+        if cross:
+            self.q = nn.Linear(d_model, d_model, bias=bias)
+            self.kv = nn.Linear(d_model, 2 * d_model, bias=bias)
+        else:
+            self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        return x.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
+                memory: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        b, t, c = x.shape
+        if self.cross:
+            q = self.heads(self.q(x))
+            if cache is not None and cache.length:  # the encoder's keys/values never change while decoding
+                k, v = cache.k, cache.v
+            else:
+                k, v = (self.heads(z) for z in self.kv(memory).split(c, dim=2))
+                if cache is not None:
+                    k, v = cache.append(k, v)
+        else:
+            q, k, v = (self.heads(z) for z in self.qkv(x).split(c, dim=2))
+            past = cache.length if cache is not None else 0
+            if cache is not None:
+                k, v = cache.append(k, v)
+            if causal and (past or mask is not None or self.window is not None):
+                keep = causal_mask(t, k.size(2), past, self.window, x.device)
+                mask = keep if mask is None else mask & keep
+                causal = False
+        # with no other mask, the fused causal kernel (is_causal) skips building a (T, T) mask
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and t > 1 and not self.cross,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(b, t, c)  # (B, T, C): heads side by side
+        return self.proj(y)
