@@ -72,7 +72,7 @@ def test_decoder_block_with_cross_attention_and_cache(x):
     memory = torch.randn(2, 5, 16, dtype=torch.float64)
     mm = padding_mask(torch.tensor([[1] * 5, [1] * 3 + [0] * 2]))
     full = block(x, causal=True, memory=memory, memory_mask=mm)
-    cache, cross = KVCache(8), KVCache(5)
+    cache, cross = KVCache(8), KVCache(9)  # room to spare: only the 5 stored rows count
     steps = [block(x[:, t:t + 1], causal=True, memory=memory, memory_mask=mm, cache=cache, cross_cache=cross)
              for t in range(7)]
     torch.testing.assert_close(torch.cat(steps, 1), full)

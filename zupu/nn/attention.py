@@ -90,7 +90,7 @@ class MultiHeadAttention(nn.Module):
         if self.cross:
             q = self.heads(self.q(x))
             if cache is not None and cache.length:  # the encoder's keys/values never change while decoding
-                k, v = cache.k, cache.v
+                k, v = cache.k[:, :, :cache.length], cache.v[:, :, :cache.length]
             else:
                 k, v = (self.heads(z) for z in self.kv(memory).split(c, dim=2))
                 if cache is not None:
