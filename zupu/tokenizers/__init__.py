@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
+from zupu.tokenizers.bpe import ByteBPE
 from zupu.tokenizers.char import CharTokenizer, TokenizerError
 from zupu.tokenizers.load import load
 
-__all__ = ["CharTokenizer", "TokenizerError", "load"]
+__all__ = ["ByteBPE", "CharTokenizer", "TokenizerError", "load"]
