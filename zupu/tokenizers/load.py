@@ -9,6 +9,7 @@ from typing import Any
 
 from zupu.tokenizers.bpe import ByteBPE
 from zupu.tokenizers.char import CharTokenizer, TokenizerError
+from zupu.tokenizers.wordpiece import WordPiece
 
 # file pairs that hold GPT-2-style BPE: OpenAI's names, then Hugging Face's
 _GPT2_FILES = (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt"))
@@ -27,6 +28,8 @@ def from_hf_json(spec: dict, source: str = "tokenizer.json") -> Any:
     model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
     if model.get("type") == "BPE" and pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
         return ByteBPE.from_hf_json(spec, source)
+    if model.get("type") == "WordPiece":
+        return WordPiece.from_hf_json(spec, source)
     kind = (spec.get("model") or {}).get("type")
     raise TokenizerError(f"{source}: a {kind!r} tokenizer.json of this shape is not supported")
 
@@ -36,7 +39,7 @@ def load(path: str | os.PathLike) -> Any:
 
     Accepts `tokenizer.json` (what `save` writes, or one written by Hugging Face `tokenizers`),
     or a directory holding one, or GPT-2's `encoder.json` + `vocab.bpe` (HF: `vocab.json` +
-    `merges.txt`).
+    `merges.txt`), or BERT's `vocab.txt` (WordPiece; lowercasing as its `tokenizer_config.json` says).
     """
     path = Path(path)
     if path.is_dir():
@@ -46,8 +49,10 @@ def load(path: str | os.PathLike) -> Any:
             for vocab, merges in _GPT2_FILES:
                 if (path / vocab).is_file() and (path / merges).is_file():
                     return ByteBPE.from_gpt2_files(path / vocab, path / merges)
-            raise TokenizerError(f"{path}: no tokenizer.json, encoder.json + vocab.bpe or vocab.json + merges.txt "
-                                 "here; pass a directory a tokenizer was saved to")
+            if (path / "vocab.txt").is_file():
+                return WordPiece.from_directory(path)
+            raise TokenizerError(f"{path}: no tokenizer.json, encoder.json + vocab.bpe, vocab.json + merges.txt "
+                                 "or vocab.txt here; pass a directory a tokenizer was saved to")
     if not path.is_file():
         raise TokenizerError(f"{path}: no such tokenizer file or directory")
     try:
