@@ -369,3 +369,19 @@ def test_wordpiece_training_scores_by_likelihood_and_round_trips_through_hf(pari
     assert isinstance(back, WordPiece) and back.vocab == tok.vocab and back.encode(held_out) == tok.encode(held_out)
     (tmp_path / "tokenizer.json").unlink()  # vocab.txt alone loads too
     assert load(tmp_path).encode(held_out[:5000]) == tok.encode(held_out[:5000])
+
+
+def test_zupu_loads_what_hf_bert_wordpiece_trains_and_refuses_unknown_shapes(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.BertWordPieceTokenizer(lowercase=True)
+    hf.train_from_iterator(["The quick brown fox jumps over the lazy dog. 床前明月光，疑是地上霜。"] * 20,
+                           vocab_size=120, min_frequency=1)
+    hf.save(str(tmp_path / "tokenizer.json"))
+    tok = load(tmp_path / "tokenizer.json")
+    for a, b in [("The lazy dog jumps!", "月光"), ("Unseen WORDS, Ünïcödé", "x y z")]:
+        assert tok.encode(a, b) == hf.encode(a, b).ids
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = {"type": "Whitespace"}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(TokenizerError, match="pre-tokenizer Whitespace .* is not supported"):
+        load(tmp_path)

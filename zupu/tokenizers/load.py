@@ -25,13 +25,20 @@ def from_hf_json(spec: dict, source: str = "tokenizer.json") -> Any:
     """A zupu tokenizer from the parsed contents of a Hugging Face `tokenizer.json`."""
     if _is_char_spec(spec):
         return CharTokenizer.from_hf_json(spec)
-    model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
-    if model.get("type") == "BPE" and pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+    model, pre, post = (spec.get(k) or {} for k in ("model", "pre_tokenizer", "post_processor"))
+    kind = model.get("type")
+    # anything this reader would not reproduce exactly is refused, not approximated
+    if (kind == "BPE" and pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
+            and not pre.get("add_prefix_space") and spec.get("normalizer") is None
+            and post.get("type") in (None, "ByteLevel")):
         return ByteBPE.from_hf_json(spec, source)
-    if model.get("type") == "WordPiece":
+    if (kind == "WordPiece" and pre.get("type") == "BertPreTokenizer"
+            and post.get("type") in (None, "BertProcessing", "TemplateProcessing")):
         return WordPiece.from_hf_json(spec, source)
-    kind = (spec.get("model") or {}).get("type")
-    raise TokenizerError(f"{source}: a {kind!r} tokenizer.json of this shape is not supported")
+    raise TokenizerError(f"{source}: a {kind!r} tokenizer.json with normalizer "
+                         f"{(spec.get('normalizer') or {}).get('type')}, pre-tokenizer {pre.get('type')} and "
+                         f"post-processor {post.get('type')} is not supported; zupu reads character-level, "
+                         "GPT-2-style byte-level BPE and BERT-style WordPiece tokenizers")
 
 
 def load(path: str | os.PathLike) -> Any:
@@ -55,6 +62,8 @@ def load(path: str | os.PathLike) -> Any:
                                  "or vocab.txt here; pass a directory a tokenizer was saved to")
     if not path.is_file():
         raise TokenizerError(f"{path}: no such tokenizer file or directory")
+    if path.suffix == ".txt":
+        return WordPiece.from_vocab_txt(path)
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

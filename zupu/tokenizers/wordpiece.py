@@ -59,12 +59,13 @@ class WordPiece:
                  strip_accents: bool | None = None, handle_chinese_chars: bool = True, clean_text: bool = True,
                  unk_token: str = "[UNK]", cls_token: str = "[CLS]", sep_token: str = "[SEP]",
                  pad_token: str = "[PAD]", mask_token: str = "[MASK]", prefix: str = "##",
-                 max_input_chars_per_word: int = 100):
+                 max_input_chars_per_word: int = 100, add_cls_sep: bool = True):
         self.vocab: dict[str, int] = dict(vocab) if isinstance(vocab, dict) else {t: i for i, t in enumerate(vocab)}
         self.id_to_token = {i: t for t, i in self.vocab.items()}
         self.lowercase, self.clean_text, self.handle_chinese_chars = lowercase, clean_text, handle_chinese_chars
         self.strip_accents = lowercase if strip_accents is None else strip_accents
         self.prefix, self.max_input_chars_per_word = prefix, max_input_chars_per_word
+        self.add_cls_sep = add_cls_sep  # False for a tokenizer.json without a post-processor
         self.unk_token, self.cls_token, self.sep_token = unk_token, cls_token, sep_token
         self.pad_token, self.mask_token = pad_token, mask_token
         missing = [t for t in (unk_token, cls_token, sep_token, pad_token) if t not in self.vocab]
@@ -146,6 +147,8 @@ class WordPiece:
         return self._with_specials(a, b)[0]
 
     def _with_specials(self, a: list[int], b: list[int] | None) -> tuple[list[int], list[int]]:
+        if not self.add_cls_sep:
+            return a + (b or []), [0] * len(a) + [1] * len(b or [])
         ids = [self.cls_id, *a, self.sep_id]
         types = [0] * len(ids)
         if b is not None:
@@ -186,10 +189,9 @@ class WordPiece:
             attention_mask[r, :len(ids)] = 1
         return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
 
-    @staticmethod
-    def _truncate(a: list[int], b: list[int] | None, max_length: int) -> tuple[list[int], list[int] | None]:
-        budget = max_length - (2 if b is None else 3)  # room left after [CLS] and [SEP]s
-        if budget < (0 if b is None else 2):
+    def _truncate(self, a: list[int], b: list[int] | None, max_length: int) -> tuple[list[int], list[int] | None]:
+        budget = max_length - ((2 if b is None else 3) if self.add_cls_sep else 0)  # room after [CLS] and [SEP]s
+        if budget < (1 if b is None else 2):
             raise TokenizerError(f"max_length {max_length} leaves no room for text after [CLS] and [SEP]")
         if b is None:
             return a[:budget], None
@@ -307,7 +309,7 @@ class WordPiece:
                            "handle_chinese_chars": self.handle_chinese_chars, "strip_accents": self.strip_accents,
                            "lowercase": self.lowercase},
             "pre_tokenizer": {"type": "BertPreTokenizer"},
-            "post_processor": {
+            "post_processor": None if not self.add_cls_sep else {
                 "type": "TemplateProcessing",
                 "single": [{"SpecialToken": {"id": cls_, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
                            {"SpecialToken": {"id": sep, "type_id": 0}}],
@@ -327,14 +329,14 @@ class WordPiece:
         if norm and norm.get("type") != "BertNormalizer":
             raise TokenizerError(f"{source}: WordPiece with a {norm.get('type')!r} normalizer is not supported")
         post = spec.get("post_processor") or {}
-        specials = list((post.get("special_tokens") or {}).values())
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"add_cls_sep": bool(post)}
         if post.get("type") == "BertProcessing":
             kwargs["sep_token"], kwargs["cls_token"] = post["sep"][0], post["cls"][0]
-        elif len(specials) == 2:
-            first = post["single"][0]["SpecialToken"]["id"]
-            kwargs["cls_token"] = first
-            kwargs["sep_token"] = next(s["id"] for s in specials if s["id"] != first)
+        elif post.get("type") == "TemplateProcessing":
+            single = [next(iter(piece.values()))["id"] for piece in post["single"]]
+            if len(single) != 3 or single[1] != "A":
+                raise TokenizerError(f"{source}: only the BERT template [CLS] A [SEP] is supported, not {single}")
+            kwargs["cls_token"], kwargs["sep_token"] = single[0], single[2]
         return cls(model["vocab"], lowercase=norm.get("lowercase", False), strip_accents=norm.get("strip_accents"),
                    handle_chinese_chars=norm.get("handle_chinese_chars", False),
                    clean_text=norm.get("clean_text", False), unk_token=model["unk_token"],
