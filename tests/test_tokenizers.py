@@ -142,8 +142,8 @@ def test_gpt2_known_ids_and_special_token(gpt2):
     assert 50256 not in gpt2.encode("<|endoftext|>", special=False)
     with pytest.raises(TokenizerError, match="not in this tokenizer's vocabulary"):
         gpt2.decode([50257])
-    with pytest.raises(TokenizerError, match="lone surrogate"):
-        gpt2.encode("a\ud800")
+    with pytest.raises(TokenizerError, match="at position 15, a lone surrogate"):
+        gpt2.encode("a<|endoftext|>b\ud800")
 
 
 def test_gpt2_ids_equal_tiktoken_and_hf_tokenizers_on_whole_corpora(gpt2, tiktoken_gpt2, parity_texts, tmp_path):

@@ -50,7 +50,7 @@ def bytes_to_unicode() -> dict[int, str]:
     Bytes that are already printable, non-space Latin-1 characters map to themselves; the other
     68 (controls, space, 0x7F-0xA0, soft hyphen) map to U+0100, U+0101, ... in byte order.
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
     table, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -245,8 +245,9 @@ class ByteBPE:
                 start = m.end()
             self._encode_ordinary(text[start:], out)
         except UnicodeEncodeError as e:
-            raise TokenizerError(f"text has {e.object[e.start:e.end]!r} at position {e.start}, a lone surrogate "
-                                 "that is not valid Unicode text and has no UTF-8 bytes to encode") from None
+            bad = e.object[e.start:e.end]
+            raise TokenizerError(f"text has {bad!r} at position {text.index(bad)}, a lone surrogate that is not "
+                                 "valid Unicode text and has no UTF-8 bytes to encode") from None
         return out
 
     def encode_batch(self, texts: Iterable[str], special: bool = True) -> list[list[int]]:
