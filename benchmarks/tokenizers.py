@@ -2,10 +2,10 @@
 
     ZUPU_DATA_MIRROR=../shared/data python benchmarks/tokenizers.py [--repeats 5]
 
-Each encoder runs alternately `repeats` times on the same text in this process, one thread each
-(RAYON_NUM_THREADS=1 for `tokenizers`); the table reports the median time, the throughput, and the
-zupu/peer time ratio (absolute times on a shared 2-core machine are noise, ratios less so). Every
-run's ids are checked equal to the peer's first. "cold" means a fresh tokenizer whose per-word cache
+zupu's encoder runs in turn with its peers, `repeats` rounds, on the same text in this process, one
+thread each (RAYON_NUM_THREADS=1 for `tokenizers`); the table reports median throughput and the
+zupu/peer time ratio (absolute times on a shared 2-core machine are noise, ratios less so). zupu's
+ids are checked equal to every peer's. "cold" means a fresh tokenizer whose per-word cache
 is empty; "warm" the same tokenizer encoding the text again. Writes
 benchmarks/RESULTS-tokenizers.md.
 """
@@ -26,13 +26,20 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")  # before `tokenizers` starts it
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def median_time(fn, repeats: int) -> tuple[list[int], float]:
-    times, out = [], None
+def race(contenders: list, repeats: int) -> tuple[list, list[float]]:
+    """Run the contenders in turn, `repeats` rounds; their last outputs and median times.
+
+    A contender is a function, or a (setup, run) pair whose untimed setup() feeds run()."""
+    times: list[list[float]] = [[] for _ in contenders]
+    outs: list = [None] * len(contenders)
     for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return out, statistics.median(times)
+        for k, c in enumerate(contenders):
+            setup, run = c if isinstance(c, tuple) else (lambda: None, lambda _, c=c: c())
+            state = setup()
+            t = time.perf_counter()
+            outs[k] = run(state)
+            times[k].append(time.perf_counter() - t)
+    return outs, [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -66,40 +73,33 @@ def main() -> None:
 
     def row(label: str, text: str, ours, peers: list[tuple[str, object]]) -> None:
         mb = len(text.encode()) / 1e6
-        ids, t = ours
-        for peer_name, peer in peers:
-            pids, pt = median_time(peer, args.repeats)
-            assert ids == pids, f"{label}: ids differ from {peer_name}"
-            rows.append(f"| {label} | {mb / t:.2f} | {peer_name} | {mb / pt:.2f} | {t / pt:.2f} |")
+        outs, times = race([ours, *(fn for _, fn in peers)], args.repeats)
+        for (peer_name, _), ids, pt in zip(peers, outs[1:], times[1:], strict=True):
+            assert ids == outs[0], f"{label}: ids differ from {peer_name}"
+            rows.append(f"| {label} | {mb / times[0]:.2f} | {peer_name} | {mb / pt:.2f} | {times[0] / pt:.2f} |")
             print(rows[-1], flush=True)
 
+    def fresh_gpt2() -> ByteBPE:  # same tables, empty per-word cache
+        return ByteBPE(ours_gpt2.vocab, ours_gpt2.merges, ours_gpt2.special_tokens)
+
     for name, text in texts.items():
+        lines = text.splitlines(keepends=True)
         peers = [("tiktoken encode_ordinary", lambda text=text: tik.encode_ordinary(text)),
                  ("tokenizers encode (one string)", lambda text=text: hf_gpt2.encode(text).ids)]
-        lines = text.splitlines(keepends=True)
-        cold_times = []
-        for _ in range(args.repeats):
-            fresh = ByteBPE(ours_gpt2.vocab, ours_gpt2.merges, ours_gpt2.special_tokens)  # empty word cache
-            cold_ids, t = median_time(lambda text=text, fresh=fresh: fresh.encode(text), 1)
-            cold_times.append(t)
-        row(f"GPT-2 BPE, {name}, cold cache", text, (cold_ids, statistics.median(cold_times)), peers)
+        row(f"GPT-2 BPE, {name}, cold cache", text, (fresh_gpt2, lambda tok, text=text: tok.encode(text)), peers)
         ours_gpt2.encode(text)
-        row(f"GPT-2 BPE, {name}, warm cache", text, median_time(lambda text=text: ours_gpt2.encode(text),
-                                                                 args.repeats), peers[:1])
-        flat = [i for ids in ours_gpt2.encode_batch(lines) for i in ids]
+        row(f"GPT-2 BPE, {name}, warm cache", text, lambda text=text: ours_gpt2.encode(text), peers[:1])
         row(f"GPT-2 BPE, {name}, line by line (warm)", text,
-            median_time(lambda lines=lines: [i for ids in ours_gpt2.encode_batch(lines) for i in ids], args.repeats),
-            [("tiktoken encode_ordinary, a call a line", lambda lines=lines: [i for line in lines
-                                                                             for i in tik.encode_ordinary(line)]),
+            lambda lines=lines: [i for ids in ours_gpt2.encode_batch(lines) for i in ids],
+            [("tiktoken encode_ordinary, a call a line",
+              lambda lines=lines: [i for line in lines for i in tik.encode_ordinary(line)]),
              ("tokenizers encode_batch", lambda lines=lines: [i for e in hf_gpt2.encode_batch(lines) for i in e.ids])])
-        assert flat == [i for e in hf_gpt2.encode_batch(lines) for i in e.ids]
-        row(f"WordPiece MiniLM, {name}", text,
-            median_time(lambda text=text: ours_bert.encode(text), args.repeats),
+        row(f"WordPiece MiniLM, {name}", text, lambda text=text: ours_bert.encode(text),
             [("tokenizers encode (one string)", lambda text=text: hf_bert.encode(text).ids)])
     table = ("| zupu encoder, text | zupu MB/s | peer | peer MB/s | time ratio zupu/peer |\n"
              "|---|---|---|---|---|\n" + "\n".join(rows))
     note = (f"# Tokenizers: encode throughput vs tiktoken and Hugging Face `tokenizers`\n\n"
-            f"Median of {args.repeats} runs each, one thread each, same text, ids checked equal. "
+            f"Median of {args.repeats} alternating rounds, one thread each, same text, ids checked equal. "
             "MB/s counts UTF-8 bytes of input. zupu is pure Python (the `regex` module for "
             "pre-tokenisation); tiktoken and `tokenizers` are Rust. Cold: a fresh tokenizer, every "
             "distinct word merged from bytes; warm: the per-word cache already filled, so only "
