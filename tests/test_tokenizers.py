@@ -296,7 +296,7 @@ def test_wordpiece_minilm_ids_equal_hf_on_whole_corpora(minilm_dir, minilm_hf, p
     for name, text in parity_texts.items():
         ids = from_json.encode(text)
         assert ids == minilm_hf.encode(text).ids, name
-        assert from_vocab.encode(text[:100_000]) == ids[:len(from_vocab.encode(text[:100_000])) - 1] + [102], name
+        assert from_vocab.encode(text[:100_000]) == from_json.encode(text[:100_000]), name  # vocab.txt alone
     bert = tokenizers.BertWordPieceTokenizer(str(minilm_dir / "vocab.txt"), lowercase=True)
     sample = parity_texts["tinyshakespeare"][:50_000] + parity_texts["poet.tang.0.json"][:20_000]
     assert from_vocab.encode(sample) == bert.encode(sample).ids
