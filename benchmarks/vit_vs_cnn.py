@@ -57,7 +57,7 @@ def main() -> None:
         epochs = max(1, round(args.steps / steps_per_epoch))
         s = dataclasses.replace(base, train_size=n, epochs=epochs, warmup_epochs=max(1, epochs // 20))
         row = {"size": n, "epochs": epochs}
-        builders = {"ViT": lambda: Mnist().build(s), "LeNet-5 shape CNN": lenet5, "MLP": mlp}
+        builders = {"ViT": lambda s=s: Mnist().build(s), "LeNet-5 shape CNN": lenet5, "MLP": mlp}
         for name, build in builders.items():
             torch.manual_seed(args.seed)
             model = build()
