@@ -1,4 +1,4 @@
-"""ViT recipes: MNIST digits from 5,000 training images, and Fashion-MNIST, with an attention-map figure."""
+"""ViT recipe: MNIST digits from 5,000 training images, with attention-rollout and position-embedding figures."""
 
 from __future__ import annotations
 
@@ -170,20 +170,4 @@ def position_figure(vit: ViT, path) -> None:
     save(fig, path)
 
 
-@dataclass
-class FashionSettings(Settings):
-    train_size: int = 60000
-    epochs: int = 10
-
-
-class FashionMnist(Mnist):
-    name = "fashion-mnist"
-    dataset = "fashion-mnist"
-    summary = "the same ViT on Fashion-MNIST clothing images, 60k train / 10k test"
-    milestone = Milestone("test_acc", 0.88, paper="Fashion-MNIST benchmark (Xiao et al. 2017): MLP 87-88%, "
-                          "2-layer CNN ~91%")
-    Settings = FashionSettings
-    quick = {"epochs": 1, "train_size": 10000}
-
-
-RECIPES = [Mnist(), FashionMnist()]
+RECIPES = [Mnist()]
