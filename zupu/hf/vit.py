@@ -1,0 +1,102 @@
+"""ViT checkpoints in Hugging Face's layout (`ViTModel`, `ViTForImageClassification`), both ways.
+
+zupu                                 HF
+patch.proj                           embeddings.patch_embeddings.projection
+cls_token / pos_embed                embeddings.cls_token / embeddings.position_embeddings
+layers.{i}.attn.qkv                  encoder.layer.{i}.attention.attention.{query,key,value}   (stacked on dim 0)
+layers.{i}.attn.proj                 encoder.layer.{i}.attention.output.dense
+layers.{i}.ln1 / ln2                 encoder.layer.{i}.layernorm_before / layernorm_after
+layers.{i}.mlp.fc / mlp.proj         encoder.layer.{i}.intermediate.dense / output.dense
+layernorm / pooler                   layernorm / pooler.dense
+The classifier's encoder sits under `vit.` in both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from zupu.atomic import write_json
+from zupu.checkpoint import CONFIG, WEIGHTS, load_state, read_config, save_state
+from zupu.errors import CheckpointError
+from zupu.hf import keymap
+from zupu.models.vit import ViT, ViTConfig, ViTForImageClassification
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"ViTModel": ViT, "ViTForImageClassification": ViTForImageClassification}
+HF_NAME = {cls: name for name, cls in ARCHITECTURES.items()}
+
+_RENAME = {
+    "patch.proj": "embeddings.patch_embeddings.projection",
+    "cls_token": "embeddings.cls_token",
+    "pos_embed": "embeddings.position_embeddings",
+    "pooler": "pooler.dense",
+}
+_LAYER = {"attn.proj": "attention.output.dense", "ln1": "layernorm_before", "ln2": "layernorm_after",
+          "mlp.fc": "intermediate.dense", "mlp.proj": "output.dense"}
+
+
+def _encoder_names(key: str) -> list[str]:
+    if m := re.fullmatch(r"layers\.(\d+)\.attn\.qkv\.(weight|bias)", key):
+        i, p = m.groups()
+        return [f"encoder.layer.{i}.attention.attention.{n}.{p}" for n in ("query", "key", "value")]
+    if m := re.fullmatch(r"layers\.(\d+)\.(.+)\.(weight|bias)", key):
+        i, z, p = m.groups()
+        return [f"encoder.layer.{i}.{_LAYER[z]}.{p}"]
+    stem, dot, param = key.rpartition(".") if key.endswith((".weight", ".bias")) else (key, "", "")
+    return [_RENAME.get(stem, stem) + dot + param]
+
+
+def names(key: str) -> list[str]:
+    """zupu state-dict key -> HF key(s)."""
+    if key.startswith("vit."):
+        return ["vit." + n for n in _encoder_names(key.removeprefix("vit."))]
+    return _encoder_names(key)  # classifier.* is named alike
+
+
+def config_from_hf(cfg: dict[str, Any], where: str) -> ViTConfig:
+    if cfg.get("qkv_bias", True) is not True:
+        raise CheckpointError(f"{where}: qkv_bias=false is not supported; zupu's ViT has biased q/k/v projections")
+    fields = {f.name for f in dataclasses.fields(ViTConfig)}
+    values = {k: v for k, v in cfg.items() if k in fields}
+    if isinstance(cfg.get("id2label"), dict):
+        values["num_labels"] = len(cfg["id2label"])
+    try:
+        return ViTConfig(**values)
+    except TypeError as e:
+        raise CheckpointError(f"{where} is not a valid ViTConfig: {e}") from None
+
+
+def from_pretrained(path: str | os.PathLike) -> nn.Module:
+    """Load an HF ViT checkpoint directory (config.json + model.safetensors); never touches the network."""
+    path = Path(path)
+    cfg = read_config(path)
+    arch = (cfg.get("architectures") or ["ViTModel"])[0]
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"{path / CONFIG}: architecture {arch!r} is not one zupu's ViT loads; "
+                              f"known: {', '.join(ARCHITECTURES)}")
+    model = ARCHITECTURES[arch](config_from_hf(cfg, str(path / CONFIG)))
+    state = load_state(path / WEIGHTS)
+    if arch == "ViTModel" and state and all(k.startswith("vit.") for k in state):
+        state = {k.removeprefix("vit."): v for k, v in state.items()}  # saved from the classifier
+    keymap.from_hf(model, state, names, str(path / WEIGHTS))
+    return model.eval()
+
+
+def save_pretrained(model: nn.Module, out: str | os.PathLike, zupu_meta: dict[str, Any]) -> None:
+    """Write a folder `transformers` loads directly (`ViTModel`/`ViTForImageClassification`.from_pretrained)."""
+    if type(model) not in HF_NAME:
+        raise CheckpointError(f"{type(model).__name__} has no Hugging Face ViT architecture")
+    out = Path(out)
+    cfg = dataclasses.asdict(model.config)
+    num_labels = cfg.pop("num_labels")
+    if isinstance(model, ViTForImageClassification):
+        cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+        cfg["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
+    save_state(keymap.to_hf(model.state_dict(), names), out / WEIGHTS)
+    write_json(out / CONFIG, {**cfg, "qkv_bias": True, "model_type": "vit",
+                              "architectures": [HF_NAME[type(model)]], "zupu": zupu_meta})
