@@ -48,7 +48,8 @@ def cmd_token(args: argparse.Namespace) -> int:
                 stmt = stmt.where(db.User.name == args.user)
             for tok, user in s.execute(stmt).all():
                 state = "revoked" if tok.revoked else "active"
-                print(f"{tok.id:>4}  {user.name:<20} {tok.scope:<5} {state:<7} {tok.created:%Y-%m-%d %H:%M}  {tok.name}")
+                print(f"{tok.id:>4}  {user.name:<20} {tok.scope:<5} {state:<7} "
+                      f"{tok.created:%Y-%m-%d %H:%M}  {tok.name}")
         else:
             if not args.id:
                 raise ZupuError("token revoke needs --id N (see `zupu hub token list`)")

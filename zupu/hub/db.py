@@ -11,8 +11,7 @@ import hashlib
 import secrets
 from pathlib import Path
 
-from sqlalchemy import (Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint, create_engine, event,
-                        select)
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint, create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 

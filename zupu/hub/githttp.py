@@ -109,7 +109,8 @@ async def lfs_batch(hub: Hub, request: Request, caller: Caller, kind: str, repo_
     auth = {"Authorization": request.headers["authorization"]} if "authorization" in request.headers else {}
     out = []
     for obj in objects:
-        oid, size = obj.get("oid") if isinstance(obj, dict) else None, obj.get("size") if isinstance(obj, dict) else None
+        obj = obj if isinstance(obj, dict) else {}
+        oid, size = obj.get("oid"), obj.get("size")
         if not isinstance(oid, str) or not gitrepo.SHA256.match(oid) or not isinstance(size, int) or size < 0:
             out.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
                         "error": {"code": 422, "message": "oid must be a sha256 hex digest and size an integer"}})
@@ -135,5 +136,6 @@ async def lfs_batch(hub: Hub, request: Request, caller: Caller, kind: str, repo_
                 "download": {"href": base + hub.sign("download", repo.id, oid, size), "header": auth,
                              "expires_in": 3600}}})
         else:
-            out.append({"oid": oid, "size": size, "error": {"code": 404, "message": f"object {oid} is not in {repo_id}"}})
+            out.append({"oid": oid, "size": size,
+                        "error": {"code": 404, "message": f"object {oid} is not in {repo_id}"}})
     return JSONResponse({"transfer": "basic", "objects": out, "hash_algo": "sha256"}, media_type=LFS_JSON)

@@ -234,8 +234,8 @@ def create_app(hub: Hub) -> FastAPI:
         body = await json_body(request)
         c = caller_of(request)
         kind = body.get("type") or "model"
-        repo = hub.find_repo(c, kind, f"{body.get('organization') or (c.user.name if c.user else '')}/{body.get('name')}",
-                             write=True)
+        ns = body.get("organization") or (c.user.name if c.user else "")
+        repo = hub.find_repo(c, kind, f"{ns}/{body.get('name')}", write=True)
         with hub.sessions() as s, s.begin():
             s.execute(delete(RepoObject).where(RepoObject.repo_id == repo.id))
             s.execute(delete(Repo).where(Repo.id == repo.id))
