@@ -246,3 +246,24 @@ def test_validate_yaml(live):
     assert ok[0] == 200 and json.loads(ok[2])["errors"] == []
     bad = live.request("POST", "/api/validate-yaml", {"content": "---\nlicense: [mit\n---\n", "repoType": "model"})
     assert bad[0] == 400
+
+
+def test_multipart_lfs_upload(live, alice, tmp_path, monkeypatch):
+    parts = []
+    store_part = live.hub.storage.put_part
+
+    async def counting(oid, upload, n, length, chunks):
+        parts.append((n, length))
+        return await store_part(oid, upload, n, length, chunks)
+
+    monkeypatch.setattr(live.hub.storage, "put_part", counting)
+    live.hub.multipart_chunk = 64 << 10
+    try:
+        alice.create_repo("alice/parts")
+        blob = os.urandom(200_000)  # 4 parts of at most 64 KiB
+        alice.upload_file(path_or_fileobj=blob, path_in_repo="w.safetensors", repo_id="alice/parts")
+    finally:
+        live.hub.multipart_chunk = 64 << 20
+    assert sorted(parts) == [(1, 65536), (2, 65536), (3, 65536), (4, 200_000 - 3 * 65536)]
+    assert download(live, alice.token, tmp_path, "alice/parts", "w.safetensors") == blob
+    assert list(live.hub.storage.tmp.iterdir()) == []

@@ -107,6 +107,7 @@ async def lfs_batch(hub: Hub, request: Request, caller: Caller, kind: str, repo_
     repo = await asyncio.to_thread(_find, hub, caller, kind, repo_id, operation == "upload")
     base = base_url(request)
     auth = {"Authorization": request.headers["authorization"]} if "authorization" in request.headers else {}
+    multipart = "multipart" in (body.get("transfers") or [])
     out = []
     for obj in objects:
         obj = obj if isinstance(obj, dict) else {}
@@ -124,6 +125,15 @@ async def lfs_batch(hub: Hub, request: Request, caller: Caller, kind: str, repo_
                     "code": 413, "message": f"{size} bytes is over this hub's limit of {hub.max_object_size}"}})
             elif present:
                 out.append({"oid": oid, "size": size})
+            elif multipart and size > hub.multipart_chunk:
+                # HF multipart: PUT each part to its link (header "1", "2", ...), then POST the ETags to href.
+                parts = {str(n): base + hub.sign(f"part/{n}", repo.id, oid, size)
+                         for n in range(1, -(-size // hub.multipart_chunk) + 1)}
+                out.append({"oid": oid, "size": size, "authenticated": True, "actions": {
+                    "upload": {"href": base + hub.sign("complete", repo.id, oid, size),
+                               "header": {"chunk_size": str(hub.multipart_chunk), **parts}, "expires_in": 3600},
+                    "verify": {"href": base + hub.sign("verify", repo.id, oid, size), "header": auth,
+                               "expires_in": 3600}}})
             else:
                 # Even if another repo holds these bytes, this repo gets them only by uploading them.
                 out.append({"oid": oid, "size": size, "authenticated": True, "actions": {
@@ -138,4 +148,6 @@ async def lfs_batch(hub: Hub, request: Request, caller: Caller, kind: str, repo_
         else:
             out.append({"oid": oid, "size": size,
                         "error": {"code": 404, "message": f"object {oid} is not in {repo_id}"}})
-    return JSONResponse({"transfer": "basic", "objects": out, "hash_algo": "sha256"}, media_type=LFS_JSON)
+    chunked = any("chunk_size" in (o.get("actions", {}).get("upload", {}).get("header") or {}) for o in out)
+    return JSONResponse({"transfer": "multipart" if chunked else "basic", "objects": out, "hash_algo": "sha256"},
+                        media_type=LFS_JSON)

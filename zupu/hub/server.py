@@ -64,13 +64,14 @@ class Hub:
     """State shared by all requests: database, storage, git repos, locks, secret."""
 
     def __init__(self, data: str | os.PathLike, db_url: str | None = None, max_object_size: int = 50 * GIB,
-                 max_commit_bytes: int = 1 * GIB, page_size: int = 1000):
+                 max_commit_bytes: int = 1 * GIB, page_size: int = 1000, multipart_chunk: int = 64 << 20):
         self.data = Path(data).resolve()
         self.data.mkdir(parents=True, exist_ok=True)
         self.sessions = db.connect(db_url or db.default_url(self.data))
         self.storage = LocalStorage(self.data / "lfs")
         self.storage.sweep()
         self.max_object_size, self.max_commit_bytes, self.page_size = max_object_size, max_commit_bytes, page_size
+        self.multipart_chunk = multipart_chunk  # objects larger than this go up in parts when the client can
         self.secret = self._secret()
         self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
@@ -94,7 +95,7 @@ class Hub:
     # --- signed LFS transfer URLs -------------------------------------------------------------------
     def sign(self, op: str, repo_id: int, oid: str, size: int, ttl: int = 3600) -> str:
         exp = int(time.time()) + ttl
-        msg = f"{op}/{repo_id}/{oid}/{size}/{exp}"
+        msg = f"{op}/{repo_id}/{oid}/{size}/{exp}"  # op "part/N" signs the part number too
         sig = hmac.new(self.secret, msg.encode(), hashlib.sha256).hexdigest()[:40]
         return f"/lfs/{msg}/{sig}"
 
@@ -313,6 +314,37 @@ def create_app(hub: Hub) -> FastAPI:
             return Response(status_code=400)
         _link(hub, rid, oid, n)
         return Response(status_code=200)
+
+    @app.put("/lfs/part/{n}/{repo_id}/{oid}/{size}/{exp}/{sig}")
+    async def lfs_part(n: str, repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
+        rid, oid, total = hub.check_signature(f"part/{n}", repo_id, oid, size, exp, sig)
+        k, chunk = int(n), hub.multipart_chunk
+        if not 1 <= k <= -(-total // chunk):
+            raise HubError(400, f"{oid} has no part {k}")
+        length = min(chunk, total - (k - 1) * chunk)
+        try:
+            etag = await hub.storage.put_part(oid, str(rid), k, length, request.stream())
+        except UploadRejected as e:
+            raise HubError(e.status, str(e)) from None
+        except ClientDisconnect:
+            return Response(status_code=400)
+        return Response(status_code=200, headers={"ETag": f'"{etag}"'})
+
+    @app.post("/lfs/complete/{repo_id}/{oid}/{size}/{exp}/{sig}")
+    async def lfs_complete(repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
+        rid, oid, n = hub.check_signature("complete", repo_id, oid, size, exp, sig)
+        body = await json_body(request)
+        parts = sorted(body.get("parts") or [], key=lambda p: int(p.get("partNumber", 0)))
+        expected = -(-n // hub.multipart_chunk)
+        if body.get("oid") != oid or [int(p.get("partNumber", 0)) for p in parts] != list(range(1, expected + 1)):
+            raise HubError(400, f"completion must list parts 1..{expected} of {oid}")
+        try:
+            await hub.storage.assemble(oid, n, str(rid), [str(p.get("etag", "")) for p in parts],
+                                       hub.max_object_size)
+        except UploadRejected as e:
+            raise HubError(e.status, str(e)) from None
+        _link(hub, rid, oid, n)
+        return {}
 
     @app.post("/lfs/verify/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_verify(repo_id: str, oid: str, size: str, exp: str, sig: str):

@@ -49,6 +49,56 @@ class LocalStorage:
             with contextlib.suppress(OSError):
                 p.unlink()
 
+    def part_path(self, oid: str, upload: str, n: int) -> Path:
+        return self.tmp / f"{oid}.{upload}.part{n}"
+
+    async def put_part(self, oid: str, upload: str, n: int, length: int, chunks: AsyncIterator[bytes]) -> str:
+        """Store part `n` (exactly `length` bytes) of a multipart upload; its ETag (md5 of the part, as S3 does)."""
+        md5, got = hashlib.md5(usedforsecurity=False), 0
+        final = self.part_path(oid, upload, n)
+        tmp = final.with_name(final.name + f".{id(chunks)}")
+        try:
+            with open(tmp, "wb") as f:
+                async for chunk in chunks:
+                    got += len(chunk)
+                    if got > length:
+                        raise UploadRejected(f"part {n} of {oid} is longer than its {length} bytes")
+                    md5.update(chunk)
+                    f.write(chunk)
+            if got != length:
+                raise UploadRejected(f"part {n} of {oid} ended after {got} of {length} bytes; send it again")
+            os.replace(tmp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return md5.hexdigest()
+
+    async def assemble(self, oid: str, size: int, upload: str, etags: list[str], max_size: int) -> None:
+        """Join the parts of a multipart upload into object `oid` (checked like `put`); the parts are removed."""
+        parts = [self.part_path(oid, upload, n) for n in range(1, len(etags) + 1)]
+        try:
+            for n, (path, etag) in enumerate(zip(parts, etags, strict=True), 1):
+                if not path.is_file():
+                    raise UploadRejected(f"part {n} of {oid} was never uploaded")
+                md5 = hashlib.md5(usedforsecurity=False)
+                with open(path, "rb") as f:
+                    while block := f.read(CHUNK):
+                        md5.update(block)
+                if md5.hexdigest() != etag.strip('"'):
+                    raise UploadRejected(f"part {n} of {oid}: ETag {etag} does not match the stored part")
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for path in parts:
+                    with open(path, "rb") as f:
+                        while block := f.read(CHUNK):
+                            yield block
+
+            await self.put(oid, size, chunks(), max_size)
+        finally:
+            for path in parts:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
     async def put(self, oid: str, size: int, chunks: AsyncIterator[bytes], max_size: int) -> None:
         """Stream `chunks` into the object `oid`; UploadRejected unless they are exactly `size` bytes hashing to it."""
         if size > max_size:
