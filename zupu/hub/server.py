@@ -836,7 +836,7 @@ def _file_response(request: Request, path: Path, size: int, headers: dict[str, s
             f.seek(start)
             left = length
             while left > 0:
-                chunk = await run_in_threadpool(f.read, min(CHUNK, left))
+                chunk = await run_in_threadpool(f.read, min(4 * CHUNK, left))
                 if not chunk:
                     break
                 left -= len(chunk)
