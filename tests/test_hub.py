@@ -11,10 +11,16 @@ import json
 import os
 from pathlib import Path
 
-import huggingface_hub as hf
 import pytest
 from hub_live import LiveHub
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    constants,
+    hf_hub_download,
+    snapshot_download,
+)
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from zupu.cli import main
@@ -29,7 +35,7 @@ def live(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _no_xet(monkeypatch, tmp_path):
-    monkeypatch.setattr(hf.constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
 
 

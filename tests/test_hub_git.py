@@ -8,10 +8,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import huggingface_hub as hf
 import pytest
 from hub_live import LiveHub
-from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_download
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("git") is None, reason="the git binary is not installed (apt-get install git)"),
@@ -37,7 +36,7 @@ def git_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     for key in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr(hf.constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     if not (home / ".gitconfig").exists():
         for args in (["lfs", "install", "--skip-repo"], ["config", "--global", "user.name", "Git User"],
                      ["config", "--global", "user.email", "git@example.org"],

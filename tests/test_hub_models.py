@@ -9,16 +9,16 @@ import sys
 import textwrap
 from pathlib import Path
 
-import huggingface_hub as hf
 import pytest
 import torch
 from hub_live import LiveHub
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, constants
 
 import zupu
 from zupu.checkpoint import save_model
 from zupu.cli import main
 from zupu.errors import ZupuError
+from zupu.hub.client import without_xet
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def hub_env(live, monkeypatch, tmp_path):
     token = live.token("alice")
     monkeypatch.setenv("ZUPU_HUB_URL", live.url)
     monkeypatch.setenv("HF_TOKEN", token)
-    monkeypatch.setattr(hf.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     return token
 
 
@@ -76,11 +76,8 @@ def test_transformers_from_pretrained_through_hf_endpoint(live, hub_env, tmp_pat
 
     api = HfApi(endpoint=live.url, token=hub_env)
     api.create_repo("alice/tiny-gpt", private=True)
-    hf.constants.HF_HUB_DISABLE_XET, saved = True, hf.constants.HF_HUB_DISABLE_XET
-    try:
+    with without_xet():
         api.upload_folder(repo_id="alice/tiny-gpt", folder_path=folder)
-    finally:
-        hf.constants.HF_HUB_DISABLE_XET = saved
     text = "the family tree of neural networks runs on a hub"
     ids = tokenizer(text, return_tensors="pt")["input_ids"]
     with torch.no_grad():
