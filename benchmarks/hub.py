@@ -67,7 +67,8 @@ def commit(port: int, token: str, repo: str, path: str, data: bytes) -> tuple[in
              {"key": "file", "value": {"path": path, "content": base64.b64encode(data).decode(), "encoding": "base64"}}]
     t = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    conn.request("POST", f"/api/models/{repo}/commit/main", body=b"".join(json.dumps(x).encode() + b"\n" for x in lines),
+    body = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+    conn.request("POST", f"/api/models/{repo}/commit/main", body=body,
                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"})
     status = conn.getresponse().status
     conn.close()
