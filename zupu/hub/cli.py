@@ -1,0 +1,126 @@
+"""`zupu hub serve|token|org` and `zupu push RUN REPO`.
+
+Scripts rely on this contract: `zupu hub token create --data DIR --user NAME [--scope read|write]`
+creates the user if needed and prints the token alone on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from zupu.errors import ZupuError
+
+
+def _sessions(args: argparse.Namespace):
+    from zupu.hub import db
+
+    return db.connect(args.db or db.default_url(args.data))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from zupu.hub.server import Hub, create_app
+
+    hub = Hub(args.data, args.db, max_object_size=args.max_object_size)
+    print(f"zupu hub on http://{args.host}:{args.port} (data {hub.data}); "
+          f"clients: HF_ENDPOINT=http://{args.host}:{args.port} HF_HUB_DISABLE_XET=1", flush=True)
+    uvicorn.run(create_app(hub), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from zupu.hub import db
+
+    sessions = _sessions(args)
+    with sessions() as s, s.begin():
+        if args.action == "create":
+            if not args.user:
+                raise ZupuError("token create needs --user NAME")
+            tok, secret = db.create_token(s, args.user, args.scope, args.name)
+            print(f"token {tok.id} ({tok.name}, {tok.scope}) for {args.user}; it is shown only now:")
+            print(secret)
+        elif args.action == "list":
+            stmt = select(db.Token, db.User).join(db.User, db.User.id == db.Token.user_id).order_by(db.Token.id)
+            if args.user:
+                stmt = stmt.where(db.User.name == args.user)
+            for tok, user in s.execute(stmt).all():
+                state = "revoked" if tok.revoked else "active"
+                print(f"{tok.id:>4}  {user.name:<20} {tok.scope:<5} {state:<7} "
+                      f"{tok.created:%Y-%m-%d %H:%M}  {tok.name}")
+        else:
+            if not args.id:
+                raise ZupuError("token revoke needs --id N (see `zupu hub token list`)")
+            tok = s.get(db.Token, args.id)
+            if tok is None:
+                raise ZupuError(f"no token with id {args.id}; see `zupu hub token list`")
+            tok.revoked = True
+            print(f"token {tok.id} revoked")
+    return 0
+
+
+def cmd_org(args: argparse.Namespace) -> int:
+    from zupu.hub import db
+
+    sessions = _sessions(args)
+    with sessions() as s, s.begin():
+        org = db.get_or_create_user(s, args.name, is_org=True)
+        if not org.is_org:
+            raise ZupuError(f"{args.name} is a user, not an organisation")
+        for member in args.member:
+            user = db.get_or_create_user(s, member)
+            if s.get(db.Membership, (org.id, user.id)) is None:
+                s.add(db.Membership(org_id=org.id, user_id=user.id))
+        print(f"organisation {args.name}: members {', '.join(args.member) or '(unchanged)'}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from zupu.hub.client import push
+
+    print(push(args.run, args.repo, private=args.private, message=args.message))
+    return 0
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="hub-data", help="the hub's data folder (default: hub-data)")
+    p.add_argument("--db", help="SQLAlchemy database URL (default: SQLite in --data)")
+
+
+def add_parser(subparsers) -> None:
+    hub = subparsers.add_parser("hub", help="a self-hosted model/dataset/space hub for HF clients, git and git lfs")
+    sub = hub.add_subparsers(dest="hub_command", required=True)
+
+    s = sub.add_parser("serve", help="run the hub (HTTP API, git smart HTTP, Git LFS)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    _data_args(s)
+    s.add_argument("--max-object-size", type=int, default=50 << 30, help="largest LFS object in bytes")
+    s.add_argument("--log-level", default="warning")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("token", help="create, list or revoke access tokens")
+    s.add_argument("action", choices=["create", "list", "revoke"])
+    _data_args(s)
+    s.add_argument("--user")
+    s.add_argument("--scope", choices=["read", "write"], default="write")
+    s.add_argument("--name", help="a label for the token")
+    s.add_argument("--id", type=int, help="the token to revoke (from `token list`)")
+    s.set_defaults(func=cmd_token)
+
+    s = sub.add_parser("org", help="create an organisation and add members")
+    s.add_argument("name")
+    _data_args(s)
+    s.add_argument("--member", action="append", default=[], help="a user to add (repeatable)")
+    s.set_defaults(func=cmd_org)
+
+
+def add_push_parser(subparsers) -> None:
+    s = subparsers.add_parser("push", help="upload a run directory to a hub repo (HF_ENDPOINT/ZUPU_HUB_URL, HF_TOKEN)")
+    s.add_argument("run")
+    s.add_argument("repo", help="namespace/name")
+    s.add_argument("--private", action="store_true")
+    s.add_argument("--message", default=None)
+    s.set_defaults(func=cmd_push)

@@ -1,0 +1,858 @@
+"""The hub's HTTP server: the Hugging Face Hub API that `huggingface_hub` speaks, Git LFS, git smart HTTP.
+
+URL layout (as on huggingface.co; datasets and spaces prefix `/datasets/` and `/spaces/`):
+
+    /api/whoami-v2, /api/repos/{create,delete,move}, /api/{models,datasets,spaces}[?author=&search=]
+    /api/{type}s/{ns}/{name}[/revision/{rev}]            repo info
+    /api/{type}s/{ns}/{name}/{tree,paths-info,commits,preupload,commit}/{rev}[/{path}]
+    /api/{type}s/{ns}/{name}/{refs,settings,branch/{b},tag/{rev-or-tag}}
+    /{ns}/{name}/resolve/{rev}/{path}                    file download (HEAD/GET, Range)
+    /{ns}/{name}[.git]/info/lfs/objects/batch            Git LFS batch API
+    /{ns}/{name}[.git]/{info/refs,git-upload-pack,git-receive-pack}   git smart HTTP
+
+Revisions and tree paths arrive percent-encoded (`refs%2Fpr%2F1`), so the repo routes are matched on
+the raw request path, segment by segment, rather than on the decoded one.
+
+LFS transfer URLs (upload, verify, download) are signed with the hub's secret and name the repo,
+oid and size, because `huggingface_hub` PUTs uploads without its token, as to a presigned S3 URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from zupu.hub import db, gitrepo
+from zupu.hub.db import HubError, Membership, Repo, RepoObject, Token, User
+from zupu.hub.storage import CHUNK, LocalStorage, UploadRejected
+
+PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+KINDS = {"models": "model", "datasets": "dataset", "spaces": "space"}
+URL_TYPES = {"datasets": "dataset", "spaces": "space"}
+LFS_JSON = "application/vnd.git-lfs+json"
+GIB = 1 << 30
+
+
+@dataclass
+class Caller:
+    user: User | None
+    scope: str | None  # "read", "write" or None (anonymous)
+    sent_credentials: bool
+
+
+class Hub:
+    """State shared by all requests: database, storage, git repos, locks, secret."""
+
+    def __init__(self, data: str | os.PathLike, db_url: str | None = None, max_object_size: int = 50 * GIB,
+                 max_commit_bytes: int = 1 * GIB, page_size: int = 1000, multipart_chunk: int = 64 << 20):
+        self.data = Path(data).resolve()
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.sessions = db.connect(db_url or db.default_url(self.data))
+        self.storage = LocalStorage(self.data / "lfs")
+        self.storage.sweep()
+        self.max_object_size, self.max_commit_bytes, self.page_size = max_object_size, max_commit_bytes, page_size
+        self.multipart_chunk = multipart_chunk  # objects larger than this go up in parts when the client can
+        self.secret = self._secret()
+        self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+
+    def _secret(self) -> bytes:
+        path = self.data / "secret"
+        if not path.exists():
+            from zupu.atomic import write_bytes
+
+            write_bytes(path, secrets.token_bytes(32))
+            path.chmod(0o600)
+        return path.read_bytes()
+
+    def lock(self, repo: Repo) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks[repo.id]
+
+    def git(self, repo: Repo) -> gitrepo.Repo:
+        return gitrepo.Repo(self.data / "repos" / f"{repo.id}.git")
+
+    # --- signed LFS transfer URLs -------------------------------------------------------------------
+    def sign(self, op: str, repo_id: int, oid: str, size: int, ttl: int = 3600) -> str:
+        exp = int(time.time()) + ttl
+        msg = f"{op}/{repo_id}/{oid}/{size}/{exp}"  # op "part/N" signs the part number too
+        sig = hmac.new(self.secret, msg.encode(), hashlib.sha256).hexdigest()[:40]
+        return f"/lfs/{msg}/{sig}"
+
+    def check_signature(self, op: str, repo_id: str, oid: str, size: str, exp: str, sig: str) -> tuple[int, str, int]:
+        msg = f"{op}/{repo_id}/{oid}/{size}/{exp}"
+        good = hmac.new(self.secret, msg.encode(), hashlib.sha256).hexdigest()[:40]
+        if not hmac.compare_digest(good, sig) or not exp.isdigit() or int(exp) < time.time():
+            raise HubError(403, "this LFS transfer link is invalid or expired; ask the batch API for a new one")
+        return int(repo_id), oid, int(size)
+
+    # --- callers and permissions ----------------------------------------------------------------------
+    def caller(self, authorization: str | None) -> Caller:
+        if not authorization:
+            return Caller(None, None, False)
+        kind, _, value = authorization.partition(" ")
+        token = value.strip()
+        if kind.lower() == "basic":
+            try:
+                token = base64.b64decode(token).decode().partition(":")[2]
+            except (binascii.Error, UnicodeDecodeError):
+                raise HubError(401, "malformed Basic authorization header") from None
+        elif kind.lower() != "bearer":
+            raise HubError(401, f"authorization scheme {kind!r} is not Bearer or Basic")
+        with self.sessions() as s:
+            tok = s.scalar(select(Token).where(Token.digest == db.token_digest(token), Token.revoked.is_(False)))
+            if tok is None:
+                raise HubError(401, "invalid or revoked token; create one with `zupu hub token create`")
+            return Caller(s.get(User, tok.user_id), tok.scope, True)
+
+    def member_of(self, user: User, namespace: str) -> bool:
+        if user.name == namespace:
+            return True
+        with self.sessions() as s:
+            org = s.scalar(select(User).where(User.name == namespace, User.is_org.is_(True)))
+            return org is not None and s.get(Membership, (org.id, user.id)) is not None
+
+    def find_repo(self, caller: Caller, kind: str, repo_id: str, write: bool = False) -> Repo:
+        """The repo, if the caller may see it (else 404, like the HF Hub) and write it when asked (else 403)."""
+        ns, _, name = repo_id.partition("/")
+        with self.sessions() as s:
+            repo = s.scalar(select(Repo).where(Repo.type == kind, Repo.namespace == ns, Repo.name == name))
+        owner = caller.user is not None and self.member_of(caller.user, ns)
+        if repo is None or (repo.private and not owner):
+            raise HubError(404, f"{kind} repository {repo_id} not found (or private and not yours)", "RepoNotFound")
+        if write and not (owner and caller.scope == "write"):
+            raise HubError(403, f"you cannot write to {repo_id}: "
+                                + ("your token is read-only" if owner else "it belongs to someone else"))
+        return repo
+
+    def can_create_in(self, caller: Caller, namespace: str) -> User:
+        if caller.user is None:
+            raise HubError(401, "creating a repo needs a token (Authorization: Bearer ...)")
+        if caller.scope != "write":
+            raise HubError(403, "your token is read-only; creating a repo needs a write token")
+        if not self.member_of(caller.user, namespace):
+            raise HubError(403, f"you are not {namespace} nor a member of the organisation {namespace}")
+        return caller.user
+
+
+def error_response(e: HubError) -> JSONResponse:
+    headers = {"X-Error-Message": str(e).encode("ascii", "replace").decode()}
+    if e.code:
+        headers["X-Error-Code"] = e.code
+    if e.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="zupu hub"'
+    return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
+
+
+def segments(request: Request) -> list[str]:
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    path = raw.decode("latin-1").split("?", 1)[0]
+    return [unquote(p) for p in path.strip("/").split("/")]
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def create_app(hub: Hub) -> FastAPI:
+    app = FastAPI(title="zupu hub", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.hub = hub
+
+    @app.exception_handler(HubError)
+    async def _hub_error(_request: Request, e: HubError):
+        return error_response(e)
+
+    @app.exception_handler(gitrepo.BadPath)
+    async def _bad_path(_request: Request, e: gitrepo.BadPath):
+        return error_response(HubError(422, str(e)))
+
+    def caller_of(request: Request) -> Caller:
+        return hub.caller(request.headers.get("authorization"))
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise HubError(400, "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise HubError(400, "the request body must be a JSON object")
+        return body
+
+    # --- accounts ------------------------------------------------------------------------------------
+    @app.get("/api/whoami-v2")
+    async def whoami(request: Request):
+        c = caller_of(request)
+        if c.user is None:
+            raise HubError(401, "send a token: Authorization: Bearer <token>")
+        with hub.sessions() as s:
+            orgs = s.scalars(select(User).join(Membership, Membership.org_id == User.id)
+                             .where(Membership.user_id == c.user.id)).all()
+        return {"type": "user", "id": str(c.user.id), "name": c.user.name, "fullname": c.user.name,
+                "orgs": [{"type": "org", "name": o.name, "id": str(o.id)} for o in orgs],
+                "auth": {"type": "access_token", "accessToken": {"displayName": c.user.name, "role": c.scope}}}
+
+    # --- repo lifecycle --------------------------------------------------------------------------------
+    @app.post("/api/repos/create")
+    async def create_repo(request: Request):
+        body = await json_body(request)
+        c = caller_of(request)
+        kind = body.get("type") or "model"
+        if kind not in db.REPO_TYPES:
+            raise HubError(400, f"repo type {kind!r} is not one of {', '.join(db.REPO_TYPES)}")
+        ns = body.get("organization") or (c.user.name if c.user else "")
+        name = db.check_name(str(body.get("name") or ""), "repo")
+        db.check_name(ns, "namespace")
+        user = hub.can_create_in(c, ns)
+        private = body.get("visibility", "private" if body.get("private") else "public") != "public"
+        url = f"{base_url(request)}/{PREFIX[kind]}{ns}/{name}"
+        return await run_in_threadpool(_create_repo, hub, kind, ns, name, private, user, url)
+
+    @app.delete("/api/repos/delete")
+    async def delete_repo(request: Request):
+        body = await json_body(request)
+        c = caller_of(request)
+        kind = body.get("type") or "model"
+        ns = body.get("organization") or (c.user.name if c.user else "")
+        repo = hub.find_repo(c, kind, f"{ns}/{body.get('name')}", write=True)
+        with hub.sessions() as s, s.begin():
+            s.execute(delete(RepoObject).where(RepoObject.repo_id == repo.id))
+            s.execute(delete(Repo).where(Repo.id == repo.id))
+        git = hub.git(repo)
+        trash = git.path.with_name(f"{git.path.name}.deleted-{secrets.token_hex(4)}")
+        os.replace(git.path, trash)
+        await run_in_threadpool(__import__("shutil").rmtree, trash, True)
+        return {}
+
+    @app.post("/api/repos/move")
+    async def move_repo(request: Request):
+        body = await json_body(request)
+        c = caller_of(request)
+        kind = body.get("type") or "model"
+        repo = hub.find_repo(c, kind, str(body.get("fromRepo")), write=True)
+        ns, _, name = str(body.get("toRepo") or "").partition("/")
+        db.check_name(name, "repo")
+        hub.can_create_in(c, ns)
+        with hub.sessions() as s:
+            try:
+                with s.begin():
+                    row = s.get(Repo, repo.id)
+                    row.namespace, row.name, row.updated = ns, name, db.now()
+            except IntegrityError:
+                raise HubError(409, f"{kind} repository {ns}/{name} already exists") from None
+        return {}
+
+    @app.get("/api/{kinds}")
+    async def list_repos(kinds: str, request: Request):
+        if kinds not in KINDS:
+            raise HubError(404, f"no such endpoint /api/{kinds}")
+        c = caller_of(request)
+        q = request.query_params
+        with hub.sessions() as s:
+            stmt = select(Repo).where(Repo.type == KINDS[kinds]).order_by(Repo.namespace, Repo.name)
+            if q.get("author"):
+                stmt = stmt.where(Repo.namespace == q["author"])
+            rows = s.scalars(stmt).all()
+        search = (q.get("search") or "").lower()
+        out = [_repo_summary(r) for r in rows
+               if search in r.repo_id.lower() and (not r.private or (c.user and hub.member_of(c.user, r.namespace)))]
+        limit = int(q.get("limit") or 0)
+        return out[:limit] if limit > 0 else out
+
+    @app.post("/api/validate-yaml")
+    async def validate_yaml(request: Request):
+        body = await json_body(request)
+        content = str(body.get("content") or "")
+        import yaml
+
+        text = content
+        if content.startswith("---"):
+            parts = content.split("---", 2)
+            text = parts[1] if len(parts) >= 3 else ""
+        try:
+            meta = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            return Response(f"invalid YAML metadata: {e}", status_code=400, media_type="text/plain")
+        if not isinstance(meta, dict):
+            return Response("YAML metadata must be a mapping", status_code=400, media_type="text/plain")
+        return {"errors": [], "warnings": []}
+
+    # --- LFS transfers (signed links) -------------------------------------------------------------------
+    @app.put("/lfs/upload/{repo_id}/{oid}/{size}/{exp}/{sig}")
+    async def lfs_upload(repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
+        rid, oid, n = hub.check_signature("upload", repo_id, oid, size, exp, sig)
+        if request.headers.get("content-length", "").isdigit() and int(request.headers["content-length"]) > n:
+            raise HubError(413 if int(request.headers["content-length"]) > hub.max_object_size else 400,
+                           f"Content-Length {request.headers['content-length']} is not the announced size {n}")
+        try:
+            await hub.storage.put(oid, n, request.stream(), hub.max_object_size)
+        except UploadRejected as e:
+            raise HubError(e.status, str(e)) from None
+        except ClientDisconnect:
+            return Response(status_code=400)
+        _link(hub, rid, oid, n)
+        return Response(status_code=200)
+
+    @app.put("/lfs/part/{n}/{repo_id}/{oid}/{size}/{exp}/{sig}")
+    async def lfs_part(n: str, repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
+        rid, oid, total = hub.check_signature(f"part/{n}", repo_id, oid, size, exp, sig)
+        k, chunk = int(n), hub.multipart_chunk
+        if not 1 <= k <= -(-total // chunk):
+            raise HubError(400, f"{oid} has no part {k}")
+        length = min(chunk, total - (k - 1) * chunk)
+        try:
+            etag = await hub.storage.put_part(oid, str(rid), k, length, request.stream())
+        except UploadRejected as e:
+            raise HubError(e.status, str(e)) from None
+        except ClientDisconnect:
+            return Response(status_code=400)
+        return Response(status_code=200, headers={"ETag": f'"{etag}"'})
+
+    @app.post("/lfs/complete/{repo_id}/{oid}/{size}/{exp}/{sig}")
+    async def lfs_complete(repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
+        rid, oid, n = hub.check_signature("complete", repo_id, oid, size, exp, sig)
+        body = await json_body(request)
+        parts = sorted(body.get("parts") or [], key=lambda p: int(p.get("partNumber", 0)))
+        expected = -(-n // hub.multipart_chunk)
+        if body.get("oid") != oid or [int(p.get("partNumber", 0)) for p in parts] != list(range(1, expected + 1)):
+            raise HubError(400, f"completion must list parts 1..{expected} of {oid}")
+        try:
+            await hub.storage.assemble(oid, n, str(rid), [str(p.get("etag", "")) for p in parts],
+                                       hub.max_object_size)
+        except UploadRejected as e:
+            raise HubError(e.status, str(e)) from None
+        _link(hub, rid, oid, n)
+        return {}
+
+    @app.post("/lfs/verify/{repo_id}/{oid}/{size}/{exp}/{sig}")
+    async def lfs_verify(repo_id: str, oid: str, size: str, exp: str, sig: str):
+        rid, oid, n = hub.check_signature("verify", repo_id, oid, size, exp, sig)
+        if not hub.storage.exists(oid, n) or not _linked(hub, rid, oid):
+            raise HubError(404, f"object {oid} of {n} bytes was not uploaded to this repo")
+        return {}
+
+    @app.get("/lfs/download/{repo_id}/{oid}/{size}/{exp}/{sig}")
+    async def lfs_download(repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
+        rid, oid, n = hub.check_signature("download", repo_id, oid, size, exp, sig)
+        if not _linked(hub, rid, oid) or not hub.storage.exists(oid, n):
+            raise HubError(404, f"object {oid} is not in this repo")
+        return _file_response(request, hub.storage.path(oid), n, {"ETag": f'"{oid}"'})
+
+    # --- everything under a repo ---------------------------------------------------------------------------
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+
+    @app.api_route("/api/{kinds}/{rest:path}", methods=methods)
+    async def repo_api(kinds: str, rest: str, request: Request):
+        if kinds not in KINDS:
+            raise HubError(404, f"no such endpoint /api/{kinds}/...")
+        parts = segments(request)[2:]
+        if len(parts) < 2:
+            raise HubError(404, "a repo id is namespace/name", "RepoNotFound")
+        repo_id, op, args = f"{parts[0]}/{parts[1]}", (parts[2] if len(parts) > 2 else ""), parts[3:]
+        handler = REPO_API.get((request.method if request.method != "HEAD" else "GET", op))
+        if handler is None:
+            raise HubError(404, f"no endpoint {request.method} /api/{kinds}/{{repo}}/{op}")
+        body = await request.body() if request.method in ("POST", "PUT", "DELETE") else b""
+        if len(body) > hub.max_commit_bytes:
+            raise HubError(413, f"request body over this hub's {hub.max_commit_bytes} bytes")
+        ctx = Ctx(hub, caller_of(request), KINDS[kinds], repo_id, args, request, body)
+        return await run_in_threadpool(handler, ctx)
+
+    @app.api_route("/{rest:path}", methods=methods)
+    async def repo_files(rest: str, request: Request):
+        parts = segments(request)
+        kind = URL_TYPES.get(parts[0], "model")
+        if kind != "model":
+            parts = parts[1:]
+        if len(parts) < 3:
+            raise HubError(404, "not found")
+        ns, name = parts[0], parts[1]
+        from zupu.hub import githttp
+
+        if name.endswith(".git") or parts[2] in ("info", "git-upload-pack", "git-receive-pack", "HEAD", "objects"):
+            return await githttp.handle(hub, request, kind, f"{ns}/{name.removesuffix('.git')}", parts[2:])
+        if parts[2] == "resolve" and len(parts) >= 5:
+            c = caller_of(request)
+            return await run_in_threadpool(_resolve, hub, c, kind, f"{ns}/{name}", parts[3], "/".join(parts[4:]),
+                                           request)
+        raise HubError(404, f"no such page /{rest}")
+
+    return app
+
+
+# --- helpers run in worker threads -------------------------------------------------------------------------
+@dataclass
+class Ctx:
+    hub: Hub
+    caller: Caller
+    kind: str
+    repo_id: str
+    args: list[str]
+    request: Request
+    body: bytes
+
+    def repo(self, write: bool = False) -> Repo:
+        return self.hub.find_repo(self.caller, self.kind, self.repo_id, write)
+
+    def json(self) -> dict[str, Any]:
+        if not self.body:
+            return {}
+        try:
+            body = json.loads(self.body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise HubError(400, "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise HubError(400, "the request body must be a JSON object")
+        return body
+
+    def commit_of(self, repo: Repo, revision: str) -> str:
+        oid = self.hub.git(repo).resolve(revision)
+        if oid is None:
+            raise HubError(404, f"revision {revision!r} not found in {self.repo_id}", "RevisionNotFound")
+        return oid
+
+    def url(self, repo: Repo) -> str:
+        return f"{base_url(self.request)}/{PREFIX[repo.type]}{repo.repo_id}"
+
+
+def _create_repo(hub: Hub, kind: str, ns: str, name: str, private: bool, user: User, url: str):
+    with hub.sessions() as s:
+        try:
+            with s.begin():
+                repo = Repo(type=kind, namespace=ns, name=name, private=private)
+                s.add(repo)
+                s.flush()
+                git = hub.git(repo)
+                git.init()
+                git.commit("main", [gitrepo.Change(".gitattributes", gitrepo.DEFAULT_GITATTRIBUTES.encode())],
+                           "initial commit", (user.name, f"{user.name}@zupu.hub"))
+        except IntegrityError:
+            return JSONResponse({"error": f"You already created this {kind} repo", "url": url}, status_code=409)
+    return {"url": url, "name": f"{ns}/{name}", "id": f"{ns}/{name}"}
+
+
+def _repo_summary(r: Repo) -> dict[str, Any]:
+    return {"id": r.repo_id, "_id": str(r.id), "author": r.namespace, "private": r.private, "gated": False,
+            "disabled": False, "downloads": 0, "likes": 0, "tags": [],
+            "createdAt": gitrepo.iso(r.created), "lastModified": gitrepo.iso(r.updated)}
+
+
+def _link(hub: Hub, repo_id: int, oid: str, size: int) -> None:
+    with hub.sessions() as s, s.begin():
+        if s.get(RepoObject, (repo_id, oid)) is None:
+            s.add(RepoObject(repo_id=repo_id, oid=oid, size=size))
+
+
+def _linked(hub: Hub, repo_id: int, oid: str) -> bool:
+    with hub.sessions() as s:
+        return s.get(RepoObject, (repo_id, oid)) is not None
+
+
+def _entry_json(e: gitrepo.Entry, last: gitrepo.CommitInfo | None = None) -> dict[str, Any]:
+    if e.kind == "directory":
+        out: dict[str, Any] = {"type": "directory", "oid": e.oid, "size": 0, "path": e.path}
+    else:
+        out = {"type": "file", "oid": e.oid, "size": e.lfs[1] if e.lfs else e.size, "path": e.path}
+        if e.lfs:
+            out["lfs"] = {"oid": e.lfs[0], "size": e.lfs[1], "pointerSize": e.size}
+    if last is not None:
+        out["lastCommit"] = {"id": last.oid, "title": last.title, "date": last.date}
+    return out
+
+
+def repo_info(ctx: Ctx) -> dict[str, Any]:
+    repo = ctx.repo()
+    git = ctx.hub.git(repo)
+    revision = ctx.args[1] if ctx.args[:1] == ["revision"] and len(ctx.args) > 1 else "main"
+    sha = ctx.commit_of(repo, revision)
+    files = [e for e in git.ls(sha, recursive=True) if e.kind == "file"]
+    blobs = ctx.request.query_params.get("blobs", "").lower() in ("1", "true")
+    siblings = []
+    for e in files:
+        sib: dict[str, Any] = {"rfilename": e.path}
+        if blobs:
+            sib.update(size=e.lfs[1] if e.lfs else e.size, blobId=e.oid)
+            if e.lfs:
+                sib["lfs"] = {"sha256": e.lfs[0], "size": e.lfs[1], "pointerSize": e.size}
+        siblings.append(sib)
+    last = git.log(sha, limit=1)
+    info = _repo_summary(repo)
+    info.update(sha=sha, siblings=siblings, lastModified=last[0].date if last else info["lastModified"])
+    if repo.type == "space":
+        info.update(sdk="static", runtime={"stage": "NO_APP_FILE"})
+    return info
+
+
+def repo_settings(ctx: Ctx) -> dict[str, Any]:
+    repo = ctx.repo(write=True)
+    body = ctx.json()
+    private = body.get("private")
+    if "visibility" in body:
+        private = body["visibility"] != "public"
+    with ctx.hub.sessions() as s, s.begin():
+        row = s.get(Repo, repo.id)
+        if private is not None:
+            row.private = bool(private)
+        row.updated = db.now()
+    return {}
+
+
+def _page(ctx: Ctx, total: int, page_size: int) -> tuple[slice, dict[str, str]]:
+    """This request's slice of a listing of `total` items, and the Link header to the next page (cursor-based)."""
+    cursor = ctx.request.query_params.get("cursor", "0")
+    start = int(cursor) if cursor.isdigit() else 0
+    headers = {}
+    if start + page_size < total:
+        params = {**ctx.request.query_params, "cursor": str(start + page_size)}
+        query = "&".join(f"{quote(k)}={quote(v)}" for k, v in params.items())
+        headers["Link"] = f'<{str(ctx.request.url).split("?", 1)[0]}?{query}>; rel="next"'
+    return slice(start, start + page_size), headers
+
+
+def repo_tree(ctx: Ctx) -> JSONResponse:
+    repo = ctx.repo()
+    if not ctx.args:
+        raise HubError(404, "tree needs a revision", "RevisionNotFound")
+    sha = ctx.commit_of(repo, ctx.args[0])
+    path = "/".join(ctx.args[1:]).strip("/")
+    git = ctx.hub.git(repo)
+    q = ctx.request.query_params
+    if path:
+        gitrepo.check_path(path)
+        e = git.entry(sha, path)
+        if e is None or e.kind != "directory":
+            raise HubError(404, f"{path} is not a folder at {ctx.args[0]}", "EntryNotFound")
+    entries = git.ls(sha, path, recursive=q.get("recursive", "").lower() in ("1", "true"))
+    expand = q.get("expand", "").lower() in ("1", "true")
+    page, headers = _page(ctx, len(entries), min(ctx.hub.page_size, 50) if expand else ctx.hub.page_size)
+    out = [_entry_json(e, git.last_commit_for(sha, e.path) if expand else None) for e in entries[page]]
+    return JSONResponse(out, headers=headers)
+
+
+def repo_paths_info(ctx: Ctx) -> list[dict[str, Any]]:
+    repo = ctx.repo()
+    sha = ctx.commit_of(repo, ctx.args[0] if ctx.args else "main")
+    ctype = ctx.request.headers.get("content-type", "")
+    if "json" in ctype:
+        body = ctx.json()
+        paths, expand = body.get("paths") or [], bool(body.get("expand"))
+    else:
+        form = parse_qs(ctx.body.decode(), keep_blank_values=True)
+        paths, expand = form.get("paths", []), form.get("expand", ["False"])[0].lower() == "true"
+    git = ctx.hub.git(repo)
+    out = []
+    for p in paths:
+        p = gitrepo.check_path(str(p).strip("/"))
+        e = git.entry(sha, p)
+        if e is not None:
+            out.append(_entry_json(e, git.last_commit_for(sha, p) if expand else None))
+    return out
+
+
+def repo_refs(ctx: Ctx) -> dict[str, Any]:
+    repo = ctx.repo()
+    refs = ctx.hub.git(repo).refs()
+    branches = [{"name": r.removeprefix("refs/heads/"), "ref": r, "targetCommit": c}
+                for r, c in refs.items() if r.startswith("refs/heads/")]
+    tags = [{"name": r.removeprefix("refs/tags/"), "ref": r, "targetCommit": c}
+            for r, c in refs.items() if r.startswith("refs/tags/")]
+    return {"branches": branches, "converts": [], "tags": tags, "pullRequests": []}
+
+
+def repo_commits(ctx: Ctx) -> JSONResponse:
+    repo = ctx.repo()
+    sha = ctx.commit_of(repo, ctx.args[0] if ctx.args else "main")
+    git = ctx.hub.git(repo)
+    page, headers = _page(ctx, git.count_commits(sha), 50)
+    commits = git.log(sha, limit=page.stop - page.start, skip=page.start)
+    return JSONResponse([{"id": c.oid, "title": c.title, "message": c.message, "date": c.date,
+                          "authors": [{"user": c.author, "avatar": None}]} for c in commits], headers=headers)
+
+
+def repo_preupload(ctx: Ctx) -> dict[str, Any]:
+    repo = ctx.repo(write=True)
+    git = ctx.hub.git(repo)
+    sha = git.resolve(ctx.args[0] if ctx.args else "main")
+    body = ctx.json()
+    lfs_patterns = _lfs_patterns(git, sha)
+    out = []
+    for f in body.get("files") or []:
+        path = gitrepo.check_path(str(f.get("path")))
+        try:
+            sample = base64.b64decode(f.get("sample") or "")
+        except binascii.Error:
+            raise HubError(400, f"sample of {path} is not base64") from None
+        size = int(f.get("size") or 0)
+        lfs = size >= 10 * (1 << 20) or b"\x00" in sample or _matches(path, lfs_patterns)
+        existing = git.entry(sha, path) if sha else None
+        oid = None
+        if existing is not None and existing.kind == "file":
+            oid = existing.lfs[0] if existing.lfs else existing.oid
+        out.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+    return {"files": out, "commitOid": sha}
+
+
+def _lfs_patterns(git: gitrepo.Repo, sha: str | None) -> list[str]:
+    e = git.entry(sha, ".gitattributes") if sha else None
+    if e is None:
+        return []
+    lines = git.blob(e.oid).decode(errors="replace").splitlines()
+    return [ln.split()[0] for ln in lines if "filter=lfs" in ln and ln.split()]
+
+
+def _matches(path: str, patterns: list[str]) -> bool:
+    from fnmatch import fnmatchcase
+
+    name = path.rsplit("/", 1)[-1]
+    return any(fnmatchcase(path if "/" in p else name, p.lstrip("/")) for p in patterns)
+
+
+def repo_commit(ctx: Ctx) -> dict[str, Any]:
+    repo = ctx.repo(write=True)
+    if ctx.request.query_params.get("create_pr") in ("1", "true", "True"):
+        raise HubError(400, "this hub does not do pull requests; commit to a branch instead")
+    branch = ctx.args[0] if ctx.args else "main"
+    header: dict[str, Any] = {}
+    changes: list[gitrepo.Change] = []
+    lfs_paths: list[str] = []
+    for n, line in enumerate(ctx.body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            raise HubError(400, f"commit line {n} is not a JSON object with key and value") from None
+        if key == "header":
+            header = value
+        elif key == "file":
+            path = gitrepo.check_path(value.get("path"))
+            content = value.get("content", "")
+            try:
+                data = base64.b64decode(content, validate=True) if value.get("encoding") == "base64" \
+                    else content.encode()
+            except binascii.Error:
+                raise HubError(400, f"content of {path} is not valid base64") from None
+            changes.append(gitrepo.Change(path, data=data))
+        elif key == "lfsFile":
+            path, oid, size = gitrepo.check_path(value.get("path")), str(value.get("oid")), value.get("size")
+            if value.get("algo", "sha256") != "sha256" or not gitrepo.SHA256.match(oid):
+                raise HubError(400, f"lfsFile {path}: oid must be a sha256 hex digest")
+            with ctx.hub.sessions() as s:
+                obj = s.get(RepoObject, (repo.id, oid))
+            if obj is None or not ctx.hub.storage.exists(oid):
+                raise HubError(422, f"lfsFile {path}: object {oid} was never uploaded to {repo.repo_id}; "
+                                    "upload it through the LFS batch API first")
+            if size is not None and int(size) != obj.size:
+                raise HubError(422, f"lfsFile {path}: size {size} does not match the uploaded {obj.size} bytes")
+            changes.append(gitrepo.Change(path, lfs=(oid, obj.size)))
+            lfs_paths.append(path)
+        elif key in ("deletedFile", "deletedFolder"):
+            path = gitrepo.check_path(str(value.get("path", "")).rstrip("/"))
+            changes.append(gitrepo.Change(path, delete=True, folder=key == "deletedFolder"))
+        else:
+            raise HubError(400, f"commit line {n}: operation {key!r} is not supported by this hub")
+    message = str(header.get("summary") or "commit").strip()
+    if header.get("description"):
+        message += "\n\n" + str(header["description"])
+    parent = header.get("parentCommit")
+    git = ctx.hub.git(repo)
+    with ctx.hub.lock(repo):
+        head = git.refs().get(f"refs/heads/{branch}")
+        if head is None:
+            raise HubError(404, f"branch {branch!r} not found in {repo.repo_id}", "RevisionNotFound")
+        for ch in changes:
+            if ch.delete and git.entry(head, ch.path) is None:
+                raise HubError(404, f"A file with this name doesn't exist: {ch.path}", "EntryNotFound")
+        # Make sure git-lfs clients smudge the LFS files this commit adds.
+        patterns = _lfs_patterns(git, head)
+        missing = [p for p in lfs_paths if not _matches(p, patterns)]
+        if missing:
+            e = git.entry(head, ".gitattributes")
+            attrs = git.blob(e.oid).decode() if e else ""
+            attrs += ("" if not attrs or attrs.endswith("\n") else "\n") + "".join(
+                f"{p.replace(' ', '[[:space:]]')} filter=lfs diff=lfs merge=lfs -text\n" for p in missing)
+            changes.append(gitrepo.Change(".gitattributes", attrs.encode()))
+        author = ctx.caller.user.name
+        try:
+            oid = git.commit(branch, changes, message, (author, f"{author}@zupu.hub"), parent_commit=parent)
+        except gitrepo.StaleParent as e:
+            raise HubError(412, str(e)) from None
+    with ctx.hub.sessions() as s, s.begin():
+        s.get(Repo, repo.id).updated = db.now()
+    return {"commitUrl": f"{ctx.url(repo)}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None,
+            "success": True}
+
+
+def repo_branch_create(ctx: Ctx) -> Response:
+    repo = ctx.repo(write=True)
+    branch = "/".join(ctx.args)
+    _check_ref_name(branch)
+    git = ctx.hub.git(repo)
+    start = ctx.commit_of(repo, ctx.json().get("startingPoint") or "main")
+    if not git.update_ref(f"refs/heads/{branch}", start, None):
+        raise HubError(409, f"branch {branch!r} already exists")
+    return JSONResponse({})
+
+
+def repo_branch_delete(ctx: Ctx) -> dict[str, Any]:
+    repo = ctx.repo(write=True)
+    branch = "/".join(ctx.args)
+    if branch == "main":
+        raise HubError(403, "the main branch cannot be deleted")
+    git = ctx.hub.git(repo)
+    if f"refs/heads/{branch}" not in git.refs():
+        raise HubError(404, f"branch {branch!r} not found", "RevisionNotFound")
+    git.delete_ref(f"refs/heads/{branch}")
+    return {}
+
+
+def repo_tag_create(ctx: Ctx) -> dict[str, Any]:
+    repo = ctx.repo(write=True)
+    body = ctx.json()
+    tag = str(body.get("tag") or "")
+    _check_ref_name(tag)
+    git = ctx.hub.git(repo)
+    commit = ctx.commit_of(repo, "/".join(ctx.args) or "main")
+    if f"refs/tags/{tag}" in git.refs():
+        raise HubError(409, f"tag {tag!r} already exists")
+    git.create_tag(tag, commit, body.get("message"), (ctx.caller.user.name, f"{ctx.caller.user.name}@zupu.hub"))
+    return {}
+
+
+def repo_tag_delete(ctx: Ctx) -> dict[str, Any]:
+    repo = ctx.repo(write=True)
+    tag = "/".join(ctx.args)
+    git = ctx.hub.git(repo)
+    if f"refs/tags/{tag}" not in git.refs():
+        raise HubError(404, f"tag {tag!r} not found", "RevisionNotFound")
+    git.delete_ref(f"refs/tags/{tag}")
+    return {}
+
+
+def _check_ref_name(name: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}", name) or ".." in name or name.endswith((".lock", "/")) \
+            or "//" in name:
+        raise HubError(400, f"{name!r} is not a valid branch or tag name")
+
+
+REPO_API: dict[tuple[str, str], Callable[[Ctx], Any]] = {
+    ("GET", ""): repo_info,
+    ("GET", "revision"): lambda ctx: repo_info(Ctx(**{**ctx.__dict__, "args": ["revision", *ctx.args]})),
+    ("PUT", "settings"): repo_settings,
+    ("GET", "tree"): repo_tree,
+    ("POST", "paths-info"): repo_paths_info,
+    ("GET", "refs"): repo_refs,
+    ("GET", "commits"): repo_commits,
+    ("POST", "preupload"): repo_preupload,
+    ("POST", "commit"): repo_commit,
+    ("POST", "branch"): repo_branch_create,
+    ("DELETE", "branch"): repo_branch_delete,
+    ("POST", "tag"): repo_tag_create,
+    ("DELETE", "tag"): repo_tag_delete,
+}
+
+
+# --- downloads ------------------------------------------------------------------------------------------------
+def _resolve(hub: Hub, caller: Caller, kind: str, repo_id: str, revision: str, path: str, request: Request):
+    repo = hub.find_repo(caller, kind, repo_id)
+    git = hub.git(repo)
+    sha = git.resolve(revision)
+    if sha is None:
+        raise HubError(404, f"revision {revision!r} not found in {repo_id}", "RevisionNotFound")
+    gitrepo.check_path(path)
+    e = git.entry(sha, path)
+    headers = {"X-Repo-Commit": sha, "Access-Control-Expose-Headers": "X-Repo-Commit,X-Linked-Etag,X-Linked-Size"}
+    if e is None or e.kind != "file":
+        # The commit header lets the client remember that the file does not exist at that commit.
+        return JSONResponse({"error": f"Entry not found: {path} at {revision}"}, status_code=404,
+                            headers={**headers, "X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"})
+    if e.lfs:
+        oid, size = e.lfs
+        if not _linked(hub, repo.id, oid) or not hub.storage.exists(oid, size):
+            raise HubError(404, f"the LFS object of {path} is missing on this hub", "EntryNotFound")
+        headers.update({"ETag": f'"{oid}"', "X-Linked-Etag": f'"{oid}"', "X-Linked-Size": str(size)})
+        return _file_response(request, hub.storage.path(oid), size, headers)
+    headers["ETag"] = f'"{e.oid}"'
+    return _bytes_response(request, git.blob(e.oid), headers)
+
+
+def _range(request: Request, size: int) -> tuple[int, int] | None:
+    """The (start, end inclusive) of a `Range: bytes=a-b` header, None for the whole file; 416 if unsatisfiable."""
+    header = request.headers.get("range")
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    a, _, b = header[6:].strip().partition("-")
+    try:
+        if a == "":
+            start, end = max(0, size - int(b)), size - 1
+        else:
+            start, end = int(a), (int(b) if b else size - 1)
+    except ValueError:
+        return None
+    end = min(end, size - 1)
+    if start > end or start >= size:
+        raise HubError(416, f"range {header} is outside the file's {size} bytes")
+    return start, end
+
+
+def _file_response(request: Request, path: Path, size: int, headers: dict[str, str]) -> Response:
+    rng = _range(request, size)
+    start, end = rng or (0, size - 1)
+    length = end - start + 1 if size else 0
+    headers = {**headers, "Accept-Ranges": "bytes", "Content-Length": str(length)}
+    status = 200
+    if rng:
+        status, headers["Content-Range"] = 206, f"bytes {start}-{end}/{size}"
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+
+    async def body() -> AsyncIterator[bytes]:
+        with open(path, "rb") as f:
+            f.seek(start)
+            left = length
+            while left > 0:
+                chunk = await run_in_threadpool(f.read, min(4 * CHUNK, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                yield chunk
+
+    return StreamingResponse(body(), status_code=status, headers=headers, media_type="application/octet-stream")
+
+
+def _bytes_response(request: Request, data: bytes, headers: dict[str, str]) -> Response:
+    rng = _range(request, len(data))
+    headers = {**headers, "Accept-Ranges": "bytes"}
+    status = 200
+    if rng:
+        status, headers["Content-Range"] = 206, f"bytes {rng[0]}-{rng[1]}/{len(data)}"
+        data = data[rng[0]:rng[1] + 1]
+    headers["Content-Length"] = str(len(data))
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    return Response(data, status_code=status, headers=headers, media_type="application/octet-stream")
