@@ -77,7 +77,7 @@ class LeNet5Settings:
     momentum: float = 0.9
     # "linear" (linear layer + cross-entropy) or "rbf" (the paper's Euclidean RBF head and eq. 9 loss).
     # linear is the default: the paper trained the RBF head with stochastic diagonal Levenberg-Marquardt,
-    # and with plain SGD (lr 0.02) our RBF run saturated F6 and stayed at chance (see the lenet tests).
+    # and with plain SGD (lr 0.02) our RBF run saturated F6 and stayed at chance.
     output: str = "linear"
     c3_table: str = "paper"  # "paper" (Table I) or "full"
 
