@@ -37,7 +37,7 @@ from torch import nn
 class AlexNetConfig:
     image_size: int = 28
     in_channels: int = 1
-    channels: tuple[int, ...] = (32, 64, 64)  # conv widths; the first conv is 5x5, the others 3x3
+    channels: tuple[int, ...] = (16, 32, 32)  # conv widths; the first conv is 5x5, the others 3x3
     hidden: int = 256  # width of the two fully connected hidden layers (4096 in the paper)
     num_classes: int = 10
     activation: str = "relu"  # "relu" (the paper) or "tanh" (the ablation)
