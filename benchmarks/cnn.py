@@ -163,8 +163,8 @@ def main() -> None:
     if begin in text and end in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
-        text = text.replace("# LeNet and AlexNet benchmarks\n", "# LeNet and AlexNet benchmarks\n\n" + block + "\n", 1) \
-            if text.startswith("# LeNet") else "# LeNet and AlexNet benchmarks\n\n" + block + "\n\n" + text
+        title = "# LeNet and AlexNet benchmarks\n"
+        text = title + "\n" + block + "\n\n" + text.removeprefix(title).lstrip("\n")
     RESULTS.write_text(text)
 
 
