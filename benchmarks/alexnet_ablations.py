@@ -1,7 +1,7 @@
 """AlexNet's ingredients one at a time: each run is the alexnet recipe with one switch flipped.
 
     ZUPU_DATA_MIRROR=../shared/data OMP_NUM_THREADS=1 python benchmarks/alexnet_ablations.py \
-        [--train-size 10000] [--epochs 4] [--target 0.85]
+        [--train-size 5000] [--epochs 3] [--target 0.80]
 
 Runs are sized to finish on a shared 2-core machine: a subset of the Fashion-MNIST training set
 (the first `--train-size` images), `--epochs` epochs, the full 10k test set, seed 0, one run per row.
@@ -47,9 +47,9 @@ def replace_section(text: str, body: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--train-size", type=int, default=10_000)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--target", type=float, default=0.85)
+    ap.add_argument("--train-size", type=int, default=5_000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--target", type=float, default=0.80)
     args = ap.parse_args()
     lines, curves = [], {}
     for label, overrides in ROWS:

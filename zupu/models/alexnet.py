@@ -15,12 +15,14 @@ images on two GPUs. What made it work, and what this file keeps, are its ingredi
       b[i] = a[i] / (k + alpha * sum_{j = max(0, i - n/2)}^{min(N - 1, i + n/2)} a[j]^2)^beta
 
 - Overlapping max-pooling (sec. 3.4): 3x3 windows at stride 2 (z = 3 > s = 2).
-- Dropout with p = 0.5 in the first two fully connected layers (sec. 4.2).
+- Dropout with p = 0.5 in the first two fully connected layers (sec. 4.2): their units are dropped,
+  not the flattened convolution features (dropping those too, as some re-implementations do, slowed
+  learning badly here, where the last convolution has only 128 outputs).
 - Data augmentation and SGD with momentum 0.9 and weight decay 5e-4 (sec. 4.1, 5) live in the
   recipe (zupu/recipes/alexnet.py), not the model.
 
 Shape for the default 28x28 input: conv 5x5 -> 28, pool -> 13; conv 3x3 -> 13, pool -> 6;
-conv 3x3 -> 6, pool -> 2; flatten; two dropout+ReLU hidden layers; linear to the classes.
+conv 3x3 -> 6, pool -> 2; flatten; two ReLU+dropout hidden layers; linear to the classes.
 `activation`, `lrn`, `pool_kernel` and `dropout` are switches for the ablations.
 """
 
@@ -104,8 +106,8 @@ class AlexNet(nn.Module):
             if c.lrn and n < 2:  # pooled first (CaffeNet's order): normalising 13x13 maps, not 28x28, is 4.6x cheaper
                 x = local_response_norm(x, c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k)
         x = x.flatten(1)  # (N, channels[-1] * side * side)
-        x = self.act(self.fc1(self.drop(x)))
-        x = self.act(self.fc2(self.drop(x)))
+        x = self.drop(self.act(self.fc1(x)))  # dropout on the first two fully connected layers' units
+        x = self.drop(self.act(self.fc2(x)))
         return self.head(x)
 
 
