@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from zupu.data.transforms import shift_and_flip
 from zupu.models.alexnet import AlexNet, AlexNetConfig, local_response_norm
-from zupu.recipes.alexnet import AugmentedBatches, augment
 from zupu.train import launch
-from zupu.train.batches import TensorBatches
+from zupu.train.batches import AugmentedBatches, TensorBatches
 
 
 def lrn_written_out(a: torch.Tensor, n: int, alpha: float, beta: float, k: float) -> torch.Tensor:
@@ -73,20 +73,23 @@ def test_dropout_only_in_training():
 def test_augmentation_translates_and_mirrors():
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
     g = torch.Generator().manual_seed(0)
-    assert torch.equal(augment(x, 0, False, g), x)
-    out = augment(x, 1, True, torch.Generator().manual_seed(3))
+    assert torch.equal(shift_and_flip(x, 0, False, g), x)
+    out = shift_and_flip(x, 1, True, torch.Generator().manual_seed(3), fill=-0.5)
     for n in range(2):
         candidates = []
         for img in (x[n], x[n].flip(2)):
-            padded = F.pad(img, (1, 1, 1, 1), value=-0.2860 / 0.3530)
+            padded = F.pad(img, (1, 1, 1, 1), value=-0.5)
             candidates += [padded[:, dy:dy + 6, dx:dx + 6] for dy in range(3) for dx in range(3)]
         assert any(torch.equal(out[n], c) for c in candidates)
 
 
 def test_augmented_batches_are_a_function_of_the_step():
     x, y = torch.randn(20, 1, 8, 8), torch.arange(20)
-    a = AugmentedBatches(TensorBatches(x, y, batch_size=5, seed=1), 2, True, seed=1)
-    b = AugmentedBatches(TensorBatches(x, y, batch_size=5, seed=1), 2, True, seed=1)
+    def aug(x, g):
+        return shift_and_flip(x, 2, True, g)
+
+    a = AugmentedBatches(TensorBatches(x, y, batch_size=5, seed=1), aug, seed=1)
+    b = AugmentedBatches(TensorBatches(x, y, batch_size=5, seed=1), aug, seed=1)
     assert torch.equal(a(7)[0], b(7)[0]) and torch.equal(a(7)[1], b(7)[1])
     assert not torch.equal(a(7)[0], a(8)[0])
 

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from zupu import data
-from zupu.data.transforms import images
+from zupu.data.transforms import images, shift_and_flip
 from zupu.models.alexnet import AlexNet, AlexNetConfig
 from zupu.recipe import Milestone, Recipe
-from zupu.train.batches import TensorBatches
+from zupu.train.batches import AugmentedBatches, TensorBatches
 from zupu.train.optim import make_schedule
 from zupu.train.plots import image_grid
 from zupu.train.trainer import Trainer
@@ -33,34 +33,6 @@ def fashion_tensors(train_size: int = 0) -> tuple[torch.Tensor, torch.Tensor, to
     if train_size:
         xtr, ytr = xtr[:train_size], ytr[:train_size]
     return xtr, ytr, xte, yte
-
-
-def augment(x: torch.Tensor, shift: int, flip: bool, g: torch.Generator) -> torch.Tensor:
-    """Random translations of up to `shift` pixels (a crop of the zero-padded image) and left-right flips."""
-    n, _, h, w = x.shape
-    if flip:
-        mirrored = torch.rand(n, generator=g) < 0.5
-        x = torch.where(mirrored[:, None, None, None], x.flip(3), x)
-    if shift:
-        padded = F.pad(x, (shift,) * 4, value=-MEAN / STD)  # (N, C, H + 2s, W + 2s), padded with background
-        dy, dx = torch.randint(0, 2 * shift + 1, (2, n), generator=g)
-        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (N, 1, H, 1)
-        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (N, 1, 1, W)
-        x = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
-    return x
-
-
-class AugmentedBatches:
-    """TensorBatches plus augmentation; still a pure function of the step, so --resume stays exact."""
-
-    def __init__(self, batches: TensorBatches, shift: int, flip: bool, seed: int):
-        self.batches, self.shift, self.flip, self.seed = batches, shift, flip, seed
-        self.steps_per_epoch = batches.steps_per_epoch
-
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.batches(step)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        return augment(x, self.shift, self.flip, g).contiguous(memory_format=torch.channels_last), y
 
 
 @torch.no_grad()
@@ -106,8 +78,11 @@ class Fashion(Recipe):
     def train(self, model: AlexNet, s: FashionSettings, run) -> dict:
         xtr, ytr, xte, yte = fashion_tensors(s.train_size)
         model.to(memory_format=torch.channels_last)  # measured faster for these convolutions on this CPU
-        batches = AugmentedBatches(TensorBatches(xtr, ytr, batch_size=s.batch_size, seed=run.seed),
-                                   s.shift, s.flip, run.seed)
+        def augment(x, g):
+            x = shift_and_flip(x, s.shift, s.flip, g, fill=-MEAN / STD)  # pad with the background's value
+            return x.contiguous(memory_format=torch.channels_last)
+
+        batches = AugmentedBatches(TensorBatches(xtr, ytr, batch_size=s.batch_size, seed=run.seed), augment, run.seed)
         opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
         steps = s.epochs * batches.steps_per_epoch
 
