@@ -163,8 +163,7 @@ def main() -> None:
     if begin in text and end in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
-        title = "# LeNet and AlexNet benchmarks\n"
-        text = title + "\n" + block + "\n\n" + text.removeprefix(title).lstrip("\n")
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
     RESULTS.write_text(text)
 
 
