@@ -55,3 +55,17 @@ class RandomWindows:
         starts = torch.randint(len(self.tokens) - self.block_size - 1, (self.batch_size,), generator=g)
         rows = self.tokens[starts[:, None] + self._offsets]  # (B, T+1)
         return rows[:, :-1], rows[:, 1:]
+
+
+class AugmentedBatches:
+    """Another batch source with `augment(x, generator)` applied to x; the generator is seeded by the step,
+    so the batches stay a pure function of (seed, step) and --resume stays exact."""
+
+    def __init__(self, batches: TensorBatches, augment, seed: int = 0):
+        self.batches, self.augment, self.seed = batches, augment, seed
+        self.steps_per_epoch = batches.steps_per_epoch
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, ...]:
+        x, *rest = self.batches(step)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        return (self.augment(x, g), *rest)
