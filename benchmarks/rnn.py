@@ -77,11 +77,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--recipes", action="store_true", help="also train each recipe and report time and score")
     ap.add_argument("--quick", action="store_true", help="with --recipes: the quick settings")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the layer timings")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     lines = ["# LSTM and seq2seq-attention benchmarks", "",
              "Forward + backward of one LSTM layer, float32, same weights and input; median of "
-             f"{args.repeats} alternating runs.", "",
+             f"{args.repeats} alternating runs; {args.threads} torch thread(s).", "",
              "| shape | B x T x I -> H | zupu ms | torch.nn.LSTM ms | ratio zupu/torch |",
              "|---|---|---|---|---|", *speed_rows(args.repeats)]
     if args.recipes:

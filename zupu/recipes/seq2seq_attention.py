@@ -144,6 +144,7 @@ class TatoebaSettings:
     grad_clip: float = 1.0  # per model, inside the step
     beam_size: int = 5
     test_limit: int = 0  # score only the first N test sentences (0: all)
+    threads: int = 1  # a loop of small ops: one thread was far faster than two on the shared 2-core machine
 
 
 class Tatoeba(Recipe):
@@ -171,6 +172,14 @@ class Tatoeba(Recipe):
         return encode_pairs(pairs, src_tok, tgt_tok, s.max_src_tokens, s.max_tgt_tokens)
 
     def train(self, model: Seq2Seq, s: TatoebaSettings, run) -> dict:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(s.threads)
+        try:
+            return self._train(model, s, run)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _train(self, model: Seq2Seq, s: TatoebaSettings, run) -> dict:
         baseline = Seq2Seq(self.config(s, attention=False))
         pair = Pair(model, baseline)
         src, tgt, _ = self.tensors(s, "train")
