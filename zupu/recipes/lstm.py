@@ -58,9 +58,9 @@ class Pair(nn.Module):
 
 @dataclass
 class AddingSettings:
-    seq_len: int = 100
+    seq_len: int = 50  # --set seq_len=100 for the paper's longest gap (more steps needed)
     hidden: int = 64
-    steps: int = 3000
+    steps: int = 1500
     batch_size: int = 64
     lr: float = 1e-2
     grad_clip: float = 1.0  # per model, applied inside the step so the two never share a norm
@@ -76,7 +76,7 @@ def mse(model: LSTM, x: torch.Tensor, y: torch.Tensor) -> float:
 
 class Adding(Recipe):
     name = "adding"
-    summary = ("the adding problem over T=100 steps: the LSTM learns to carry two marked values, "
+    summary = ("the adding problem over T=50 steps: the LSTM learns to carry two marked values, "
                "a plain tanh RNN stays at the mean-guess MSE 0.167")
     Settings = AddingSettings
     milestone = Milestone("test_mse", 0.01, higher_is_better=False,
