@@ -1,6 +1,8 @@
 """seq2seq-attention: the bidirectional encoder, masks, attention weights, greedy and beam decoding, the
 deterministic leak-free split, and (slow) attention beating no-attention on Tatoeba en->zh."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -141,6 +143,14 @@ def test_wrong_vocab_is_a_clear_error():
     src_tok, tgt_tok = recipe.tokenizers_for(4000, 4000)
     with pytest.raises(ZupuError, match="do not match the tokenizers"):
         recipe.check_vocab(_model(), src_tok, tgt_tok)
+
+
+def test_alignment_heat_map_is_drawn(tmp_path):
+    rec = recipe.Tatoeba()
+    s = rec.settings(overrides={"embed_size": 8, "hidden_size": 8, "attention_size": 8})
+    model = rec.build(s)
+    rec.figures(model, s, SimpleNamespace(path=lambda name: tmp_path / name))
+    assert (tmp_path / "alignment.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow

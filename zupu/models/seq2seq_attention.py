@@ -221,9 +221,8 @@ class Seq2Seq(nn.Module):
             if finished.all():
                 break
         best = (scores / lengths.clamp(min=1)).argmax(1)  # length-normalised log-probability
-        chosen = tokens.view(B, k, -1)[torch.arange(B), best].tolist()
-        return [[t for t in row if t not in (c.eos_token_id, c.pad_token_id)][: max_new_tokens]
-                if c.eos_token_id not in row else row[: row.index(c.eos_token_id)] for row in chosen]
+        chosen = tokens.view(B, k, -1)[torch.arange(B), best].tolist()  # padding only ever follows eos
+        return [row[: row.index(c.eos_token_id)] if c.eos_token_id in row else row for row in chosen]
 
 
 PRESETS = {

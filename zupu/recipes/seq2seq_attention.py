@@ -229,10 +229,15 @@ class Tatoeba(Recipe):
     def figures(self, model: Seq2Seq, s: TatoebaSettings, run) -> None:
         src_tok, tgt_tok = tokenizers_for(s.src_vocab, s.tgt_vocab)
         src, _, pairs = self.tensors(s, "test")
-        picks = sorted(range(len(pairs)), key=lambda i: (-len(pairs[i][0].split()), i))[:40:10][:4]
+        by_length = sorted(range(len(pairs)), key=lambda i: (-len(pairs[i][0].split()), i))
+        picks = by_length[:40:10]  # four of the longest test sentences, where alignment matters most
         (chunk,) = trim(src[picks])
         seqs, weights = model.eval().generate(chunk, 40, return_attention=True)
-        use_cjk_font()
+        with plt.rc_context(cjk_font()):
+            self._heat_maps(picks, chunk, seqs, weights, pairs, src_tok, tgt_tok, run)
+
+    @staticmethod
+    def _heat_maps(picks, chunk, seqs, weights, pairs, src_tok, tgt_tok, run) -> None:
         fig, axes = plt.subplots(1, len(picks), figsize=(4.2 * len(picks), 4.6))
         for ax, b in zip(axes, range(len(picks)), strict=True):
             a = weights[b].numpy()  # (T_out + 1, S): the last row is where eos was produced
@@ -240,7 +245,7 @@ class Tatoeba(Recipe):
             out_pieces = [tgt_tok.id_to_token(t).lstrip("▁") or "▁" for t in seqs[b]] + ["</s>"]
             ax.imshow(a, cmap="Greys", vmin=0, vmax=1, aspect="auto")
             ax.set_xticks(range(len(src_pieces)), src_pieces, rotation=90, fontsize=8)
-            ax.set_yticks(range(len(out_pieces)), out_pieces[: len(a)], fontsize=9)
+            ax.set_yticks(range(len(a)), out_pieces[: len(a)], fontsize=9)  # no eos row if it never stopped
             ax.set_title(pairs[picks[b]][1], fontsize=9)
         fig.suptitle("additive attention a_ij (rows: Chinese output, columns: English source; titles: reference)",
                      fontsize=10)
@@ -248,8 +253,8 @@ class Tatoeba(Recipe):
         save(fig, run.path("alignment.png"))
 
 
-def use_cjk_font() -> None:
-    """Pick an installed font with Chinese glyphs for the heat map's labels, if there is one."""
+def cjk_font() -> dict:
+    """Matplotlib settings that put an installed font with Chinese glyphs first, if there is one."""
     from matplotlib import font_manager
 
     names = [f.name for f in font_manager.fontManager.ttflist]
@@ -259,8 +264,7 @@ def use_cjk_font() -> None:
                 font_manager.fontManager.addfont(path)
         names = [f.name for f in font_manager.fontManager.ttflist]
     cjk = [n for n in names if any(k in n for k in ("CJK", "WenQuanYi", "Hei", "Song", "Ming", "Kai"))]
-    if cjk:
-        plt.rcParams["font.sans-serif"] = [cjk[0], *plt.rcParams["font.sans-serif"]]
+    return {"font.sans-serif": [cjk[0], *plt.rcParams["font.sans-serif"]]} if cjk else {}
 
 
 def check_vocab(model: Seq2Seq, src_tok, tgt_tok) -> None:
