@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from zupu.atomic import write_json
 from zupu.checkpoint import CONFIG, WEIGHTS, load_model, load_state, read_config, save_state
 from zupu.errors import CheckpointError, ZupuError
-from zupu.models.gpt import PRESETS, GPT, GPTConfig
+from zupu.models.gpt import GPT, PRESETS, GPTConfig
 
 # HF config.json fields that map one to one onto GPTConfig fields
 _SHARED = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "resid_pdrop", "embd_pdrop", "attn_pdrop",
