@@ -209,3 +209,19 @@ def test_context_window_and_prompt_errors():
         next(model.generate(torch.zeros(1, 0, dtype=torch.long), 3))
     with pytest.raises(SettingError, match="divisible"):
         GPTConfig(n_embd=30, n_head=4)
+
+
+def test_reads_the_original_gpt2_upload_layout(tmp_path):
+    """OpenAI's GPT-2 on the HF hub: pytorch_model.bin, keys without "transformer.", mask buffers."""
+    torch.manual_seed(0)
+    hf = HF["gpt2"]().eval()
+    hf.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    state = {k.removeprefix("transformer."): v for k, v in hf.state_dict().items() if k != "lm_head.weight"}
+    for i in range(3):
+        state[f"h.{i}.attn.bias"] = torch.ones(1, 1, 48, 48).tril()
+        state[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    ids = torch.randint(0, 101, (2, 30))
+    with torch.no_grad():
+        assert (zupu.from_pretrained(tmp_path)(ids) - hf(ids).logits).abs().max().item() < 1e-5

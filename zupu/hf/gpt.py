@@ -42,6 +42,7 @@ _EMBEDDINGS = {"gpt2": ("wte", "wpe"), "openai-gpt": ("tokens_embed", "positions
 _ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "openai-gpt": "OpenAIGPTLMHeadModel"}
 _LAYER = {"ln_1": "ln1", "ln_2": "ln2", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj",
           "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj"}
+_ZUPU_LAYER = {v: k for k, v in _LAYER.items()}
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # causal-mask buffers that old GPT-2 / GPT-1 checkpoints carry; they hold no learned values
 _BUFFERS = re.compile(r"(^|\.)h\.\d+\.attn\.(bias|masked_bias)$|(^|\.)position_ids$")
@@ -65,8 +66,7 @@ def hf_name(key: str, model_type: str) -> str:
     if head == "h":
         layer, _, name = rest.partition(".")
         module, _, param = name.rpartition(".")
-        inverse = {v: k for k, v in _LAYER.items()}
-        return f"transformer.h.{layer}.{inverse[module]}.{param}"
+        return f"transformer.h.{layer}.{_ZUPU_LAYER[module]}.{param}"
     return "transformer." + {"wte": wte, "wpe": wpe}.get(head, head) + "." + rest
 
 

@@ -141,6 +141,9 @@ class GPT(nn.Module):
             position_ids = torch.arange(past, past + t, device=input_ids.device)[None]  # (1, T)
         mask = None
         if attention_mask is not None:
+            if attention_mask.shape != (b, past + t):
+                raise SettingError(f"attention_mask {tuple(attention_mask.shape)} must cover the {past} cached and "
+                                   f"{t} new positions of each of {b} rows: ({b}, {past + t})")
             # a query sees real keys, and always itself, so a padding query never has an empty softmax row
             keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, past + T)
             itself = torch.arange(past + t, device=input_ids.device) == torch.arange(
@@ -171,28 +174,23 @@ class GPT(nn.Module):
         `n_positions` tokens without the cache (positions are absolute, so a cache cannot slide).
         `torch.stack(list(model.generate(...)), 1)` collects the (B, max_new_tokens) result."""
         n_ctx = self.config.n_positions
-        ids = input_ids
+        ids, mask = input_ids, attention_mask  # mask stays None when no row is padded
         b, t = ids.shape
         if t == 0:
             raise SettingError("generate needs a prompt of at least one token")
-        mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(ids.dtype)
-        if mask.shape != ids.shape:
+        if mask is not None and mask.shape != ids.shape:
             raise SettingError(f"attention_mask {tuple(mask.shape)} does not match input_ids {tuple(ids.shape)}")
         done = torch.zeros(b, dtype=torch.bool, device=ids.device)
         caches = self.new_caches(min(t + max_new_tokens, n_ctx)) if use_cache and t <= n_ctx else None
-        step_ids = ids
+        step_ids = ids  # the first step feeds the prompt, later steps only the newest token
         for _ in range(max_new_tokens):
             if caches is not None and caches[0].length + step_ids.size(1) <= n_ctx:
-                # the first call feeds the prompt, later calls only the newest token
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.size(1):]  # (B, T_step)
-                logits = self(step_ids, mask if attention_mask is not None else None, positions, caches,
-                              last_only=True)
+                positions = None if mask is None else _positions(mask)[:, -step_ids.size(1):]  # (B, T_step)
+                logits = self(step_ids, mask, positions, caches, last_only=True)
             else:
                 caches = None
-                window, window_mask = ids[:, -n_ctx:], mask[:, -n_ctx:]
-                positions = (window_mask.cumsum(-1) - 1).clamp(min=0)
-                logits = self(window, window_mask if attention_mask is not None else None, positions,
-                              last_only=True)
+                window = None if mask is None else mask[:, -n_ctx:]
+                logits = self(ids[:, -n_ctx:], window, None if window is None else _positions(window), last_only=True)
             token = sample(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
             if eos_token_id is not None:
                 token = token.masked_fill(done, eos_token_id)
@@ -202,8 +200,13 @@ class GPT(nn.Module):
                 return
             step_ids = token[:, None]  # (B, 1)
             ids = torch.cat([ids, step_ids], 1)
-            mask = torch.cat([mask, torch.ones_like(step_ids)], 1)
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones_like(step_ids)], 1)
 
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Left-padded rows count positions from their first real token: (B, T) mask -> (B, T) positions."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
            generator: torch.Generator | None = None) -> torch.Tensor:
