@@ -110,7 +110,8 @@ class MultiHeadAttention(nn.Module):
             past = cache.length if cache is not None else 0
             if cache is not None:
                 k, v = cache.append(k, v)
-            if causal and (past or mask is not None or self.window is not None):
+            # one new query after a cached prefix sees every key, so it needs no causal mask
+            if causal and ((past and t > 1) or mask is not None or self.window is not None):
                 keep = causal_mask(t, k.size(2), past, self.window, x.device)
                 mask = keep if mask is None else mask & keep
                 causal = False

@@ -1,0 +1,251 @@
+"""GPT: a decoder-only Transformer pre-trained to predict the next token (GPT-1, GPT-2, GPT-3).
+
+A. Radford, K. Narasimhan, T. Salimans, I. Sutskever, "Improving Language Understanding by Generative
+Pre-Training" (GPT-1, 2018), https://cdn.openai.com/research-covers/language-unsupervised/language_understanding_paper.pdf
+A. Radford, J. Wu, R. Child, D. Luan, D. Amodei, I. Sutskever, "Language Models are Unsupervised
+Multitask Learners" (GPT-2, 2019), https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf
+T. Brown et al., "Language Models are Few-Shot Learners" (GPT-3, 2020), https://arxiv.org/abs/2005.14165
+
+The model reads tokens u_1..u_T and gives the distribution of each next token (GPT-1, eq. 2):
+
+    h_0 = U W_e + W_p                        token embeddings plus learned position embeddings
+    h_l = transformer_block(h_{l-1})         l = 1..n, masked (causal) self-attention + MLP
+    P(u) = softmax(h_n W_e^T)                 the output layer reuses the token embedding (tied)
+
+trained by maximising sum_i log P(u_i | u_{i-k}, ..., u_{i-1}) over a window of k tokens (eq. 1).
+
+The three generations differ in a few switches, all fields of `GPTConfig`:
+- GPT-1: post-LN blocks, h = LN(h + Sublayer(h)), and GELU (`pre_ln=False`, `activation_function="gelu"`).
+- GPT-2: "layer normalization was moved to the input of each sub-block ... and an additional layer
+  normalization was added after the final self-attention block", and the residual projections start
+  scaled by 1/sqrt(N) for N residual layers (`pre_ln=True` switches on all three).
+- GPT-3: GPT-2 with "alternating dense and locally banded sparse attention patterns in the layers of
+  the transformer, similar to the Sparse Transformer" (`attention_types=("global", "local")`: each local
+  layer's query sees only the last `window_size` positions). The paper does not state the band's width.
+
+Field names follow Hugging Face's `GPT2Config`, so an HF `config.json` maps onto this one by name.
+Generation streams: `generate` yields one token per row and step, keeps keys and values in a KV cache,
+and samples with temperature, top-k and top-p (nucleus) filtering; temperature 0 is greedy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zupu.errors import SettingError
+from zupu.nn import KVCache, TransformerBlock
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    n_positions: int = 1024  # the context window
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = None  # MLP width; None means 4 * n_embd
+    activation_function: str = "gelu_new"  # GPT-2's tanh-approximate GELU; GPT-1 in HF uses exact "gelu"
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = True
+    pre_ln: bool = True  # GPT-2/3: pre-LN blocks, a final LayerNorm, scaled residual init; False: GPT-1
+    attention_types: tuple[str, ...] = ("global",)  # cycled over the layers: "global" (dense) or "local"
+    window_size: int = 256  # how far back a "local" layer's queries see (GPT-3's banded layers)
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise SettingError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        bad = set(self.attention_types) - {"global", "local"}
+        if bad or not self.attention_types:
+            raise SettingError(f"attention_types must be a non-empty list of 'global'/'local', got "
+                               f"{list(self.attention_types)}")
+
+    def layer_attention(self, layer: int) -> str:
+        return self.attention_types[layer % len(self.attention_types)]
+
+    @property
+    def sparse(self) -> bool:
+        return "local" in self.attention_types
+
+
+class GPT(nn.Module):
+    config_class = GPTConfig
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.wpe = nn.Embedding(c.n_positions, c.n_embd)
+        self.drop = nn.Dropout(c.embd_pdrop)
+        self.h = nn.ModuleList(
+            TransformerBlock(c.n_embd, c.n_head, c.n_inner or 4 * c.n_embd, c.activation_function, c.pre_ln,
+                             dropout=c.resid_pdrop, attn_dropout=c.attn_pdrop, eps=c.layer_norm_epsilon,
+                             window=c.window_size if c.layer_attention(i) == "local" else None)
+            for i in range(c.n_layer)
+        )
+        self.ln_f = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon) if c.pre_ln else None
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if c.tie_word_embeddings:
+            self.lm_head.weight = self.wte.weight
+        if c.pre_ln:  # GPT-2: residual projections scaled by 1/sqrt(N), N = 2 residual layers per block
+            for block in self.h:
+                for proj in (block.attn.proj, block.mlp.proj):
+                    nn.init.normal_(proj.weight, std=c.initializer_range / math.sqrt(2 * c.n_layer))
+
+    def _init_weights(self, m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=self.config.initializer_range)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameters; `non_embedding` leaves out token and position embeddings (Kaplan et al.'s N)."""
+        n = sum(p.numel() for p in self.parameters())  # a tied lm_head is counted once
+        if non_embedding:
+            n -= self.wte.weight.numel() + self.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token: 6N for the weights plus 6 * 2 * n_layer * T * n_embd for attention's
+        QK^T and AV (forward 2 multiply-adds each, backward twice that), as in the PaLM appendix."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * seq_len * c.n_embd
+
+    def new_caches(self, max_len: int) -> list[KVCache]:
+        return [KVCache(max_len) for _ in self.h]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, caches: list[KVCache] | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, vocab_size), or (B, 1, vocab_size) with `last_only`.
+
+        attention_mask (B, past + T) holds 1 for real tokens and 0 for (left) padding; `caches` from
+        `new_caches` continue a sequence, T new tokens after the `past` already stored.
+        """
+        b, t = input_ids.shape
+        past = caches[0].length if caches else 0
+        if position_ids is None:
+            if past + t > self.config.n_positions:
+                raise SettingError(f"{past + t} positions exceed the context window n_positions="
+                                   f"{self.config.n_positions}; crop the input")
+            position_ids = torch.arange(past, past + t, device=input_ids.device)[None]  # (1, T)
+        mask = None
+        if attention_mask is not None:
+            if attention_mask.shape != (b, past + t):
+                raise SettingError(f"attention_mask {tuple(attention_mask.shape)} must cover the {past} cached and "
+                                   f"{t} new positions of each of {b} rows: ({b}, {past + t})")
+            # a query sees real keys, and always itself, so a padding query never has an empty softmax row
+            keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, past + T)
+            itself = torch.arange(past + t, device=input_ids.device) == torch.arange(
+                past, past + t, device=input_ids.device)[:, None]  # (T, past + T)
+            mask = keys | itself
+        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
+        for i, block in enumerate(self.h):
+            x = block(x, mask, causal=True, cache=caches[i] if caches else None)
+        if last_only:
+            x = x[:, -1:]
+        if self.ln_f is not None:
+            x = self.ln_f(x)
+        return self.lm_head(x)
+
+    def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy; targets (B, T) with -100 where no loss is taken."""
+        logits = self(input_ids)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
+                 attention_mask: torch.Tensor | None = None, use_cache: bool = True,
+                 generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        """Yield the next token of every row, (B,), `max_new_tokens` times or until every row has emitted
+        `eos_token_id` (a finished row repeats it). Rows of different lengths are left-padded, with
+        `attention_mask` 0 on the padding. Beyond the context window each token is computed from the last
+        `n_positions` tokens without the cache (positions are absolute, so a cache cannot slide).
+        `torch.stack(list(model.generate(...)), 1)` collects the (B, max_new_tokens) result."""
+        n_ctx = self.config.n_positions
+        ids, mask = input_ids, attention_mask  # mask stays None when no row is padded
+        b, t = ids.shape
+        if t == 0:
+            raise SettingError("generate needs a prompt of at least one token")
+        if mask is not None and mask.shape != ids.shape:
+            raise SettingError(f"attention_mask {tuple(mask.shape)} does not match input_ids {tuple(ids.shape)}")
+        done = torch.zeros(b, dtype=torch.bool, device=ids.device)
+        caches = self.new_caches(min(t + max_new_tokens, n_ctx)) if use_cache and t <= n_ctx else None
+        step_ids = ids  # the first step feeds the prompt, later steps only the newest token
+        for _ in range(max_new_tokens):
+            if caches is not None and caches[0].length + step_ids.size(1) <= n_ctx:
+                positions = None if mask is None else _positions(mask)[:, -step_ids.size(1):]  # (B, T_step)
+                logits = self(step_ids, mask, positions, caches, last_only=True)
+            else:
+                caches = None
+                window = None if mask is None else mask[:, -n_ctx:]
+                logits = self(ids[:, -n_ctx:], window, None if window is None else _positions(window), last_only=True)
+            token = sample(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
+            if eos_token_id is not None:
+                token = token.masked_fill(done, eos_token_id)
+                done |= token == eos_token_id
+            yield token
+            if eos_token_id is not None and bool(done.all()):
+                return
+            step_ids = token[:, None]  # (B, 1)
+            ids = torch.cat([ids, step_ids], 1)
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones_like(step_ids)], 1)
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Left-padded rows count positions from their first real token: (B, T) mask -> (B, T) positions."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick one token per row of logits (B, V). temperature 0 -> argmax; top_k keeps the k likeliest;
+    top_p keeps the smallest set whose probability reaches p (Holtzman et al. 2019, nucleus sampling)."""
+    if temperature < 0 or (top_p is not None and not 0 < top_p <= 1) or (top_k is not None and top_k < 1):
+        raise SettingError(f"need temperature >= 0, 0 < top_p <= 1, top_k >= 1; got temperature={temperature}, "
+                           f"top_p={top_p}, top_k={top_k}")
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = logits.topk(top_k, -1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # mass before this token already reaches p; the first stays
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
+_GPT1 = dict(vocab_size=40478, n_positions=512, activation_function="gelu", pre_ln=False)
+_GPT3 = dict(n_positions=2048, attention_types=("global", "local"))
+_TINY = dict(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0,
+             attn_pdrop=0.0)
+
+PRESETS = {
+    "tiny": GPTConfig(**_TINY),  # GPT-2 layout, for tests and the CPU
+    "tiny-gpt1": GPTConfig(**{**_TINY, "activation_function": "gelu", "pre_ln": False}),
+    "tiny-gpt3": GPTConfig(**_TINY, attention_types=("global", "local"), window_size=8),
+    "gpt1": GPTConfig(**_GPT1),  # 117M
+    "gpt2": GPTConfig(),  # 124M
+    "gpt2-medium": GPTConfig(n_embd=1024, n_layer=24, n_head=16),  # 350M
+    "gpt2-large": GPTConfig(n_embd=1280, n_layer=36, n_head=20),  # 774M
+    "gpt2-xl": GPTConfig(n_embd=1600, n_layer=48, n_head=25),  # 1.5B
+    "gpt3-small": GPTConfig(**_GPT3),  # 125M, GPT-3 paper table 2.1
+    "gpt3-medium": GPTConfig(**_GPT3, n_embd=1024, n_layer=24, n_head=16),  # 350M
+    "gpt3-large": GPTConfig(**_GPT3, n_embd=1536, n_layer=24, n_head=16),  # 760M
+    "gpt3-xl": GPTConfig(**_GPT3, n_embd=2048, n_layer=24, n_head=16),  # 1.3B; the table's 24 heads x 128 != 2048
+    "gpt3": GPTConfig(**_GPT3, n_embd=12288, n_layer=96, n_head=96),  # 175B: a config to read, not to build here
+}
