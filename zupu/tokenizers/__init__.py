@@ -1,0 +1,14 @@
+"""Tokenizers: text <-> token ids, with one small API shared by every kind.
+
+    tok = CharTokenizer.from_text(text)     # or a BPE / WordPiece tokenizer
+    ids = tok.encode("..."); text = tok.decode(ids); tok.vocab_size
+    tok.save(directory)                     # directory/tokenizer.json (Hugging Face format)
+    tok = load(directory_or_file)           # anything zupu saved, an HF tokenizer.json, or GPT-2 files
+"""
+
+from __future__ import annotations
+
+from zupu.tokenizers.char import CharTokenizer, TokenizerError
+from zupu.tokenizers.load import load
+
+__all__ = ["CharTokenizer", "TokenizerError", "load"]
