@@ -216,7 +216,7 @@ def main() -> None:
                 nano_out, zupu_out = Path(tmp) / f"nano{i}", Path(tmp) / f"zupu{i}"
                 order = [("nanoGPT", lambda out=nano_out: run_nanogpt(nanogpt, out)),
                          ("zupu", lambda out=zupu_out: run_zupu(out, args.set))]
-                if i % 2:
+                if i % 2 == 0:
                     order.reverse()  # alternate who goes first, so a load trend hits both sides
                 pair = {}
                 for name, fn in order:

@@ -4,8 +4,8 @@ shakespeare-char trains nanoGPT's documented CPU model (4 layers, 4 heads, 128 w
 dropout) to nanoGPT's final validation loss in well under half its time. The model is the same; the
 saving comes from how it is trained:
 - batches of 32 windows instead of 12, so every matmul is large enough to run near the CPU's sgemm
-  rate, and a 4x higher learning rate with a short warm-up and a linear decay to zero, which reaches
-  the same loss after fewer tokens;
+  rate, and an 8x higher learning rate with a short warm-up and a linear decay to zero, which reaches
+  the same loss after fewer tokens (640 x 32 x 64 = 1.3M against nanoGPT's 2000 x 12 x 64 = 1.5M);
 - fused AdamW (one kernel over all parameters) and no evaluation during training unless asked for
   (`--set eval_every=...`): the one evaluation at the end reads the whole validation split.
 
@@ -40,16 +40,16 @@ class CharSettings:
     n_embd: int = 128
     block_size: int = 64  # context window
     batch_size: int = 32
-    steps: int = 300
-    lr: float = 4e-3
-    warmup: int = 20
+    steps: int = 640
+    lr: float = 8e-3
+    warmup: int = 30
     schedule: str = "linear"  # decays to min_lr_factor * lr at the last step
     min_lr_factor: float = 0.0
     weight_decay: float = 0.1  # on matrices only, not on biases, LayerNorm gains or position rows
     beta2: float = 0.99
     grad_clip: float = 1.0
     eval_every: int = 0  # 0: evaluate once, at the end
-    eval_tokens: int = 0  # validation tokens per evaluation; 0: the whole split
+    eval_tokens: int = 0  # validation tokens per evaluation (a fixed prefix of the split); 0: the whole split
     threads: int = 2
     samples: int = 4  # texts sampled into samples.txt
     sample_tokens: int = 300
@@ -141,7 +141,7 @@ class CharLM(Recipe):
     def evaluate(self, model: GPT, s: CharSettings, val_ids: torch.Tensor | None = None) -> dict:
         if val_ids is None:
             val_ids = self.data()[2]
-        return {"val_loss": val_loss(model, val_ids, s.block_size)}
+        return {"val_loss": val_loss(model, val_ids, s.block_size, s.eval_tokens)}
 
     def sample_texts(self, model: GPT, tok: CharTokenizer, prompt: str, n: int, max_tokens: int,
                      seed: int, stop: str | None = None) -> list[str]:
@@ -161,7 +161,7 @@ class ShakespeareChar(CharLM):
                "in under half its time")
     milestone = Milestone("val_loss", 1.886, higher_is_better=False,
                           paper="nanoGPT's documented CPU run: val loss 1.8857 after 2000 iterations (239 s here)")
-    quick = {"steps": 120, "warmup": 10}
+    quick = {"steps": 150, "warmup": 15}
 
     def text(self) -> str:
         return data.load("tinyshakespeare")

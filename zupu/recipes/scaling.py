@@ -128,7 +128,7 @@ class SizeSweep(Recipe):
             raise ValueError(f"a scaling sweep needs at least 5 sizes, got widths={widths}")
         tok, train_ids, val_ids = self.data()
         rows = []
-        for width in progress(widths, desc="scaling sweep", unit="model"):
+        for width in progress(iterable=widths, desc="scaling sweep", unit="model"):
             torch.manual_seed(run.seed)
             net = model if width == max(widths) else GPT(config(tok.vocab_size, width, s))
             train_one(net, train_ids, s, run.seed)
