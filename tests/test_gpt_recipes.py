@@ -63,7 +63,7 @@ def test_shakespeare_char_learns_and_the_run_dir_decodes(tmp_path):
     out = tmp_path / "run"
     result = launch.train("gpt", "shakespeare-char", out, overrides={"steps": 80, "warmup": 8, "n_layer": 2,
                                                                      "samples": 2, "sample_tokens": 40,
-                                                                     "eval_tokens": 16384})
+                                                                     "eval_tokens": 16384, "threads": 1})
     m = result["metrics"]
     assert m["val_loss"] < 2.75  # a unigram model of the characters scores about 3.3 nats
     assert m["train_tokens_per_s"] > 0 and m["steps"] == 80
@@ -77,7 +77,7 @@ def test_shakespeare_char_learns_and_the_run_dir_decodes(tmp_path):
 def test_tang_poems_pipeline(tmp_path):
     out = tmp_path / "poems"
     result = launch.train("gpt", "tang-poems", out, overrides={"steps": 40, "n_layer": 1, "n_embd": 64,
-                                                               "samples": 8, "eval_tokens": 4000})
+                                                               "samples": 8, "eval_tokens": 4000, "threads": 1})
     m = result["metrics"]
     poems = (out / "samples.txt").read_text(encoding="utf-8").splitlines()
     assert len(poems) == m["samples"] == 8

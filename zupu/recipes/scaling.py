@@ -47,7 +47,7 @@ class SweepSettings:
     lr: float = 4e-3
     warmup: int = 20
     eval_tokens: int = 32768  # validation tokens per model (a fixed prefix of the split)
-    threads: int = 2
+    threads: int = 1  # these matmuls are too small to share between cores
 
 
 def fit_power_law(n: np.ndarray, loss: np.ndarray, grid: int = 2000) -> dict[str, float]:
