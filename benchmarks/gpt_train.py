@@ -191,13 +191,17 @@ def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, 
 
 
 def main() -> None:
+    global THREADS
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("nanogpt", type=Path, help="a checkout of github.com/karpathy/nanoGPT (outside this repo)")
     ap.add_argument("--repeats", type=int, default=2, help="nanoGPT/zupu run pairs (alternating)")
     ap.add_argument("--step-seconds", type=float, default=8.0, help="seconds per throughput measurement")
     ap.add_argument("--skip-runs", action="store_true", help="only the step throughput table")
     ap.add_argument("--set", action="append", default=[], help="zupu recipe overrides, key=value")
+    ap.add_argument("--threads", type=int, default=THREADS, help="threads for every run (default 2)")
+    ap.add_argument("--results", type=Path, default=HERE / "RESULTS-gpt-train.md")
     args = ap.parse_args()
+    THREADS = args.threads
     torch.set_num_threads(THREADS)
     nanogpt = args.nanogpt.resolve()
     if not (nanogpt / "train.py").exists() or not (nanogpt / "model.py").exists():
@@ -252,7 +256,7 @@ def main() -> None:
                   "| model | tokens/s | of sgemm rate | zupu speed-up |", "|---|---|---|---|"]
         lines += [f"| {r['name']} | {r['tps']:.0f} | {r['frac']:.0%} | {zupu['tps'] / r['tps']:.2f}x |" for r in rows]
         lines.append("")
-    (HERE / "RESULTS-gpt-train.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args.results.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 
