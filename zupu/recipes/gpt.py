@@ -131,7 +131,8 @@ class CharLM(Recipe):
         trainer.fit()
         seconds = time.perf_counter() - start  # training (and any evaluations asked for), not data preparation
         final = self.evaluate(model, s, val_ids)
-        run.log(trainer.step, **final)
+        if evaluate is None:  # with evaluations on, the Trainer has logged the last one already
+            run.log(trainer.step, **final)
         tokens = trainer.step * s.batch_size * s.block_size
         return {**final, "steps": trainer.step, "train_seconds": seconds,
                 "train_tokens_per_s": tokens / seconds if seconds else float("nan"),
