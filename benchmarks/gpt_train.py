@@ -1,0 +1,264 @@
+"""GPT training against nanoGPT and Hugging Face, side by side on the same CPU.
+
+    ZUPU_DATA_MIRROR=../shared/data python benchmarks/gpt_train.py /path/to/nanoGPT [--repeats 2]
+
+`/path/to/nanoGPT` is a checkout of github.com/karpathy/nanoGPT, kept outside this repository; this
+script only runs it (its `data/shakespeare_char/prepare.py`, then `train.py` with the CPU configuration
+of its README) and reads what it prints.
+
+Two measurements, each run alternately so that both sides see the same machine load:
+1. Time to nanoGPT's final validation loss: nanoGPT's CPU run (4 layers, 4 heads, 128 wide, block 64,
+   batch 12, 2000 iterations, no dropout) against `zupu train gpt --recipe shakespeare-char`, each a
+   fresh process with 2 threads, wall time from start to exit (nanoGPT's prepare.py, run once before,
+   is not counted; zupu's tokenising is).
+2. Training-step throughput at one configuration: tokens/s and model FLOP/s (6N + attention per
+   token, the models' `flops_per_token`) for zupu's GPT, nanoGPT's `model.GPT` and
+   `transformers.GPT2LMHeadModel`, each with AdamW, against the sgemm rate measured between them
+   (a 2048 x 2048 float32 matmul, the CPU's best case).
+
+Writes benchmarks/RESULTS-gpt-train.md. The machine is shared: the table names the load average
+seen during each measurement, and the comparisons are ratios of runs made one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+NANOGPT_CPU = ["--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",
+               "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
+               "--lr_decay_iters=2000", "--dropout=0.0"]  # nanoGPT README, "I only have a macbook"
+THREADS = 2
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def env2() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
+
+
+def sgemm_gflops(n: int = 2048, seconds: float = 3.0) -> float:
+    """Best-of rate of an n x n float32 matmul on THREADS threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best / 1e9
+
+
+# -- 1. time to nanoGPT's loss ---------------------------------------------------------------------
+
+def prepare_nanogpt(nanogpt: Path) -> None:
+    from zupu import data
+
+    folder = nanogpt / "data" / "shakespeare_char"
+    (folder / "input.txt").write_text(data.load("tinyshakespeare"), encoding="utf-8")  # the mirror's copy
+    subprocess.run([sys.executable, "prepare.py"], cwd=folder, check=True, capture_output=True)
+
+
+def run_nanogpt(nanogpt: Path, out: Path) -> dict:
+    cmd = [sys.executable, "train.py", "config/train_shakespeare_char.py", *NANOGPT_CPU, f"--out_dir={out}"]
+    start, load0 = time.perf_counter(), load()
+    proc = subprocess.run(cmd, cwd=nanogpt, env=env2(), capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"nanoGPT failed:\n{proc.stderr[-3000:]}")
+    curve = {int(s): float(v) for s, v in re.findall(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)", proc.stdout)}
+    return {"seconds": seconds, "val_loss": curve[max(curve)], "curve": curve, "load": (load0 + load()) / 2}
+
+
+def run_zupu(out: Path, sets: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "zupu", "train", "gpt", "--recipe", "shakespeare-char", "--out", str(out)]
+    for s in sets:
+        cmd += ["--set", s]
+    start, load0 = time.perf_counter(), load()
+    proc = subprocess.run(cmd, env=env2(), capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"zupu failed:\n{proc.stderr[-3000:]}")
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    return {"seconds": seconds, "val_loss": metrics["val_loss"], "tokens_per_s": metrics["train_tokens_per_s"],
+            "load": (load0 + load()) / 2}
+
+
+# -- 2. training-step throughput -----------------------------------------------------------------
+
+def zupu_model(vocab: int, block: int):
+    from zupu.models.gpt import GPT, GPTConfig
+
+    return GPT(GPTConfig(vocab_size=vocab, n_positions=block, n_embd=128, n_layer=4, n_head=4,
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+
+
+def nanogpt_model(nanogpt: Path, vocab: int, block: int):
+    sys.path.insert(0, str(nanogpt))
+    try:
+        import model as nanogpt_model_py  # nanoGPT's model.py
+    finally:
+        sys.path.pop(0)
+    return nanogpt_model_py.GPT(nanogpt_model_py.GPTConfig(block_size=block, vocab_size=vocab, n_layer=4, n_head=4,
+                                                           n_embd=128, dropout=0.0, bias=True))
+
+
+def hf_model(vocab: int, block: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=vocab, n_positions=block, n_embd=128, n_layer=4, n_head=4, resid_pdrop=0.0,
+                     embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa")
+    return GPT2LMHeadModel(cfg)
+
+
+def flops_per_token(model: torch.nn.Module, block: int, n_layer: int = 4, n_embd: int = 128) -> float:
+    """6N (non-embedding weights, the tied output layer's matrix counted: it is a matmul every token)
+    + 12 * n_layer * T * n_embd for attention, the same count for all three models."""
+    seen, n = set(), 0
+    for name, p in model.named_parameters():
+        if id(p) in seen or "wpe" in name or "position" in name:
+            continue
+        seen.add(id(p))
+        n += p.numel()
+    return 6 * n + 12 * n_layer * block * n_embd
+
+
+def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: int, seconds: float) -> float:
+    """Training tokens/s of forward + backward + fused AdamW at (batch, block)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    x = torch.randint(vocab, (batch, block))
+    y = torch.randint(vocab, (batch, block))
+
+    def step():
+        if kind == "nanogpt":
+            _, loss = model(x, y)
+        elif kind == "hf":
+            logits = model(input_ids=x).logits
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        else:
+            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        n += 1
+    return n * batch * block / (time.perf_counter() - start)
+
+
+def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, seconds: float) -> list[dict]:
+    makers = {"zupu": lambda: zupu_model(vocab, block), "nanoGPT": lambda: nanogpt_model(nanogpt, vocab, block)}
+    try:
+        import transformers  # noqa: F401
+
+        makers["HF GPT2LMHeadModel"] = lambda: hf_model(vocab, block)
+    except ImportError:
+        print("transformers is not installed: the HF column is left out", file=sys.stderr)
+    rows = {name: {"tps": [], "frac": []} for name in makers}
+    for _ in range(repeats):
+        for name, make in makers.items():
+            torch.manual_seed(0)
+            model = make()
+            kind = "nanogpt" if name == "nanoGPT" else "hf" if name.startswith("HF") else "zupu"
+            before = sgemm_gflops(seconds=1.5)
+            tps = step_rate(kind, model, batch, block, vocab, seconds)
+            after = sgemm_gflops(seconds=1.5)
+            rows[name]["tps"].append(tps)
+            rows[name]["frac"].append(tps * flops_per_token(model, block) / 1e9 / ((before + after) / 2))
+            rows[name]["flops"] = flops_per_token(model, block)
+            print(f"  {name} batch {batch}: {tps:.0f} tokens/s, {rows[name]['frac'][-1]:.0%} of sgemm "
+                  f"({(before + after) / 2:.1f} GFLOP/s), load {load():.1f}", flush=True)
+    return [{"name": n, "tps": statistics.median(r["tps"]), "frac": statistics.median(r["frac"]),
+             "flops": r["flops"]} for n, r in rows.items()]
+
+
+def main() -> None:
+    global THREADS
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("nanogpt", type=Path, help="a checkout of github.com/karpathy/nanoGPT (outside this repo)")
+    ap.add_argument("--repeats", type=int, default=2, help="nanoGPT/zupu run pairs (alternating)")
+    ap.add_argument("--step-seconds", type=float, default=8.0, help="seconds per throughput measurement")
+    ap.add_argument("--skip-runs", action="store_true", help="only the step throughput table")
+    ap.add_argument("--set", action="append", default=[], help="zupu recipe overrides, key=value")
+    ap.add_argument("--threads", type=int, default=THREADS, help="threads for every run (default 2)")
+    ap.add_argument("--results", type=Path, default=HERE / "RESULTS-gpt-train.md")
+    args = ap.parse_args()
+    THREADS = args.threads
+    torch.set_num_threads(THREADS)
+    nanogpt = args.nanogpt.resolve()
+    if not (nanogpt / "train.py").exists() or not (nanogpt / "model.py").exists():
+        raise SystemExit(f"{nanogpt} is not a nanoGPT checkout (no train.py/model.py)")
+    prepare_nanogpt(nanogpt)
+    vocab = 65
+
+    lines = ["# GPT training: zupu vs nanoGPT vs HF transformers", "",
+             f"Machine: {os.cpu_count()} CPUs, shared with other work; {THREADS} threads for every run. "
+             f"torch {torch.__version__}. Run `python benchmarks/gpt_train.py NANOGPT_CHECKOUT`.", ""]
+    pairs = []
+    if not args.skip_runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(args.repeats):
+                print(f"pair {i + 1}/{args.repeats}", flush=True)
+                nano_out, zupu_out = Path(tmp) / f"nano{i}", Path(tmp) / f"zupu{i}"
+                order = [("nanoGPT", lambda out=nano_out: run_nanogpt(nanogpt, out)),
+                         ("zupu", lambda out=zupu_out: run_zupu(out, args.set))]
+                if i % 2 == 0:
+                    order.reverse()  # alternate who goes first, so a load trend hits both sides
+                pair = {}
+                for name, fn in order:
+                    pair[name] = fn()
+                    print(f"  {name}: {pair[name]['seconds']:.1f} s, val loss {pair[name]['val_loss']:.4f}, "
+                          f"load {pair[name]['load']:.1f}", flush=True)
+                pairs.append(pair)
+        lines += ["## 1. Time to nanoGPT's final validation loss (tiny Shakespeare, characters)", "",
+                  "| pair | nanoGPT s | nanoGPT val loss | zupu s | zupu val loss | zupu / nanoGPT time "
+                  "| load (nano, zupu) |",
+                  "|---|---|---|---|---|---|---|"]
+        for i, p in enumerate(pairs):
+            n, z = p["nanoGPT"], p["zupu"]
+            lines.append(f"| {i + 1} | {n['seconds']:.1f} | {n['val_loss']:.4f} | {z['seconds']:.1f} | "
+                         f"{z['val_loss']:.4f} | {z['seconds'] / n['seconds']:.2f} | "
+                         f"{n['load']:.1f}, {z['load']:.1f} |")
+        ratio = statistics.median(p["zupu"]["seconds"] / p["nanoGPT"]["seconds"] for p in pairs)
+        lines += ["", f"Median time ratio zupu / nanoGPT: **{ratio:.2f}** (target <= 0.5). nanoGPT's val loss "
+                  "is its own estimate (20 random batches of 12 x 64); zupu's is the whole validation split (111,540 "
+                  "characters, windows of 64).", "",
+                  "nanoGPT's val curve (last pair): " + ", ".join(f"{k}: {v:.4f}" for k, v in
+                                                                  sorted(pairs[-1]["nanoGPT"]["curve"].items())), ""]
+
+    lines += ["## 2. Training-step throughput (forward + backward + fused AdamW, 4 x 128, block 64)", "",
+              "Model FLOPs per token = 6 x (non-embedding weights + the tied output matrix) + 12 x layers x "
+              "block x width (attention), the same count for every model; the fraction is model FLOP/s over "
+              "the sgemm rate (2048^2 float32 matmul) measured right before and after each measurement.", ""]
+    for batch in (12, 32):
+        print(f"throughput, batch {batch}", flush=True)
+        rows = throughput(nanogpt, batch, 64, vocab, repeats=2, seconds=args.step_seconds)
+        zupu = next(r for r in rows if r["name"] == "zupu")
+        lines += [f"batch {batch} (load {load():.1f}):", "",
+                  "| model | tokens/s | of sgemm rate | zupu speed-up |", "|---|---|---|---|"]
+        lines += [f"| {r['name']} | {r['tps']:.0f} | {r['frac']:.0%} | {zupu['tps'] / r['tps']:.2f}x |" for r in rows]
+        lines.append("")
+    args.results.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""GPT recipes: char-level Shakespeare and Tang poems, the quatrain checker, the scaling-law fit and sweep."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from zupu import data
+from zupu.cli import main
+from zupu.recipes.gpt import TangPoems, is_quatrain, quatrains, split, val_loss
+from zupu.recipes.scaling import fit_power_law, predict
+from zupu.tokenizers import load as load_tokenizer
+from zupu.train import launch
+
+
+def test_quatrain_shape():
+    assert is_quatrain("床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。")
+    assert not is_quatrain("床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉")  # no final stop
+    assert not is_quatrain("床前明月光，疑是地上霜。")  # two lines
+    assert not is_quatrain("床前明月光光，疑是地上霜。舉頭望明月，低頭思故鄉。")  # six characters
+    assert not is_quatrain("床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。\n")
+    assert not is_quatrain("abcde，疑是地上霜。舉頭望明月，低頭思故鄉。")  # not Han characters
+    poems = [{"paragraphs": ["床前明月光，疑是地上霜。", "舉頭望明月，低頭思故鄉。"]},
+             {"paragraphs": ["國破山河在，城春草木深。", "感時花濺淚，恨別鳥驚心。", "烽火連三月，家書抵萬金。",
+                             "白頭搔更短，渾欲不勝簪。"]}]  # a regulated verse of 8 lines is no quatrain
+    assert quatrains(poems) == ["床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。"]
+
+
+def test_tang_corpus_is_quatrains_of_the_real_collection():
+    text = TangPoems().text()
+    lines = text.splitlines()
+    assert len(lines) > 3000 and all(map(is_quatrain, lines))
+    assert len(lines) == len(quatrains(data.load("tang-poems")))
+
+
+def test_split_and_val_loss_of_a_uniform_model():
+    ids = torch.arange(1000) % 7
+    train, val = split(ids)
+    assert len(train) == 900 and torch.equal(torch.cat([train, val]), ids)
+
+    class Uniform(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(*x.shape, 7)
+
+    assert val_loss(Uniform(), val, 16) == pytest.approx(np.log(7), rel=1e-6)  # ln V for equal logits
+
+
+def test_power_law_fit_recovers_its_constants():
+    n = np.array([1e3, 3e3, 1e4, 3e4, 1e5, 3e5])
+    truth = {"l_inf": 1.2, "n_c": 2e3, "alpha": 0.3}
+    fit = fit_power_law(n, predict(truth, n), grid=5000)
+    assert fit["alpha"] == pytest.approx(0.3, rel=0.02)
+    assert fit["l_inf"] == pytest.approx(1.2, abs=0.01)
+    assert fit["r2"] > 0.9999
+    noisy = predict(truth, n) + np.array([0.02, -0.01, 0.015, -0.02, 0.01, -0.005])
+    assert 0.9 < fit_power_law(n, noisy)["r2"] < 1.0
+    with pytest.raises(ValueError, match="does not fall"):
+        fit_power_law(n, np.linspace(2.0, 3.0, len(n)))  # loss rising with size
+
+
+def test_shakespeare_char_learns_and_the_run_dir_decodes(tmp_path):
+    out = tmp_path / "run"
+    result = launch.train("gpt", "shakespeare-char", out, overrides={"steps": 80, "warmup": 8, "n_layer": 2,
+                                                                     "samples": 2, "sample_tokens": 40,
+                                                                     "eval_tokens": 16384, "threads": 1})
+    m = result["metrics"]
+    assert m["val_loss"] < 2.75  # a unigram model of the characters scores about 3.3 nats
+    assert m["train_tokens_per_s"] > 0 and m["steps"] == 80
+    tok = load_tokenizer(out)
+    assert tok.vocab_size == 65 and tok.decode(tok.encode("ROMEO:\n")) == "ROMEO:\n"
+    assert (out / "samples.txt").read_text().strip()
+    again = launch.evaluate(out)["metrics"]["val_loss"]
+    assert again == pytest.approx(m["val_loss"], abs=1e-5)
+
+
+def test_tang_poems_pipeline(tmp_path):
+    out = tmp_path / "poems"
+    result = launch.train("gpt", "tang-poems", out, overrides={"steps": 40, "n_layer": 1, "n_embd": 64,
+                                                               "samples": 8, "eval_tokens": 4000, "threads": 1})
+    m = result["metrics"]
+    poems = (out / "samples.txt").read_text(encoding="utf-8").splitlines()
+    assert len(poems) == m["samples"] == 8
+    assert m["quatrain_fraction"] == sum(map(is_quatrain, poems)) / 8
+    assert m["val_loss"] < np.log(load_tokenizer(out).vocab_size)  # better than uniform over ~3,700 chars
+
+
+def test_scaling_command_sweeps_and_fits(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["scaling", "--out", str(out), "--set", "widths=8,12,16,24,32", "--set", "steps=40",
+                 "--set", "eval_tokens=4096"]) == 0
+    sweep = json.loads((out / "sweep.json").read_text())
+    params = [r["params"] for r in sweep["sizes"]]
+    assert len(params) == 5 and params == sorted(params)
+    assert (out / "scaling.png").stat().st_size > 0
+    assert "R^2" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["milestone"]["name"] == "r2"
+
+
+def test_scaling_needs_five_sizes(tmp_path):
+    with pytest.raises(ValueError, match="at least 5 sizes"):
+        launch.train("scaling", "char-sweep", tmp_path, overrides={"widths": "8,16", "steps": 1})

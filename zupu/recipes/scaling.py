@@ -1,0 +1,190 @@
+"""Scaling laws: validation loss against model size, fitted by a power law (Kaplan et al. 2020).
+
+J. Kaplan et al., "Scaling Laws for Neural Language Models" (2020), https://arxiv.org/abs/2001.08361,
+find that a language model's loss falls as a power law in its non-embedding parameter count N,
+
+    L(N) = L_inf + (N_c / N) ** alpha,      alpha_N ~ 0.076 for GPT-2-like models on WebText2,
+
+over seven orders of magnitude. Here a sweep trains character-level GPTs of growing width on the
+same data (tiny Shakespeare) for the same number of steps, fits the three constants, and reports the
+exponent and R^2. The models span about two orders of magnitude (thousands to a few hundred thousand
+parameters) and are trained for minutes, so the exponent describes this small, short regime: it is
+not comparable to the paper's, whose models were trained on far more data to near convergence.
+
+`zupu scaling [--quick] [--out DIR] [--set widths=16,32,64]` runs the sweep; `zupu train scaling`
+does the same through the common recipe interface (and the tour shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zupu import data
+from zupu.models.gpt import GPT, GPTConfig
+from zupu.progress import progress
+from zupu.recipe import Milestone, Recipe
+from zupu.recipes.gpt import split, val_loss
+from zupu.tokenizers import CharTokenizer
+from zupu.train.batches import RandomWindows
+from zupu.train.optim import make_schedule
+
+
+@dataclass
+class SweepSettings:
+    widths: tuple[int, ...] = (16, 24, 32, 48, 64, 96)  # n_embd of each model, smallest first
+    n_layer: int = 2
+    head_size: int = 16  # n_head = n_embd // head_size
+    block_size: int = 64
+    batch_size: int = 16
+    steps: int = 400  # the same for every size: fixed data
+    lr: float = 4e-3
+    warmup: int = 20
+    eval_tokens: int = 32768  # validation tokens per model (a fixed prefix of the split)
+    threads: int = 1  # these matmuls are too small to share between cores
+
+
+def fit_power_law(n: np.ndarray, loss: np.ndarray, grid: int = 2000) -> dict[str, float]:
+    """Least-squares fit of L(N) = L_inf + (N_c / N)^alpha.
+
+    For a fixed L_inf the model is linear in log space, log(L - L_inf) = alpha log N_c - alpha log N, so
+    a 1-D search over L_inf in [0, min L) with a linear fit at each point finds the best of all three;
+    the search keeps the L_inf whose curve has the smallest squared error in L itself. R^2 is 1 minus
+    that error over the variance of L."""
+    n, loss = np.asarray(n, dtype=float), np.asarray(loss, dtype=float)
+    if len(n) < 4:
+        raise ValueError(f"a three-constant fit needs at least 4 sizes, got {len(n)}")
+    best = None
+    for l_inf in np.linspace(0.0, loss.min(), grid, endpoint=False):
+        slope, intercept = np.polyfit(np.log(n), np.log(loss - l_inf), 1)
+        alpha = -slope
+        if alpha <= 0:
+            continue
+        pred = l_inf + np.exp(intercept + slope * np.log(n))
+        sse = float(((loss - pred) ** 2).sum())
+        if best is None or sse < best[0]:
+            best = (sse, l_inf, alpha, math.exp(intercept / alpha))
+    if best is None:
+        raise ValueError("loss does not fall with size: no power law with a positive exponent fits")
+    sse, l_inf, alpha, n_c = best
+    r2 = 1.0 - sse / float(((loss - loss.mean()) ** 2).sum())
+    return {"alpha": float(alpha), "n_c": float(n_c), "l_inf": float(l_inf), "r2": float(r2)}
+
+
+def predict(fit: dict[str, float], n: np.ndarray) -> np.ndarray:
+    return fit["l_inf"] + (fit["n_c"] / np.asarray(n, dtype=float)) ** fit["alpha"]
+
+
+def config(vocab: int, width: int, s: SweepSettings) -> GPTConfig:
+    return GPTConfig(vocab_size=vocab, n_positions=s.block_size, n_embd=width, n_layer=s.n_layer,
+                     n_head=max(1, width // s.head_size), resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+
+
+def train_one(model: GPT, train_ids: torch.Tensor, s: SweepSettings, seed: int) -> None:
+    batches = RandomWindows(train_ids, s.block_size, s.batch_size, seed=seed)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                            lr=s.lr, betas=(0.9, 0.99), fused=True)
+    sched = make_schedule(opt, "linear", s.steps, s.warmup)
+    model.train()
+    for step in range(s.steps):
+        x, y = batches(step)
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+
+
+class SizeSweep(Recipe):
+    name = "char-sweep"
+    summary = "GPTs of 6 widths, same data and steps, on tiny Shakespeare: L(N) = L_inf + (N_c/N)^alpha"
+    Settings = SweepSettings
+    milestone = Milestone("r2", 0.95, paper="Kaplan et al. (2020): L(N) a power law, alpha_N ~ 0.076 "
+                          "(models to 1.5B, near convergence; ours are tiny and short)")
+    quick = {"widths": (16, 24, 32, 48, 64), "steps": 200}
+
+    def data(self) -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
+        text = data.load("tinyshakespeare")
+        tok = CharTokenizer.from_text(text)
+        return (tok, *split(torch.tensor(tok.encode(text), dtype=torch.long)))
+
+    def build(self, s: SweepSettings) -> GPT:
+        """The largest model of the sweep: the one the run directory keeps."""
+        return GPT(config(self.data()[0].vocab_size, max(s.widths), s))
+
+    def train(self, model: GPT, s: SweepSettings, run) -> dict:
+        torch.set_num_threads(max(1, min(s.threads, torch.get_num_threads())))
+        widths = sorted(s.widths)
+        if len(widths) < 5:
+            raise ValueError(f"a scaling sweep needs at least 5 sizes, got widths={widths}")
+        tok, train_ids, val_ids = self.data()
+        rows = []
+        for width in progress(iterable=widths, desc="scaling sweep", unit="model"):
+            torch.manual_seed(run.seed)
+            net = model if width == max(widths) else GPT(config(tok.vocab_size, width, s))
+            train_one(net, train_ids, s, run.seed)
+            loss = val_loss(net, val_ids, s.block_size, s.eval_tokens)
+            rows.append({"n_embd": width, "params": net.num_params(), "val_loss": loss})
+            run.log(len(rows), params=rows[-1]["params"], val_loss=loss)
+        fit = fit_power_law(np.array([r["params"] for r in rows]), np.array([r["val_loss"] for r in rows]))
+        (run.out / "sweep.json").write_text(json.dumps({"sizes": rows, "fit": fit}, indent=2))
+        self._rows, self._fit = rows, fit
+        return {**fit, "sizes": len(rows), "smallest_params": rows[0]["params"], "largest_params": rows[-1]["params"],
+                "val_loss_largest": rows[-1]["val_loss"]}
+
+    def evaluate(self, model: GPT, s: SweepSettings) -> dict:
+        return {"val_loss": val_loss(model, self.data()[2], s.block_size, s.eval_tokens)}
+
+    def figures(self, model: GPT, s: SweepSettings, run) -> None:
+        import matplotlib.pyplot as plt
+
+        from zupu.train.plots import save
+
+        sweep = json.loads((run.out / "sweep.json").read_text())
+        rows, fit = sweep["sizes"], sweep["fit"]
+        n = np.array([r["params"] for r in rows], dtype=float)
+        grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 100)
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        ax.plot(n, [r["val_loss"] for r in rows], "o", label="measured (val loss)")
+        ax.plot(grid, predict(fit, grid), "-", label=f"$L_\\infty$ + ($N_c$/N)$^{{{fit['alpha']:.3f}}}$, "
+                f"$R^2$ = {fit['r2']:.3f}")
+        ax.set_xscale("log")
+        ax.set_xlabel("non-embedding parameters N")
+        ax.set_ylabel("validation loss (nats/char)")
+        ax.set_title(f"{len(rows)} char GPTs, {s.steps} steps each, tiny Shakespeare", fontsize=9)
+        ax.legend(fontsize=8)
+        save(fig, run.path("scaling.png"))
+
+
+RECIPES = [SizeSweep()]
+
+
+def cmd_scaling(args: argparse.Namespace) -> int:
+    from zupu.recipe import parse_sets
+    from zupu.train.launch import train
+
+    result = train("scaling", "char-sweep", args.out, args.seed, args.quick, parse_sets(args.set))
+    m = result["metrics"]
+    print(f"L(N) = {m['l_inf']:.3f} + ({m['n_c']:.3g} / N)^{m['alpha']:.3f}   R^2 = {m['r2']:.3f}   "
+          f"({m['sizes']} sizes, N = {m['smallest_params']:,} .. {m['largest_params']:,})")
+    print(f"the exponent describes tiny models trained briefly; Kaplan et al. report alpha_N ~ 0.076 at scale. "
+          f"plot: {args.out or 'runs/scaling-char-sweep'}/scaling.png")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    s = subparsers.add_parser("scaling", help="a model-size sweep on fixed data, fitted by a power law L(N)")
+    s.add_argument("--out", default=None, help="run directory (default runs/scaling-char-sweep)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quick", action="store_true", help="five smaller models, fewer steps")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    s.set_defaults(func=cmd_scaling)
