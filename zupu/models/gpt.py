@@ -159,9 +159,9 @@ class GPT(nn.Module):
         return self.lm_head(x)
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy; targets (B, T) with -100 where no loss is taken."""
+        """Mean next-token cross-entropy; targets (B, T), possibly a strided view, -100 where no loss is taken."""
         logits = self(input_ids)
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-100)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

@@ -114,9 +114,7 @@ class CharLM(Recipe):
         opt = make_optimizer(model, s)
 
         def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-            x, y = batch
-            logits = model(x)  # (B, T, vocab)
-            return {"loss": F.cross_entropy(logits.flatten(0, 1), y.flatten())}
+            return {"loss": model.loss(*batch)}
 
         evaluate = None
         if s.eval_every:

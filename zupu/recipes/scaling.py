@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from zupu import data
 from zupu.models.gpt import GPT, GPTConfig
@@ -96,7 +95,7 @@ def train_one(model: GPT, train_ids: torch.Tensor, s: SweepSettings, seed: int) 
     model.train()
     for step in range(s.steps):
         x, y = batches(step)
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        loss = model.loss(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
