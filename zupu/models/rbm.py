@@ -19,8 +19,9 @@ made it trainable fast. For binary units:
 CD-k replaces the model expectation by the statistics after k steps of block Gibbs sampling
 started at the data: h0 ~ p(h|v0), v1 ~ p(v|h0), ..., vk, and uses probabilities rather than
 samples wherever that lowers the variance without biasing the expectation: the positive phase
-uses p(h|v0), the negative phase p(h|vk) (Hinton, "A Practical Guide to Training RBMs", 2010,
-sec. 3). Persistent CD (T. Tieleman, ICML 2008) keeps the negative chain running across updates
+uses p(h|v0), the negative phase p(h|vk) for a sampled vk (Hinton, "A Practical Guide to Training
+RBMs", 2010, sec. 3; its mean-field reconstruction vk = p(v|h) would bias p(h|vk), which is not
+linear in vk). Persistent CD (T. Tieleman, ICML 2008) keeps the negative chain running across updates
 instead of restarting it at the data.
 """
 
@@ -98,13 +99,9 @@ class RBM(nn.Module):
             raise ValueError(f"CD-k needs k >= 1 Gibbs steps, got {k}")
         ph0 = self.p_hidden(v0)  # positive phase: probabilities, not samples
         h = torch.bernoulli(ph0, generator=generator) if chain is None else chain
-        for step in range(k):
-            pv = self.p_visible(h)
-            # the visible reconstruction is kept as probabilities only on a CD chain's last step,
-            # where it feeds statistics; a persistent chain must stay a true sample of the model
-            last_cd = step == k - 1 and chain is None
-            v = pv if last_cd else torch.bernoulli(pv, generator=generator)
-            ph = self.p_hidden(v)
+        for _ in range(k):
+            v = torch.bernoulli(self.p_visible(h), generator=generator)
+            ph = self.p_hidden(v)  # negative phase: probabilities given a sampled v (unbiased)
             h = torch.bernoulli(ph, generator=generator)
         n = len(v0)
         self.weight.grad = -(ph0.T @ v0 - ph.T @ v) / n  # -(<h v>_data - <h v>_model), (H, V)

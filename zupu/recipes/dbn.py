@@ -111,8 +111,8 @@ class FewLabels(Recipe):
                "labels, against the same net from a random start; 10k test images")
     Settings = FewLabelsSettings
     milestone = Milestone("pretraining_gain", 0.01,
-                          paper="pre-trained beats random init by >= 1 point; Hinton et al. (2006), Bengio et al. (2007): "
-                                "pre-training helps, most when labels are few")
+                          paper="pre-trained beats random init by >= 1 point; Hinton et al. (2006), Bengio et al. "
+                                "(2007): pre-training helps, most when labels are few")
     quick = {"sizes": (784, 256, 256), "pretrain_epochs": 4, "finetune_epochs": 30}
 
     def build(self, s: FewLabelsSettings) -> DBN:
