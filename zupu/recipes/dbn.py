@@ -102,8 +102,7 @@ def finetune(model: DBN, x: torch.Tensor, y: torch.Tensor, xte: torch.Tensor, yt
     Trainer(model, lambda b: {"loss": F.cross_entropy(model(b[0]), b[1])}, batches, opt,
             s.finetune_epochs * batches.steps_per_epoch, run=run, evaluate=evaluate,
             eval_every=batches.steps_per_epoch, log_every=batches.steps_per_epoch, desc=desc).fit()
-    evaluate()
-    return curve[1:]  # curve[0] is before fine-tuning
+    return curve[1:]  # curve[0] is before fine-tuning, then one per epoch (the last from fit's final eval)
 
 
 class FewLabels(Recipe):
