@@ -132,7 +132,8 @@ class Digits(Recipe):
 
         def monitor() -> dict:
             # Hinton's practical guide, sec. 6: the free energy of training data drifting below that of
-            # held-out data is the sign of over-fitting (Z cancels in the difference).
+            # held-out data is the sign of over-fitting (Z cancels in the difference). Only logged for the
+            # curve; nothing (no stopping, no selection) is decided on the held-out images.
             return {"free_energy_gap": (model.free_energy(xte).mean() - model.free_energy(originals).mean()).item()}
 
         trainer = Trainer(model, step, batches, opt, s.epochs * batches.steps_per_epoch, run=run,
