@@ -88,8 +88,9 @@ def main() -> None:
         print(rows[-1], flush=True)
     table = ("| zupu recipe | test acc | time | peer (scikit-learn) | peer acc | peer time | time ratio zupu/peer |\n"
              "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
-    note = (f"# RBM and DBN vs scikit-learn's BernoulliRBM\n\nSame data and hyper-parameters, median of "
-            f"{args.repeats} alternating runs on this shared 2-core machine, both sides on one thread. zupu's time "
+    runs = "one run each" if args.repeats == 1 else f"median of {args.repeats} alternating runs"
+    note = (f"# RBM and DBN vs scikit-learn's BernoulliRBM\n\nSame data and hyper-parameters, {runs} "
+            "on this shared 2-core machine, both sides on one thread. zupu's time "
             "includes its per-epoch monitoring, the run directory and figures; the peers only fit and score. "
             "The dbn peer has no fine-tuning (scikit-learn cannot back-propagate through a stack of RBMs).\n\n")
     Path(__file__).with_name("RESULTS-rbm-dbn.md").write_text(note + table + "\n")
