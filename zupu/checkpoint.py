@@ -58,6 +58,12 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> N
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    check_keys(model, where, missing, unexpected, shapes)
+    model.load_state_dict(state)
+
+
+def check_keys(model: nn.Module, where: str, missing: list[str], unexpected: list[str], shapes: list[str]) -> None:
+    """Raise one error that names every missing, unexpected and wrongly shaped key, if there are any."""
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -67,7 +73,6 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> N
         if shapes:
             parts.append(f"wrong shapes [{'; '.join(shapes)}]")
         raise CheckpointError(f"{where} does not fit {type(model).__name__}: " + ", ".join(parts))
-    model.load_state_dict(state)
 
 
 def save_model(model: nn.Module, out: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from zupu.atomic import write_json
-from zupu.checkpoint import CONFIG, WEIGHTS, load_state, read_config, save_state
+from zupu.checkpoint import CONFIG, WEIGHTS, save_state
 from zupu.errors import CheckpointError
 from zupu.hf import keymap
 from zupu.models.bert import Bert, BertConfig, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification
@@ -81,28 +81,14 @@ def config_from_hf(cfg: dict[str, Any], where: str) -> BertConfig:
                               "supported; zupu's BERT has absolute learned positions only")
     if cfg.get("is_decoder") or cfg.get("add_cross_attention"):
         raise CheckpointError(f"{where}: a BERT decoder (is_decoder / add_cross_attention) is not supported")
-    fields = {f.name for f in dataclasses.fields(BertConfig)}
-    values = {k: v for k, v in cfg.items() if k in fields}
-    if isinstance(cfg.get("id2label"), dict):
-        values["num_labels"] = len(cfg["id2label"])
-    try:
-        return BertConfig(**values)
-    except TypeError as e:
-        raise CheckpointError(f"{where} is not a valid BertConfig: {e}") from None
+    return keymap.config_from_hf(BertConfig, cfg, where)
 
 
 def from_pretrained(path: str | os.PathLike) -> nn.Module:
     """Load an HF BERT checkpoint directory (config.json + model.safetensors); never touches the network."""
     path = Path(path)
-    cfg = read_config(path)
-    arch = (cfg.get("architectures") or ["BertModel"])[0]
-    if arch not in ARCHITECTURES:
-        raise CheckpointError(f"{path / CONFIG}: architecture {arch!r} is not one zupu's BERT loads; "
-                              f"known: {', '.join(ARCHITECTURES)}")
+    cfg, arch, state = keymap.open_checkpoint(path, ARCHITECTURES, "bert", "BERT")
     model = ARCHITECTURES[arch](config_from_hf(cfg, str(path / CONFIG)))
-    state = load_state(path / WEIGHTS)
-    if arch == "BertModel" and state and all(k.startswith("bert.") for k in state):
-        state = {k.removeprefix("bert."): v for k, v in state.items()}  # saved from a head model
     ignore = [k for k in state if k.endswith("embeddings.position_ids")]  # a buffer old transformers saved
     word = state.get("bert.embeddings.word_embeddings.weight")
     decoder = state.get("cls.predictions.decoder.weight")

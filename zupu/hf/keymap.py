@@ -8,12 +8,16 @@ converting, so a missing, unexpected or wrongly shaped tensor is reported under 
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from zupu.checkpoint import load_into
+from zupu.checkpoint import CONFIG, WEIGHTS, check_keys, load_into, load_state, read_config
 from zupu.errors import CheckpointError
 
 Names = Callable[[str], list[str]]
@@ -42,13 +46,35 @@ def from_hf(model: nn.Module, state: dict[str, torch.Tensor], names: Names, wher
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {expected[k][1]}"
               for k in sorted(expected.keys() & state.keys()) if tuple(state[k].shape) != expected[k][1]]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected}")
-        if shapes:
-            parts.append(f"wrong shapes [{'; '.join(shapes)}]")
-        raise CheckpointError(f"{where} does not fit {type(model).__name__}: " + ", ".join(parts))
+    check_keys(model, where, missing, unexpected, shapes)
     load_into(model, {key: torch.cat([state[n] for n in names(key)]) for key in own}, where)
+
+
+def config_from_hf(config_cls: type, cfg: dict[str, Any], where: str) -> Any:
+    """The fields of an HF config.json that `config_cls` has (num_labels from id2label) -> `config_cls`."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: v for k, v in cfg.items() if k in fields}
+    if isinstance(cfg.get("id2label"), dict):
+        values["num_labels"] = len(cfg["id2label"])
+    try:
+        return config_cls(**values)
+    except TypeError as e:
+        raise CheckpointError(f"{where} is not a valid {config_cls.__name__}: {e}") from None
+
+
+def open_checkpoint(path: str | os.PathLike, architectures: dict[str, type], base: str,
+                    member: str) -> tuple[dict[str, Any], str, dict[str, torch.Tensor]]:
+    """An HF checkpoint dir -> (config, architecture name, state). The architecture defaults to the first
+    of `architectures` (the bare model); a bare model saved from a head model (every key under `base.`)
+    loses that prefix."""
+    path = Path(path)
+    cfg = read_config(path)
+    default = next(iter(architectures))
+    arch = (cfg.get("architectures") or [default])[0]
+    if arch not in architectures:
+        raise CheckpointError(f"{path / CONFIG}: architecture {arch!r} is not one zupu's {member} loads; "
+                              f"known: {', '.join(architectures)}")
+    state = load_state(path / WEIGHTS)
+    if arch == default and state and all(k.startswith(f"{base}.") for k in state):
+        state = {k.removeprefix(f"{base}."): v for k, v in state.items()}
+    return cfg, arch, state

@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from zupu.atomic import write_json
-from zupu.checkpoint import CONFIG, WEIGHTS, load_state, read_config, save_state
+from zupu.checkpoint import CONFIG, WEIGHTS, save_state
 from zupu.errors import CheckpointError
 from zupu.hf import keymap
 from zupu.models.vit import ViT, ViTConfig, ViTForImageClassification
@@ -61,28 +61,14 @@ def names(key: str) -> list[str]:
 def config_from_hf(cfg: dict[str, Any], where: str) -> ViTConfig:
     if cfg.get("qkv_bias", True) is not True:
         raise CheckpointError(f"{where}: qkv_bias=false is not supported; zupu's ViT has biased q/k/v projections")
-    fields = {f.name for f in dataclasses.fields(ViTConfig)}
-    values = {k: v for k, v in cfg.items() if k in fields}
-    if isinstance(cfg.get("id2label"), dict):
-        values["num_labels"] = len(cfg["id2label"])
-    try:
-        return ViTConfig(**values)
-    except TypeError as e:
-        raise CheckpointError(f"{where} is not a valid ViTConfig: {e}") from None
+    return keymap.config_from_hf(ViTConfig, cfg, where)
 
 
 def from_pretrained(path: str | os.PathLike) -> nn.Module:
     """Load an HF ViT checkpoint directory (config.json + model.safetensors); never touches the network."""
     path = Path(path)
-    cfg = read_config(path)
-    arch = (cfg.get("architectures") or ["ViTModel"])[0]
-    if arch not in ARCHITECTURES:
-        raise CheckpointError(f"{path / CONFIG}: architecture {arch!r} is not one zupu's ViT loads; "
-                              f"known: {', '.join(ARCHITECTURES)}")
+    cfg, arch, state = keymap.open_checkpoint(path, ARCHITECTURES, "vit", "ViT")
     model = ARCHITECTURES[arch](config_from_hf(cfg, str(path / CONFIG)))
-    state = load_state(path / WEIGHTS)
-    if arch == "ViTModel" and state and all(k.startswith("vit.") for k in state):
-        state = {k.removeprefix("vit."): v for k, v in state.items()}  # saved from the classifier
     keymap.from_hf(model, state, names, str(path / WEIGHTS))
     return model.eval()
 
