@@ -21,6 +21,7 @@ from torch import nn
 from zupu.checkpoint import from_pretrained
 from zupu.errors import CheckpointError, ZupuError
 from zupu.models.bert import mean_pool
+from zupu.tokenizers import WordPiece, load
 
 Encode = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -38,28 +39,21 @@ def default_model_dir() -> Path:
 def load_tokenizer(model_dir: str | os.PathLike, max_length: int | None = None) -> Encode:
     """texts -> (input_ids, attention_mask), both (B, T), padded to the longest text.
 
-    Reads the folder's `tokenizer.json` with the `tokenizers` library (the one place to change when
-    zupu's own WordPiece takes over). `max_length` defaults to sentence-transformers' `max_seq_length`
-    when the folder has a `sentence_bert_config.json`, else 512.
+    zupu's WordPiece reads the folder's tokenizer.json or vocab.txt (its ids equal the `tokenizers`
+    library's on the MiniLM files, tested). `max_length` defaults to sentence-transformers'
+    `max_seq_length` when the folder has a `sentence_bert_config.json`, else 512.
     """
     model_dir = Path(model_dir)
-    path = model_dir / "tokenizer.json"
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing: embedding text needs the model's tokenizer.json")
-    try:
-        from tokenizers import Tokenizer
-    except ModuleNotFoundError:
-        raise ZupuError("reading tokenizer.json needs the `tokenizers` package: pip install tokenizers") from None
+    tok = load(model_dir)
+    if not isinstance(tok, WordPiece):
+        raise CheckpointError(f"{model_dir} holds a {type(tok).__name__} tokenizer; a BERT encoder needs WordPiece")
     if max_length is None:
         st = model_dir / "sentence_bert_config.json"
         max_length = json.loads(st.read_text())["max_seq_length"] if st.is_file() else 512
-    tok = Tokenizer.from_file(str(path))
-    tok.enable_truncation(max_length)
-    tok.enable_padding(pad_id=tok.token_to_id("[PAD]") or 0)  # pad to the longest text in the batch
 
     def encode(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        out = tok.encode_batch(list(texts))
-        return torch.tensor([e.ids for e in out]), torch.tensor([e.attention_mask for e in out])
+        batch = tok(list(texts), max_length=max_length)
+        return batch["input_ids"], batch["attention_mask"]
 
     return encode
 
