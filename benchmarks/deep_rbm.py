@@ -25,6 +25,7 @@ from pathlib import Path
 
 from zupu.recipes import dbn, rbm
 from zupu.train import launch
+from zupu.train.threads import threads
 
 
 def timed(fn):
@@ -80,7 +81,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as d:
                 result, t = timed(lambda d=d: launch.train(member, recipe, d, overrides=overrides))  # noqa: B023
             ours.append((result["metrics"][metric], t))
-            with rbm.one_thread():
+            with threads(1):
                 theirs.append(timed(peer))
         acc, t = statistics.median(a for a, _ in ours), statistics.median(t for _, t in ours)
         pacc, pt = statistics.median(a for a, _ in theirs), statistics.median(t for _, t in theirs)

@@ -8,13 +8,13 @@ from zupu import from_pretrained
 from zupu.models.dbn import DBN, DBNConfig
 from zupu.models.rbm import RBM
 from zupu.recipes import dbn as recipe
-from zupu.recipes.rbm import one_thread
 from zupu.train import launch
+from zupu.train.threads import threads
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    with one_thread():
+    with threads(1):
         yield
 
 

@@ -8,6 +8,7 @@ import torch
 
 from zupu import data
 from zupu.cli import main
+from zupu.errors import SettingError
 from zupu.recipes.gpt import TangPoems, is_quatrain, quatrains, split, val_loss
 from zupu.recipes.scaling import fit_power_law, predict
 from zupu.tokenizers import load as load_tokenizer
@@ -99,5 +100,5 @@ def test_scaling_command_sweeps_and_fits(tmp_path, capsys):
 
 
 def test_scaling_needs_five_sizes(tmp_path):
-    with pytest.raises(ValueError, match="at least 5 sizes"):
+    with pytest.raises(SettingError, match="at least 5 sizes"):
         launch.train("scaling", "char-sweep", tmp_path, overrides={"widths": "8,16", "steps": 1})

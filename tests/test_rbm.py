@@ -12,11 +12,12 @@ from zupu.data.transforms import split_indices
 from zupu.models.rbm import RBM, RBMConfig
 from zupu.recipes import rbm as recipe
 from zupu.train import launch
+from zupu.train.threads import threads
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    with recipe.one_thread():  # these matrices are tiny; a second thread only adds waiting
+    with threads(1):  # these matrices are tiny; a second thread only adds waiting
         yield
 
 

@@ -19,9 +19,9 @@ from zupu import data
 from zupu.data.transforms import images
 from zupu.models.dbn import DBN, DBNConfig
 from zupu.recipe import Milestone, Recipe
-from zupu.recipes.rbm import one_thread
 from zupu.train.batches import TensorBatches
 from zupu.train.plots import image_grid, save
+from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 
@@ -118,7 +118,7 @@ class FewLabels(Recipe):
     def build(self, s: FewLabelsSettings) -> DBN:
         return DBN(DBNConfig(tuple(s.sizes)))
 
-    @one_thread()
+    @threads(1)
     def train(self, model: DBN, s: FewLabelsSettings, run) -> dict:
         xtr, ytr, xte, yte = mnist_tensors()
         labelled = labelled_subset(ytr, s.labels_per_class, s.label_seed)
@@ -137,7 +137,7 @@ class FewLabels(Recipe):
         curves_figure({"pre-trained": pre, "random init": rand}, run.path("pretrained_vs_random.png"))
         return {**out, "random_init_test_acc": rand[-1], "pretraining_gain": pre[-1] - rand[-1]}
 
-    @one_thread()
+    @threads(1)
     def evaluate(self, model: DBN, s: FewLabelsSettings) -> dict:
         _, _, xte, yte = mnist_tensors()
         return {"test_acc": accuracy(model, xte, yte)}

@@ -30,6 +30,7 @@ from zupu.tokenizers import CharTokenizer
 from zupu.tokenizers import load as load_tokenizer
 from zupu.train.batches import RandomWindows
 from zupu.train.optim import make_schedule
+from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 
@@ -107,7 +108,10 @@ class CharLM(Recipe):
                              n_head=s.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
 
     def train(self, model: GPT, s: CharSettings, run) -> dict:
-        torch.set_num_threads(max(1, min(s.threads, torch.get_num_threads())))
+        with threads(s.threads):
+            return self._train(model, s, run)
+
+    def _train(self, model: GPT, s: CharSettings, run) -> dict:
         tok, train_ids, val_ids = self.data()
         tok.save(run.out)  # tokenizer.json beside the weights: `zupu generate RUN` decodes with it
         batches = RandomWindows(train_ids, s.block_size, s.batch_size, seed=run.seed)

@@ -18,6 +18,7 @@ from torch import nn
 from zupu.models.lstm import LSTM, LSTMConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.plots import save
+from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 BASELINE_MSE = 1 / 6  # variance of the sum of two U(0, 1) values: the MSE of always answering 1
@@ -87,12 +88,8 @@ class Adding(Recipe):
         return LSTM(LSTMConfig(2, s.hidden, 1, "lstm"))
 
     def train(self, model: LSTM, s: AddingSettings, run) -> dict:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(s.threads)
-        try:
+        with threads(s.threads):
             return self._train(model, s, run)
-        finally:
-            torch.set_num_threads(threads)
 
     def _train(self, model: LSTM, s: AddingSettings, run) -> dict:
         rnn = LSTM(LSTMConfig(2, s.hidden, 1, "rnn"))

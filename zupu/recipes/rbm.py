@@ -10,8 +10,6 @@ of scikit-learn's BernoulliRBM (the peer, trained with the same hyper-parameters
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 
@@ -25,6 +23,7 @@ from zupu.models.rbm import RBM, RBMConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
 from zupu.train.plots import image_grid
+from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 
@@ -49,25 +48,6 @@ def nudge(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     shifts = [padded[:, 1:-1, 1:-1], padded[:, :-2, 1:-1], padded[:, 2:, 1:-1],
               padded[:, 1:-1, :-2], padded[:, 1:-1, 2:]]  # same, down, up, right, left
     return torch.cat(shifts), y.repeat(5)
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch and scikit-learn's BLAS on one thread, then restore the previous settings.
-
-    These matrices are tiny (a batch of 10 times 64 x 100): a second thread only adds
-    synchronisation, which on a busy 2-core machine costs 50x (measured: 33 s vs 0.6 s of CPU
-    for 2,000 CD steps; 44 s vs 0.7 s for one logistic regression).
-    """
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @cache
@@ -115,7 +95,7 @@ class Digits(Recipe):
     def build(self, s: DigitsSettings) -> RBM:
         return RBM(RBMConfig(64, s.n_hidden))
 
-    @one_thread()
+    @threads(1)  # tiny matrices: a second thread only adds synchronisation
     def train(self, model: RBM, s: DigitsSettings, run) -> dict:
         xtr, ytr, xte, yte = digits_split(s.test_fraction, s.split_seed)
         batches = TensorBatches(xtr, batch_size=s.batch_size, seed=run.seed)
@@ -148,14 +128,14 @@ class Digits(Recipe):
         return {**final, **ours, "raw_pixel_test_acc": raw, "sklearn_rbm_test_acc": peer,
                 "acc_minus_sklearn_rbm": ours["test_acc"] - peer, "acc_minus_raw": ours["test_acc"] - raw}
 
-    @one_thread()
+    @threads(1)  # tiny matrices: a second thread only adds synchronisation
     def evaluate(self, model: RBM, s: DigitsSettings) -> dict:
         xtr, ytr, xte, yte = digits_split(s.test_fraction, s.split_seed)
         with torch.no_grad():
             ftr, fte = model(xtr).numpy(), model(xte).numpy()
         return {"test_acc": logistic_acc(ftr, ytr.numpy(), fte, yte.numpy(), s.logistic_c)}
 
-    @one_thread()
+    @threads(1)  # tiny matrices: a second thread only adds synchronisation
     def figures(self, model: RBM, s: DigitsSettings, run) -> None:
         w = model.weight.detach().reshape(-1, 8, 8).numpy()  # (H, 8, 8): each hidden unit's filter
         image_grid(list(w), run.path("filters.png"), suptitle=f"the {len(w)} RBM filters W_j (8x8)")

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 from zupu import data
+from zupu.atomic import write_json
+from zupu.errors import SettingError
 from zupu.models.gpt import GPT, GPTConfig
 from zupu.progress import progress
 from zupu.recipe import Milestone, Recipe
@@ -33,6 +35,7 @@ from zupu.recipes.gpt import split, val_loss
 from zupu.tokenizers import CharTokenizer
 from zupu.train.batches import RandomWindows
 from zupu.train.optim import make_schedule
+from zupu.train.threads import threads
 
 
 @dataclass
@@ -121,10 +124,14 @@ class SizeSweep(Recipe):
         return GPT(config(self.data()[0].vocab_size, max(s.widths), s))
 
     def train(self, model: GPT, s: SweepSettings, run) -> dict:
-        torch.set_num_threads(max(1, min(s.threads, torch.get_num_threads())))
+        with threads(s.threads):
+            return self._train(model, s, run)
+
+    def _train(self, model: GPT, s: SweepSettings, run) -> dict:
         widths = sorted(s.widths)
         if len(widths) < 5:
-            raise ValueError(f"a scaling sweep needs at least 5 sizes, got widths={widths}")
+            raise SettingError(f"a scaling sweep needs at least 5 sizes, got widths={widths}; "
+                               "set e.g. widths=16,24,32,48,64")
         tok, train_ids, val_ids = self.data()
         rows = []
         for width in progress(iterable=widths, desc="scaling sweep", unit="model"):
@@ -135,7 +142,7 @@ class SizeSweep(Recipe):
             rows.append({"n_embd": width, "params": net.num_params(), "val_loss": loss})
             run.log(len(rows), params=rows[-1]["params"], val_loss=loss)
         fit = fit_power_law(np.array([r["params"] for r in rows]), np.array([r["val_loss"] for r in rows]))
-        (run.out / "sweep.json").write_text(json.dumps({"sizes": rows, "fit": fit}, indent=2))
+        write_json(run.out / "sweep.json", {"sizes": rows, "fit": fit})
         self._rows, self._fit = rows, fit
         return {**fit, "sizes": len(rows), "smallest_params": rows[0]["params"], "largest_params": rows[-1]["params"],
                 "val_loss_largest": rows[-1]["val_loss"]}

@@ -26,6 +26,7 @@ from zupu.models.seq2seq_attention import Seq2Seq, Seq2SeqConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
 from zupu.train.plots import save
+from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]  # ids 0, 1, 2, 3 on both sides
@@ -172,12 +173,8 @@ class Tatoeba(Recipe):
         return encode_pairs(pairs, src_tok, tgt_tok, s.max_src_tokens, s.max_tgt_tokens)
 
     def train(self, model: Seq2Seq, s: TatoebaSettings, run) -> dict:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(s.threads)
-        try:
+        with threads(s.threads):
             return self._train(model, s, run)
-        finally:
-            torch.set_num_threads(threads)
 
     def _train(self, model: Seq2Seq, s: TatoebaSettings, run) -> dict:
         baseline = Seq2Seq(self.config(s, attention=False))
