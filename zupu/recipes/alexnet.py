@@ -2,7 +2,8 @@
 
 The training side of Krizhevsky et al. (2012), scaled down: SGD with momentum 0.9 and weight decay
 5e-4 (sec. 5), label-preserving augmentation (sec. 4.1: random crops and horizontal reflections;
-here random shifts of up to 2 pixels and left-right flips), dropout and LRN in the model. The
+here random shifts of up to 1 pixel and left-right flips), dropout (p = 0.25 here: the paper's 0.5 underfits
+this narrow net) and LRN in the model. The
 ablations (ReLU vs tanh, dropout, augmentation, LRN) are benchmarks/alexnet_ablations.py.
 """
 
@@ -54,10 +55,10 @@ class FashionSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     activation: str = "relu"
-    dropout: float = 0.5
+    dropout: float = 0.25  # 0.5 (the paper) underfit this narrow net: 78.7% vs 83.3% after 1 epoch with shift 1
     lrn: bool = True
     pool_kernel: int = 3
-    shift: int = 2  # augmentation: random translation, in pixels (0 turns it off)
+    shift: int = 1  # augmentation: random translation, in pixels (0 turns it off)
     flip: bool = True  # augmentation: left-right reflection
     channels: tuple[int, ...] = (16, 32, 32)  # (32, 64, 64) ran 3x slower per image here
     hidden: int = 256
@@ -69,7 +70,7 @@ class Fashion(Recipe):
     Settings = FashionSettings
     milestone = Milestone("test_acc", 0.91, paper="Xiao et al. (2017) Fashion-MNIST benchmark: 2-conv CNNs "
                           "~91-92%; AlexNet (2012) itself: 15.3% top-5 error on ImageNet")
-    quick = {"epochs": 3, "train_size": 5000}  # the ablations' size: 61% measured (a warm-up, not the milestone)
+    quick = {"epochs": 3, "train_size": 5000}  # the ablations' size: 61% with the old dropout 0.5 / shift 2 (a warm-up)
 
     def build(self, s: FashionSettings) -> AlexNet:
         return AlexNet(AlexNetConfig(channels=tuple(s.channels), hidden=s.hidden, activation=s.activation,
