@@ -165,11 +165,13 @@ def test_too_long_a_sequence_is_a_clear_error():
 
 def test_reverse_task_holds_out_its_test_strings():
     rec = recipe.CopyReverse()
-    s = rec.settings(overrides={"n_train": 3000, "n_test": 200, "max_len": 4, "n_symbols": 4})
+    s = rec.settings(overrides={"n_train": 3000, "n_test": 200, "max_len": 5, "n_symbols": 6})
     (src, tgt, train), (_, _, test) = rec.data(s)
     assert not set(train) & set(test) and len(set(train)) == 3000 and len(set(test)) == 200
     row = train.index(next(t for t in train if len(t) == 3))
-    assert src[row].tolist() == [*train[row], 0] and tgt[row].tolist() == [1, *reversed(train[row]), 2, 0]
+    assert src[row].tolist() == [*train[row], 0, 0] and tgt[row].tolist() == [1, *reversed(train[row]), 2, 0, 0]
+    with pytest.raises(SettingError, match="only 30 exist"):
+        recipe.reverse_task(31, 5, 2, seed=0)
 
 
 @pytest.mark.slow

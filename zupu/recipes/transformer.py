@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from zupu.errors import SettingError
 from zupu.models.transformer import Transformer, TransformerConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
@@ -27,6 +28,11 @@ FIRST_SYMBOL = 3
 def reverse_task(n: int, n_symbols: int, max_len: int, seed: int, exclude: set[tuple[int, ...]] = frozenset()):
     """n distinct strings (lengths 1..max_len, symbols FIRST_SYMBOL..) not in `exclude`: src (n, max_len)
     and tgt (n, max_len + 2) = [bos, reversed..., eos], right-padded, plus the strings themselves."""
+    possible = sum(n_symbols**k for k in range(1, max_len + 1))
+    if n + len(exclude) > possible:
+        raise SettingError(f"reverse_task: {n} distinct strings (plus {len(exclude)} held out) asked for, but only "
+                           f"{possible} exist with {n_symbols} symbols and lengths 1..{max_len}; raise n_symbols "
+                           "or max_len")
     g = torch.Generator().manual_seed(seed)
     seen: set[tuple[int, ...]] = set()
     while len(seen) < n:
