@@ -137,21 +137,21 @@ class PretrainBatches:
 
 @dataclass
 class Settings:
-    vocab_size: int = 2000
-    hidden_size: int = 128
+    vocab_size: int = 1000
+    hidden_size: int = 64
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
-    intermediate_size: int = 512
-    max_length: int = 48  # tokens per example, [CLS] and [SEP]s included
+    intermediate_size: int = 256
+    max_length: int = 32  # tokens per example, [CLS] and [SEP]s included
     # pre-training
-    pretrain_steps: int = 600
-    pretrain_batch: int = 64
-    pretrain_lr: float = 1e-3
+    pretrain_steps: int = 1500
+    pretrain_batch: int = 32
+    pretrain_lr: float = 2e-3
     # fine-tuning (the same for the pre-trained and the from-scratch encoder)
     train_per_speaker: int = 40  # labelled speeches per speaker; the rest are the test set
-    finetune_steps: int = 150
+    finetune_steps: int = 100
     finetune_batch: int = 32
-    finetune_lr: float = 3e-4
+    finetune_lr: float = 1e-3
     dropout: float = 0.1
     threads: int = 2
 
@@ -202,7 +202,7 @@ class SpeakerID(Recipe):
     summary = "pre-train (MLM + NSP) on Shakespeare's speeches, fine-tune to tell 4 speakers apart"
     Settings = Settings
     milestone = Milestone("gain", 0.10, paper="BERT: pre-training helps most on small labelled sets (GLUE RTE, MRPC)")
-    quick = {"pretrain_steps": 200, "finetune_steps": 100, "vocab_size": 1000}
+    quick = {"pretrain_steps": 400}
 
     def config(self, s: Settings, vocab_size: int) -> BertConfig:
         return BertConfig(vocab_size=vocab_size, hidden_size=s.hidden_size, num_hidden_layers=s.num_hidden_layers,
