@@ -1,0 +1,123 @@
+"""BERT pre-training data (masking, next-sentence pairs) and the pre-train-then-fine-tune recipe."""
+
+import torch
+
+from zupu.data import load
+from zupu.models.bert import IGNORE, BertForPreTraining
+from zupu.recipes.bert import (
+    SPEAKERS,
+    PretrainBatches,
+    SpeakerID,
+    corpus,
+    mask_tokens,
+    nsp_examples,
+    pack_pairs,
+    speeches,
+)
+
+VOCAB = 1000
+
+
+def data():
+    return corpus(40, VOCAB)
+
+
+def test_speeches_split_text_into_speaker_and_lines():
+    text = "First Citizen:\nBefore we proceed.\nHear me.\n\nAll:\nSpeak, speak.\n\nnot a speech\n"
+    assert speeches(text) == [("First Citizen", ["Before we proceed.", "Hear me."]), ("All", ["Speak, speak."])]
+
+
+def test_masking_statistics_and_loss_positions():
+    tok, docs, _, _ = data()
+    specials = sorted(tok.special_tokens.values())
+    batch = PretrainBatches(tok, docs, batch_size=512, max_length=48, seed=3)
+    clean = pack_pairs(tok, [(a, b) for a, b, *_ in nsp_examples(docs, 512, torch.Generator().manual_seed(3))], 48)
+    # many tokens: 80 batches' worth of masking on the same clean rows
+    ids = clean["input_ids"].repeat(80, 1)
+    g = torch.Generator().manual_seed(0)
+    masked, labels = mask_tokens(ids, specials, tok.vocab_size, tok.vocab["[MASK]"], g)
+    special = torch.isin(ids, torch.tensor(specials))
+    selected = labels != IGNORE
+    n_ordinary = (~special).sum().item()
+    assert n_ordinary > 500_000
+    assert abs(selected.sum().item() / n_ordinary - 0.15) < 0.005
+    assert not (selected & special).any()  # [CLS], [SEP], [PAD] are never selected
+    assert torch.equal(labels[selected], ids[selected])  # labels are the original tokens
+    assert torch.equal(masked[~selected], ids[~selected])  # nothing outside the selection changes
+    sel_in, sel_orig = masked[selected], ids[selected]
+    is_mask = sel_in == tok.vocab["[MASK]"]
+    kept = sel_in == sel_orig
+    rand = ~is_mask & ~kept
+    n = selected.sum().item()
+    assert abs(is_mask.sum().item() / n - 0.8) < 0.01
+    # a random replacement may by chance draw the original token (1 in ~1000): counted as kept
+    assert abs(rand.sum().item() / n - 0.1) < 0.01
+    assert abs(kept.sum().item() / n - 0.1) < 0.01
+    assert not torch.isin(sel_in[rand], torch.tensor(specials)).any()  # random tokens are ordinary ones
+    assert len(sel_in[rand].unique()) > 0.5 * tok.vocab_size  # spread over the vocabulary
+    # the batch source does the same, and the loss ignores unselected positions
+    b = batch(0)
+    assert not ((b["mlm_labels"] != IGNORE) & torch.isin(b["input_ids"], torch.tensor(specials[:4]))
+                & (b["input_ids"] != tok.vocab["[MASK]"])).any()
+    assert torch.equal(batch(0)["input_ids"], b["input_ids"])  # a pure function of the step
+
+
+def test_nsp_negatives_come_from_other_documents():
+    tok, docs, _, _ = data()
+    ex = nsp_examples(docs, 4000, torch.Generator().manual_seed(1))
+    labels = torch.tensor([e[2] for e in ex], dtype=torch.float)
+    assert abs(labels.mean().item() - 0.5) < 0.03
+    for a, b, label, da, db in ex:
+        assert a in docs[da] and b in docs[db]
+        if label == 0:  # b follows a in the same document
+            i = next(i for i, line in enumerate(docs[da][:-1]) if line == a and docs[da][i + 1] == b)
+            assert docs[da][i + 1] == b
+            assert da == db
+        else:
+            assert da != db
+    assert len({db for *_, label, _, db in ex if label == 1}) > 1000  # negatives drawn widely
+
+
+def test_pair_shapes_and_segments():
+    tok, docs, _, _ = data()
+    b = PretrainBatches(tok, docs, batch_size=16, max_length=24, seed=0)(5)
+    ids, types, mask = b["input_ids"], b["token_type_ids"], b["attention_mask"]
+    assert ids.shape == types.shape == mask.shape == b["mlm_labels"].shape and ids.shape[0] == 16
+    assert ids.shape[1] <= 24 and b["nsp_labels"].shape == (16,)
+    cls, sep = tok.cls_id, tok.sep_id
+    assert (ids[:, 0] == cls).all()
+    for r in range(16):
+        n = mask[r].sum().item()
+        seps = (ids[r, :n] == sep).nonzero().flatten().tolist()
+        assert len(seps) == 2 and seps[1] == n - 1
+        assert (types[r, :seps[0] + 1] == 0).all() and (types[r, seps[0] + 1:n] == 1).all()
+        assert (mask[r, n:] == 0).all() and (ids[r, n:] == tok.pad_id).all()
+    model = BertForPreTraining(SpeakerID().config(SpeakerID().settings(True, {"hidden_size": 32}), tok.vocab_size))
+    mlm, nsp = model(ids, mask, types)
+    assert mlm.shape == (*ids.shape, tok.vocab_size) and nsp.shape == (16, 2)
+
+
+def test_labelled_task_is_held_out_of_pretraining():
+    tok, docs, train, test = data()
+    assert len(train) == 40 * len(SPEAKERS) and len(test) > 300
+    assert sorted({label for _, label in train}) == list(range(len(SPEAKERS)))
+    all_speeches = speeches(load("tinyshakespeare"))
+    assert len(docs) == len(all_speeches) - len(test)  # exactly the test speeches are held out
+    # each speaker's training speeches come before its test speeches; none is a pre-training document
+    doc_texts = {tuple(x for line in doc for x in line) for doc in docs}
+    leaked = [t for t, _ in test if tuple(tok.tokenize_ids(t)) in doc_texts]
+    assert len(leaked) <= 0.02 * len(test)  # only speeches repeated verbatim in the text ("Ay, my lord.")
+
+
+def test_short_pretraining_learns_both_tasks():
+    """150 pre-training steps: masked-LM loss well below uniform guessing over the vocabulary."""
+    torch.manual_seed(0)
+    recipe = SpeakerID()
+    s = recipe.settings(overrides={"pretrain_steps": 150, "threads": 1})
+    pre = recipe.pretrain(s, seed=0)
+    tok, docs, _, _ = data()
+    b = PretrainBatches(tok, docs, 256, s.max_length, seed=99)(0)
+    pre.eval()
+    with torch.no_grad():
+        out = pre.loss(b["input_ids"], b["attention_mask"], b["token_type_ids"], b["mlm_labels"], b["nsp_labels"])
+    assert out["mlm_loss"].item() < 0.8 * torch.log(torch.tensor(float(tok.vocab_size))).item()

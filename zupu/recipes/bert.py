@@ -1,0 +1,267 @@
+"""BERT recipe: pre-train a small BERT on Shakespeare's speeches, then fine-tune it to tell speakers apart.
+
+Corpus. Tiny Shakespeare is a run of speeches, each "NAME:" then verse lines, from about a dozen plays.
+BERT's next-sentence task needs *documents* (so that a negative can come from elsewhere) made of
+*sentences*; here a document is one speech and a sentence is one verse line, the natural units of this
+text (the Multi30k and Tatoeba sets are single unrelated sentences, with no document to continue). Speeches
+of one line cannot supply a true next sentence and only serve as sources of negatives.
+
+Pre-training data (Devlin et al. 2018, section 3.1 and appendix A.1):
+- a WordPiece vocabulary trained on the pre-training speeches only;
+- an example is `[CLS] A [SEP] B [SEP]`, token_type 0 up to the first [SEP] and 1 after it; A is a
+  line, B is the line that follows it in the same speech (label 0, "IsNext") or, half of the time, a
+  line of a different speech (label 1, "NotNext");
+- masked LM: 15% of the non-special tokens are selected; a selected token becomes [MASK] with
+  probability 0.8, a random vocabulary token (never a special one) with 0.1, and stays itself with 0.1.
+  Labels hold the original id at selected positions and -100 (no loss) everywhere else. [CLS], [SEP]
+  and [PAD] are never selected.
+
+Fine-tuning task: who is speaking? The speeches of four title-role-sized speakers from four different
+plays (ROMEO, MENENIUS, PETRUCHIO, DUKE VINCENTIO), the first 48 tokens of each speech, a few dozen
+labelled speeches per speaker to train on and the rest to test. The test speeches are removed from
+the pre-training corpus. A model has to notice each speaker's diction, addressees and topics from very
+few examples, which is where BERT claims pre-training pays. The recipe fine-tunes the pre-trained
+encoder and an identically built, randomly initialised one with the same steps, batches and learning
+rate, and reports both test accuracies; the milestone is the gain.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from zupu import data
+from zupu.errors import ZupuError
+from zupu.models.bert import IGNORE, BertConfig, BertForPreTraining, BertForSequenceClassification
+from zupu.recipe import Milestone, Recipe
+from zupu.tokenizers import WordPiece
+from zupu.train.batches import TensorBatches
+from zupu.train.optim import make_schedule
+from zupu.train.trainer import Trainer
+
+SPEAKERS = ("ROMEO", "MENENIUS", "PETRUCHIO", "DUKE VINCENTIO")
+
+
+def speeches(text: str) -> list[tuple[str, list[str]]]:
+    """Tiny Shakespeare as (speaker, verse lines) in order: blocks separated by a blank line, "NAME:" first."""
+    out = []
+    for block in text.split("\n\n"):
+        lines = [line.strip() for line in block.strip().split("\n") if line.strip()]
+        if len(lines) >= 2 and lines[0].endswith(":"):
+            out.append((lines[0][:-1], lines[1:]))
+    return out
+
+
+# --- masked language modelling ---------------------------------------------------------------------
+
+def mask_tokens(input_ids: torch.Tensor, special_ids: list[int], vocab_size: int, mask_id: int,
+                generator: torch.Generator, select_prob: float = 0.15, mask_prob: float = 0.8,
+                random_prob: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking: returns (corrupted input_ids, labels), both (B, T).
+
+    Each non-special token is selected with `select_prob`; a selected one becomes `mask_id` with
+    `mask_prob`, a random non-special token with `random_prob`, and stays otherwise. `labels` is the
+    original id at selected positions and IGNORE (-100) elsewhere, so the loss sees selected tokens only.
+    """
+    special = torch.isin(input_ids, torch.tensor(special_ids))
+    selected = (torch.rand(input_ids.shape, generator=generator) < select_prob) & ~special
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE))
+    u = torch.rand(input_ids.shape, generator=generator)
+    to_mask = selected & (u < mask_prob)
+    to_random = selected & (u >= mask_prob) & (u < mask_prob + random_prob)
+    ordinary = torch.tensor([i for i in range(vocab_size) if i not in set(special_ids)])
+    random_ids = ordinary[torch.randint(len(ordinary), input_ids.shape, generator=generator)]
+    out = torch.where(to_mask, torch.full_like(input_ids, mask_id), input_ids)
+    return torch.where(to_random, random_ids, out), labels
+
+
+# --- next sentence prediction ----------------------------------------------------------------------
+
+def nsp_examples(docs: list[list[list[int]]], n: int, generator: torch.Generator
+                 ) -> list[tuple[list[int], list[int], int, int, int]]:
+    """`n` sentence pairs (a, b, label, doc of a, doc of b): label 0 when b is the sentence after a in the
+    same document, 1 when b is a random sentence of a different document; each with probability 1/2."""
+    starts = [(d, i) for d, doc in enumerate(docs) for i in range(len(doc) - 1)]  # a has a successor
+    if not starts or len(docs) < 2:
+        raise ZupuError("next-sentence pairs need at least two documents and one with two sentences")
+    out = []
+    for _ in range(n):
+        d, i = starts[torch.randint(len(starts), (1,), generator=generator).item()]
+        if torch.rand(1, generator=generator).item() < 0.5:
+            out.append((docs[d][i], docs[d][i + 1], 0, d, d))
+        else:
+            other = torch.randint(len(docs) - 1, (1,), generator=generator).item()
+            other += other >= d  # any document but d
+            j = torch.randint(len(docs[other]), (1,), generator=generator).item()
+            out.append((docs[d][i], docs[other][j], 1, d, other))
+    return out
+
+
+def pack_pairs(tok: WordPiece, pairs: list[tuple[list[int], list[int]]], max_length: int
+               ) -> dict[str, torch.Tensor]:
+    """`[CLS] a [SEP] b [SEP]` rows padded to the longest: input_ids, token_type_ids, attention_mask (B, T).
+    Too long a pair loses tokens from the end of its longer sentence (BERT's truncation)."""
+    rows = [tok._with_specials(*tok._truncate(list(a), list(b), max_length)) for a, b in pairs]
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (ids, types) in enumerate(rows):
+        input_ids[r, :len(ids)] = torch.tensor(ids)
+        token_type_ids[r, :len(ids)] = torch.tensor(types)
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids,
+            "attention_mask": (input_ids != tok.pad_id).long()}
+
+
+class PretrainBatches:
+    """Pre-training batches as a pure function of (seed, step): NSP pairs, packed, then MLM-masked."""
+
+    def __init__(self, tok: WordPiece, docs: list[list[list[int]]], batch_size: int, max_length: int, seed: int = 0):
+        self.tok, self.docs, self.batch_size, self.max_length, self.seed = tok, docs, batch_size, max_length, seed
+        self.special_ids = sorted(tok.special_tokens.values())
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        pairs = nsp_examples(self.docs, self.batch_size, g)
+        batch = pack_pairs(self.tok, [(a, b) for a, b, *_ in pairs], self.max_length)
+        batch["input_ids"], batch["mlm_labels"] = mask_tokens(
+            batch["input_ids"], self.special_ids, self.tok.vocab_size, self.tok.vocab[self.tok.mask_token], g)
+        batch["nsp_labels"] = torch.tensor([label for _, _, label, *_ in pairs])
+        return batch
+
+
+# --- the corpus and the labelled task -------------------------------------------------------------
+
+@dataclass
+class Settings:
+    vocab_size: int = 1000
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    intermediate_size: int = 256
+    max_length: int = 32  # tokens per example, [CLS] and [SEP]s included
+    # pre-training
+    pretrain_steps: int = 1500
+    pretrain_batch: int = 32
+    pretrain_lr: float = 2e-3
+    # fine-tuning (the same for the pre-trained and the from-scratch encoder)
+    train_per_speaker: int = 40  # labelled speeches per speaker; the rest are the test set
+    finetune_steps: int = 100
+    finetune_batch: int = 32
+    finetune_lr: float = 1e-3
+    dropout: float = 0.1
+    threads: int = 2
+
+
+@lru_cache(maxsize=4)
+def corpus(train_per_speaker: int, vocab_size: int) -> tuple[WordPiece, list, list, list]:
+    """(tokenizer, pre-training documents as lists of line ids, labelled train, labelled test).
+
+    Labelled examples are (speech text, speaker index). Each speaker's first `train_per_speaker`
+    speeches (in the order of the text) are the training labels, the rest the test set; the test
+    speeches are kept out of the pre-training corpus and of the WordPiece training text."""
+    all_speeches = speeches(data.load("tinyshakespeare"))
+    seen = dict.fromkeys(SPEAKERS, 0)
+    train, test, held_out = [], [], set()
+    for k, (who, lines) in enumerate(all_speeches):
+        if who in seen:
+            example = (" ".join(lines), SPEAKERS.index(who))
+            if seen[who] < train_per_speaker:
+                train.append(example)
+            else:
+                test.append(example)
+                held_out.add(k)
+            seen[who] += 1
+    pretrain = [lines for k, (_, lines) in enumerate(all_speeches) if k not in held_out]
+    tok = WordPiece.train("\n".join(line for lines in pretrain for line in lines), vocab_size)
+    docs = [[tok.tokenize_ids(line) for line in lines] for lines in pretrain]
+    return tok, docs, train, test
+
+
+def encode_speeches(tok: WordPiece, examples: list[tuple[str, int]], max_length: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    enc = tok([text for text, _ in examples], max_length=max_length)
+    return enc["input_ids"], enc["attention_mask"], torch.tensor([label for _, label in examples])
+
+
+@torch.no_grad()
+def accuracy(model: BertForSequenceClassification, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+             batch: int = 256) -> float:
+    was_training = model.training
+    model.eval()
+    pred = torch.cat([model(ids[i:i + batch], mask[i:i + batch]).argmax(-1) for i in range(0, len(ids), batch)])
+    model.train(was_training)
+    return (pred == labels).float().mean().item()
+
+
+class SpeakerID(Recipe):
+    name = "shakespeare-speakers"
+    summary = "pre-train (MLM + NSP) on Shakespeare's speeches, fine-tune to tell 4 speakers apart"
+    Settings = Settings
+    milestone = Milestone("gain", 0.10, paper="BERT: pre-training helps most on small labelled sets (GLUE RTE, MRPC)")
+    quick = {"pretrain_steps": 400}
+
+    def config(self, s: Settings, vocab_size: int) -> BertConfig:
+        return BertConfig(vocab_size=vocab_size, hidden_size=s.hidden_size, num_hidden_layers=s.num_hidden_layers,
+                          num_attention_heads=s.num_attention_heads, intermediate_size=s.intermediate_size,
+                          hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
+                          max_position_embeddings=s.max_length, num_labels=len(SPEAKERS))
+
+    def build(self, s: Settings) -> BertForSequenceClassification:
+        return BertForSequenceClassification(self.config(s, corpus(s.train_per_speaker, s.vocab_size)[0].vocab_size))
+
+    def pretrain(self, s: Settings, run=None, seed: int = 0) -> BertForPreTraining:
+        tok, docs, _, _ = corpus(s.train_per_speaker, s.vocab_size)
+        model = BertForPreTraining(self.config(s, tok.vocab_size))
+        batches = PretrainBatches(tok, docs, s.pretrain_batch, s.max_length, seed=seed)
+
+        def step(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            out = model.loss(b["input_ids"], b["attention_mask"], b["token_type_ids"], b["mlm_labels"], b["nsp_labels"])
+            return {"pretrain_" + k: v for k, v in out.items()} | {"loss": out["loss"]}
+
+        opt = torch.optim.AdamW(model.parameters(), lr=s.pretrain_lr, weight_decay=0.01)
+        Trainer(model, step, batches, opt, s.pretrain_steps, run=run, log_every=25, grad_clip=1.0,
+                scheduler=make_schedule(opt, "linear", s.pretrain_steps, max(1, s.pretrain_steps // 10), 0.0),
+                desc="bert pre-train").fit()
+        return model
+
+    def finetune(self, model: BertForSequenceClassification, s: Settings, seed: int = 0) -> float:
+        """Fine-tune on the labelled speeches; returns test accuracy. No run log: both arms must match."""
+        tok, _, train, test = corpus(s.train_per_speaker, s.vocab_size)
+        ids, mask, labels = encode_speeches(tok, train, s.max_length)
+
+        def step(b: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+            return {"loss": F.cross_entropy(model(b[0], b[1]), b[2])}
+
+        opt = torch.optim.AdamW(model.parameters(), lr=s.finetune_lr, weight_decay=0.01)
+        Trainer(model, step, TensorBatches(ids, mask, labels, batch_size=s.finetune_batch, seed=seed), opt,
+                s.finetune_steps, grad_clip=1.0, desc="bert fine-tune",
+                scheduler=make_schedule(opt, "linear", s.finetune_steps, max(1, s.finetune_steps // 10), 0.0)).fit()
+        return accuracy(model, *encode_speeches(tok, test, s.max_length))
+
+    def train(self, model: BertForSequenceClassification, s: Settings, run) -> dict:
+        torch.set_num_threads(max(1, min(s.threads, torch.get_num_threads())))
+        tok, docs, train, test = corpus(s.train_per_speaker, s.vocab_size)
+        tok.save(run.out)
+        start = time.perf_counter()
+        pre = self.pretrain(s, run, seed=run.seed)
+        pretrain_seconds = time.perf_counter() - start
+        scratch = BertForSequenceClassification(model.config)  # same shapes, fresh random weights
+        model.bert.load_state_dict(pre.bert.state_dict())  # the pre-trained encoder, pooler included
+        pretrained_acc = self.finetune(model, s, seed=run.seed)
+        scratch_acc = self.finetune(scratch, s, seed=run.seed)
+        metrics = {"pretrained_acc": pretrained_acc, "scratch_acc": scratch_acc, "gain": pretrained_acc - scratch_acc,
+                   "chance": 1 / len(SPEAKERS), "labelled_train": len(train), "labelled_test": len(test),
+                   "pretrain_seconds": pretrain_seconds, "seconds": time.perf_counter() - start}
+        run.log(s.pretrain_steps, **{k: v for k, v in metrics.items() if k.endswith("acc") or k == "gain"})
+        return metrics
+
+    def evaluate(self, model: BertForSequenceClassification, s: Settings) -> dict:
+        tok, _, _, test = corpus(s.train_per_speaker, s.vocab_size)
+        return {"pretrained_acc": accuracy(model, *encode_speeches(tok, test, s.max_length))}
+
+
+RECIPES = [SpeakerID()]
