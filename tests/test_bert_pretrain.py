@@ -109,7 +109,7 @@ def test_labelled_task_is_held_out_of_pretraining():
     assert len(leaked) <= 0.02 * len(test)  # only speeches repeated verbatim in the text ("Ay, my lord.")
 
 
-def test_short_pretraining_learns_both_tasks():
+def test_short_pretraining_lowers_the_masked_lm_loss():
     """150 pre-training steps: masked-LM loss well below uniform guessing over the vocabulary."""
     torch.manual_seed(0)
     recipe = SpeakerID()
