@@ -22,8 +22,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from zupu.hub.server import Hub, create_app
 
-    hub = Hub(args.data, args.db, max_object_size=args.max_object_size)
-    print(f"zupu hub on http://{args.host}:{args.port} (data {hub.data}); "
+    hub = Hub(args.data, args.db, max_object_size=args.max_object_size, storage=args.storage)
+    print(f"zupu hub on http://{args.host}:{args.port} (data {hub.data}, LFS in {args.storage or 'data'}); "
           f"clients: HF_ENDPOINT=http://{args.host}:{args.port} HF_HUB_DISABLE_XET=1", flush=True)
     uvicorn.run(create_app(hub), host=args.host, port=args.port, log_level=args.log_level)
     return 0
@@ -97,6 +97,9 @@ def add_parser(subparsers) -> None:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     _data_args(s)
+    s.add_argument("--storage", metavar="s3://BUCKET[/PREFIX]",
+                   help="keep LFS objects in S3 or an S3-compatible store (endpoint and credentials from the "
+                        "AWS_* environment / ~/.aws); default: --data/lfs")
     s.add_argument("--max-object-size", type=int, default=50 << 30, help="largest LFS object in bytes")
     s.add_argument("--log-level", default="warning")
     s.set_defaults(func=cmd_serve)

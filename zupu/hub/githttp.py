@@ -118,7 +118,7 @@ async def lfs_batch(hub: Hub, request: Request, caller: Caller, kind: str, repo_
             continue
         with hub.sessions() as s:
             owned = s.get(RepoObject, (repo.id, oid))
-        present = owned is not None and owned.size == size and hub.storage.exists(oid, size)
+        present = owned is not None and owned.size == size and await asyncio.to_thread(hub.storage.exists, oid, size)
         if operation == "upload":
             if size > hub.max_object_size:
                 out.append({"oid": oid, "size": size, "error": {

@@ -29,7 +29,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from starlette.requests import ClientDisconnect
 
 from zupu.hub import db, gitrepo
 from zupu.hub.db import HubError, Membership, Repo, RepoObject, Token, User
-from zupu.hub.storage import CHUNK, LocalStorage, UploadRejected
+from zupu.hub.storage import Storage, UploadRejected, open_storage
 
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 KINDS = {"models": "model", "datasets": "dataset", "spaces": "space"}
@@ -64,11 +64,12 @@ class Hub:
     """State shared by all requests: database, storage, git repos, locks, secret."""
 
     def __init__(self, data: str | os.PathLike, db_url: str | None = None, max_object_size: int = 50 * GIB,
-                 max_commit_bytes: int = 1 * GIB, page_size: int = 1000, multipart_chunk: int = 64 << 20):
+                 max_commit_bytes: int = 1 * GIB, page_size: int = 1000, multipart_chunk: int = 64 << 20,
+                 storage: str | None = None):
         self.data = Path(data).resolve()
         self.data.mkdir(parents=True, exist_ok=True)
         self.sessions = db.connect(db_url or db.default_url(self.data))
-        self.storage = LocalStorage(self.data / "lfs")
+        self.storage: Storage = open_storage(storage, self.data / "lfs")  # None: --data/lfs; s3://bucket/prefix
         self.storage.sweep()
         self.max_object_size, self.max_commit_bytes, self.page_size = max_object_size, max_commit_bytes, page_size
         self.multipart_chunk = multipart_chunk  # objects larger than this go up in parts when the client can
@@ -349,16 +350,16 @@ def create_app(hub: Hub) -> FastAPI:
     @app.post("/lfs/verify/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_verify(repo_id: str, oid: str, size: str, exp: str, sig: str):
         rid, oid, n = hub.check_signature("verify", repo_id, oid, size, exp, sig)
-        if not hub.storage.exists(oid, n) or not _linked(hub, rid, oid):
+        if not _linked(hub, rid, oid) or not await run_in_threadpool(hub.storage.exists, oid, n):
             raise HubError(404, f"object {oid} of {n} bytes was not uploaded to this repo")
         return {}
 
     @app.get("/lfs/download/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_download(repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
         rid, oid, n = hub.check_signature("download", repo_id, oid, size, exp, sig)
-        if not _linked(hub, rid, oid) or not hub.storage.exists(oid, n):
+        if not _linked(hub, rid, oid) or not await run_in_threadpool(hub.storage.exists, oid, n):
             raise HubError(404, f"object {oid} is not in this repo")
-        return _file_response(request, hub.storage.path(oid), n, {"ETag": f'"{oid}"'})
+        return _file_response(request, hub.storage, oid, n, {"ETag": f'"{oid}"'})
 
     # --- everything under a repo ---------------------------------------------------------------------------
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE"]
@@ -796,7 +797,7 @@ def _resolve(hub: Hub, caller: Caller, kind: str, repo_id: str, revision: str, p
         if not _linked(hub, repo.id, oid) or not hub.storage.exists(oid, size):
             raise HubError(404, f"the LFS object of {path} is missing on this hub", "EntryNotFound")
         headers.update({"ETag": f'"{oid}"', "X-Linked-Etag": f'"{oid}"', "X-Linked-Size": str(size)})
-        return _file_response(request, hub.storage.path(oid), size, headers)
+        return _file_response(request, hub.storage, oid, size, headers)
     headers["ETag"] = f'"{e.oid}"'
     return _bytes_response(request, git.blob(e.oid), headers)
 
@@ -820,7 +821,7 @@ def _range(request: Request, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _file_response(request: Request, path: Path, size: int, headers: dict[str, str]) -> Response:
+def _file_response(request: Request, storage: Storage, oid: str, size: int, headers: dict[str, str]) -> Response:
     rng = _range(request, size)
     start, end = rng or (0, size - 1)
     length = end - start + 1 if size else 0
@@ -830,19 +831,8 @@ def _file_response(request: Request, path: Path, size: int, headers: dict[str, s
         status, headers["Content-Range"] = 206, f"bytes {start}-{end}/{size}"
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
-
-    async def body() -> AsyncIterator[bytes]:
-        with open(path, "rb") as f:
-            f.seek(start)
-            left = length
-            while left > 0:
-                chunk = await run_in_threadpool(f.read, min(4 * CHUNK, left))
-                if not chunk:
-                    break
-                left -= len(chunk)
-                yield chunk
-
-    return StreamingResponse(body(), status_code=status, headers=headers, media_type="application/octet-stream")
+    return StreamingResponse(storage.read(oid, start, length), status_code=status, headers=headers,
+                             media_type="application/octet-stream")
 
 
 def _bytes_response(request: Request, data: bytes, headers: dict[str, str]) -> Response:

@@ -1,10 +1,12 @@
-"""Content-addressed storage for LFS objects in a local folder.
+"""Content-addressed storage for LFS objects: a local folder (`LocalStorage`) or an S3 bucket (`S3Storage`).
 
-An upload is streamed into a temporary file in the same file system while its sha256 is computed;
-only when the byte count and the hash match what the client announced is it renamed (atomically)
-to `objects/<oid[:2]>/<oid[2:4]>/<oid>`. A short, tampered, oversized or interrupted upload leaves
-nothing under `objects/` — its temporary file is removed, and a crash leaves only a `tmp/` file
-that `sweep()` deletes on the next start.
+Both keep the same promise: an upload's sha256 is computed while its bytes arrive, and only an upload
+of exactly the announced size and hash becomes the object `<oid>`. A short, tampered, oversized or
+interrupted upload leaves no object; what it left in flight is removed at once, or by `sweep()` on the
+next start when the process was killed.
+
+Locally the bytes stream into `tmp/` and are renamed (atomically) to `objects/<oid[:2]>/<oid[2:4]>/<oid>`.
+The parts of a multipart upload wait in `tmp/` in both stores and are then joined through `put`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Protocol
+
+from starlette.concurrency import run_in_threadpool
 
 from zupu.errors import ZupuError
 
@@ -28,23 +33,66 @@ class UploadRejected(ZupuError):
         self.status = status
 
 
-class LocalStorage:
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        self.objects = self.root / "objects"
-        self.tmp = self.root / "tmp"
-        self.objects.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+class Storage(Protocol):
+    """What the server needs from an LFS object store."""
 
-    def path(self, oid: str) -> Path:
-        return self.objects / oid[:2] / oid[2:4] / oid
-
-    def exists(self, oid: str, size: int | None = None) -> bool:
-        p = self.path(oid)
-        return p.is_file() and (size is None or p.stat().st_size == size)
+    tmp: Path  # local folder for uploads in flight (multipart parts, and local uploads)
 
     def sweep(self) -> None:
-        """Remove temporary files that a killed process left behind."""
+        """Remove what killed uploads left behind (called once at start)."""
+
+    def exists(self, oid: str, size: int | None = None) -> bool:
+        """Whether object `oid` is stored (and is `size` bytes, when given)."""
+
+    async def put(self, oid: str, size: int, chunks: AsyncIterator[bytes], max_size: int) -> None:
+        """Stream `chunks` into object `oid`; UploadRejected unless they are exactly `size` bytes hashing to it."""
+
+    async def put_part(self, oid: str, upload: str, n: int, length: int, chunks: AsyncIterator[bytes]) -> str:
+        """Store part `n` (exactly `length` bytes) of a multipart upload; its ETag."""
+
+    async def assemble(self, oid: str, size: int, upload: str, etags: list[str], max_size: int) -> None:
+        """Join the parts of a multipart upload into object `oid` (checked like `put`)."""
+
+    def read(self, oid: str, start: int, length: int) -> AsyncIterator[bytes]:
+        """`length` bytes of object `oid` from offset `start`."""
+
+
+def open_storage(url: str | None, local_root: str | os.PathLike) -> Storage:
+    """The store named by `--storage`: None for `local_root`, or `s3://bucket[/prefix]`."""
+    if not url:
+        return LocalStorage(local_root)
+    if url.startswith("s3://"):
+        from zupu.hub.s3 import S3Storage
+
+        return S3Storage(url, Path(local_root) / "tmp")
+    raise ZupuError(f"--storage {url!r}: give s3://bucket[/prefix], or leave it out for the --data folder")
+
+
+async def verified(oid: str, size: int, chunks: AsyncIterator[bytes], max_size: int) -> AsyncIterator[bytes]:
+    """`chunks`, checked: UploadRejected as soon as they run over `size` and, once they end, unless they were
+    exactly `size` bytes hashing to `oid`. Code after a consumer's `async for` may publish the object."""
+    if size > max_size:
+        raise UploadRejected(f"object of {size} bytes is over this hub's limit of {max_size} bytes", 413)
+    sha, n = hashlib.sha256(), 0
+    async for chunk in chunks:
+        n += len(chunk)
+        if n > size:
+            raise UploadRejected(f"upload of {oid} sent more than the announced {size} bytes",
+                                 413 if n > max_size else 400)
+        sha.update(chunk)
+        yield chunk
+    if n != size:
+        raise UploadRejected(f"upload of {oid} ended after {n} of {size} bytes; send it again")
+    if sha.hexdigest() != oid:
+        raise UploadRejected(f"upload claimed sha256 {oid} but its bytes hash to {sha.hexdigest()}")
+
+
+class PartSpool:
+    """Multipart parts kept in a local folder until the completion call joins them through the store's `put`."""
+
+    tmp: Path
+
+    def sweep(self) -> None:
         for p in self.tmp.iterdir():
             with contextlib.suppress(OSError):
                 p.unlink()
@@ -99,26 +147,40 @@ class LocalStorage:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
+
+
+class LocalStorage(PartSpool):
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.objects = self.root / "objects"
+        self.tmp = self.root / "tmp"
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, oid: str) -> Path:
+        return self.objects / oid[:2] / oid[2:4] / oid
+
+    def exists(self, oid: str, size: int | None = None) -> bool:
+        p = self.path(oid)
+        return p.is_file() and (size is None or p.stat().st_size == size)
+
+    async def read(self, oid: str, start: int, length: int) -> AsyncIterator[bytes]:
+        with open(self.path(oid), "rb") as f:
+            f.seek(start)
+            while length > 0:
+                chunk = await run_in_threadpool(f.read, min(4 * CHUNK, length))
+                if not chunk:
+                    break
+                length -= len(chunk)
+                yield chunk
+
     async def put(self, oid: str, size: int, chunks: AsyncIterator[bytes], max_size: int) -> None:
-        """Stream `chunks` into the object `oid`; UploadRejected unless they are exactly `size` bytes hashing to it."""
-        if size > max_size:
-            raise UploadRejected(f"object of {size} bytes is over this hub's limit of {max_size} bytes", 413)
-        sha, n = hashlib.sha256(), 0
         fd = None
         tmp = self.tmp / f"{oid}.{os.getpid()}.{id(chunks)}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            async for chunk in chunks:
-                n += len(chunk)
-                if n > size:
-                    raise UploadRejected(f"upload of {oid} sent more than the announced {size} bytes",
-                                         413 if n > max_size else 400)
-                sha.update(chunk)
+            async for chunk in verified(oid, size, chunks, max_size):
                 os.write(fd, chunk)
-            if n != size:
-                raise UploadRejected(f"upload of {oid} ended after {n} of {size} bytes; send it again")
-            if sha.hexdigest() != oid:
-                raise UploadRejected(f"upload claimed sha256 {oid} but its bytes hash to {sha.hexdigest()}")
             os.fsync(fd)
             os.close(fd)
             fd = None
