@@ -4,7 +4,8 @@
 `datasets` work against it through `HF_ENDPOINT`), git smart HTTP and Git LFS. Layout:
 
     db.py       users, organisations, tokens, repos, LFS ownership (SQLAlchemy; SQLite WAL by default)
-    storage.py  content-addressed LFS objects (hashed while written, then moved into place)
+    storage.py  content-addressed LFS objects in --data (hashed while written, then moved into place)
+    s3.py       the same in an S3 bucket (--storage s3://bucket/prefix; multipart completed once verified)
     gitrepo.py  bare git repos via the git CLI: trees, blobs, compare-and-swap commits
     server.py   the HTTP API, downloads, LFS transfer links (FastAPI)
     githttp.py  git smart HTTP (git http-backend) and the LFS batch API
