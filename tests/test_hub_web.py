@@ -251,6 +251,9 @@ def test_browse_in_headless_chromium(live, hub_repos, tmp_path):
             assert page.locator("a.dir", has_text="sub/").count() == 1
             check_screenshot(page.screenshot(), tmp_path / "hub-files.png", width, height, (0, 150, width, 400))
 
+            page.click("a.file:has-text('config.json')")
+            assert '"n_embd": 32' in page.locator("pre.preview").inner_text()
+            page.go_back()
             with page.expect_download() as dl:
                 row.locator("a.download").click()
             saved = tmp_path / "downloaded.safetensors"
@@ -262,6 +265,7 @@ def test_browse_in_headless_chromium(live, hub_repos, tmp_path):
             titles = [t.inner_text() for t in page.locator("ol.commits a.title").all()]
             assert titles == ['<script>alert("commit")</script> a hostile message', "add the model",
                               "initial commit"]
+            check_screenshot(page.screenshot(), tmp_path / "hub-commits.png", width, height, (0, 150, width, 400))
 
             page.goto(live.url + "/alice/secret-model")
             assert page.locator("h1.error").inner_text() == "404"

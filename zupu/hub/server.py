@@ -9,6 +9,7 @@ URL layout (as on huggingface.co; datasets and spaces prefix `/datasets/` and `/
     /{ns}/{name}/resolve/{rev}/{path}                    file download (HEAD/GET, Range)
     /{ns}/{name}[.git]/info/lfs/objects/batch            Git LFS batch API
     /{ns}/{name}[.git]/{info/refs,git-upload-pack,git-receive-pack}   git smart HTTP
+    /, /{ns}/{name}[/tree|blob|commits/...]              web pages (web.py), for GETs no client route took
 
 Revisions and tree paths arrive percent-encoded (`refs%2Fpr%2F1`), so the repo routes are matched on
 the raw request path, segment by segment, rather than on the decoded one.

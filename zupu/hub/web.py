@@ -296,7 +296,7 @@ def repo_page(hub: Hub, request: Request, kind: str, parts: list[str]) -> Respon
     repo_id = f"{ns}/{name}"
     if not view:
         return card_page(RepoView(hub, request, kind, repo_id, "main"), request)
-    if view in ("tree", "commits") and args[:1] != [""]:
+    if view in ("tree", "commits"):
         rev = args[0] if args else "main"
         v = RepoView(hub, request, kind, repo_id, rev)
         return tree_page(v, request, "/".join(args[1:]).strip("/")) if view == "tree" else commits_page(v, request)
