@@ -155,14 +155,18 @@ def page(request: Request, template: str, status: int = 200, headers: dict[str, 
     return out
 
 
-def error_page(request: Request, e: HubError, me: Caller | None = None) -> Response:
+def error_page(hub: Hub, request: Request, e: HubError) -> Response:
     """HTML for a browser (it sends Accept: text/html), the API's JSON error for any other client."""
     if not wants_html(request):
         return error_response(e)
     headers = {"X-Error-Message": str(e).encode("ascii", "replace").decode()}
     if e.code:
         headers["X-Error-Code"] = e.code
-    return page(request, "error.html", e.status, headers, me=me or Caller(None, None, False), error=e)
+    try:
+        me = caller(hub, request)
+    except HubError:  # the page is the answer to a bad Authorization header
+        me = Caller(None, None, False)
+    return page(request, "error.html", e.status, headers, me=me, error=e)
 
 
 def _visible(hub: Hub, c: Caller, kinds: tuple[str, ...], search: str, author: str) -> list[Repo]:
@@ -208,11 +212,10 @@ class RepoView:
         self.branches = sorted(r.removeprefix("refs/heads/") for r in refs if r.startswith("refs/heads/"))
         self.tags = sorted(r.removeprefix("refs/tags/") for r in refs if r.startswith("refs/tags/"))
         self.base = repo_url(kind, repo_id)
-        self.kind = kind
         self.clone_url = base_url(request) + self.base
 
     def context(self, tab: str, view: str = "tree", path: str = "") -> dict[str, Any]:
-        return {"me": self.caller, "repo": self.repo, "base": self.base, "rev": self.rev, "sha": self.sha,
+        return {"me": self.caller, "repo": self.repo, "base": self.base, "rev": self.rev,
                 "branches": self.branches, "tags": self.tags, "tab": tab, "view": view, "path": path,
                 "clone_url": self.clone_url}
 
@@ -232,7 +235,7 @@ def card_page(v: RepoView, request: Request) -> HTMLResponse:
     last = v.git.log(v.sha, limit=1)
     meta_rows = [(str(k), meta_value(val)) for k, val in (meta or {}).items()]
     return page(request, "card.html", **v.context("card"), card=html, meta=meta_rows, meta_error=meta_error,
-                too_big=too_big, readme=e, n_files=len(files), total=total, last=last[0] if last else None)
+                too_big=too_big, n_files=len(files), total=total, last=last[0] if last else None)
 
 
 def tree_page(v: RepoView, request: Request, path: str) -> HTMLResponse:
@@ -317,20 +320,15 @@ def _same_origin(request: Request) -> bool:
 def register(app: FastAPI, hub: Hub) -> None:
     """The page routes that are not under a repo; call before the catch-all route is added."""
 
-    async def render(fn, *args) -> Response:
-        try:
-            return await run_in_threadpool(fn, *args)
-        except HubError as e:
-            return error_page(args[1], e)
-        except gitrepo.BadPath as e:
-            return error_page(args[1], HubError(422, str(e)))
+    def lister(kinds: tuple[str, ...]):
+        async def route(request: Request):
+            return await _render(hub, request, list_page, kinds)
 
-    @app.get("/")
-    async def home(request: Request):
-        return await render(list_page, hub, request, tuple(KINDS.values()))
+        return route
 
+    app.add_api_route("/", lister(tuple(KINDS.values())), methods=["GET"])  # home: all three kinds
     for plural, kind in KINDS.items():
-        app.add_api_route(f"/{plural}", _lister(render, hub, kind), methods=["GET"], include_in_schema=False)
+        app.add_api_route(f"/{plural}", lister((kind,)), methods=["GET"])
 
     @app.get("/-/style.css")
     async def style():
@@ -344,7 +342,7 @@ def register(app: FastAPI, hub: Hub) -> None:
     @app.post("/login")
     async def login(request: Request):
         if not _same_origin(request):
-            return error_page(request, HubError(403, "sign-in must come from this hub's own page"))
+            return error_page(hub, request, HubError(403, "sign-in must come from this hub's own page"))
         form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
         token = (form.get("token") or [""])[0].strip()
         nxt = _next(request, (form.get("next") or ["/"])[0])
@@ -367,13 +365,6 @@ def register(app: FastAPI, hub: Hub) -> None:
         return out
 
 
-def _lister(render, hub: Hub, kind: str):
-    async def lister(request: Request):
-        return await render(list_page, hub, request, (kind,))
-
-    return lister
-
-
 def _next(request: Request, value: str | None = None) -> str:
     """Where to go after signing in: a path on this hub only (never `//elsewhere` or a full URL)."""
     value = value if value is not None else request.query_params.get("next", "/")
@@ -382,9 +373,14 @@ def _next(request: Request, value: str | None = None) -> str:
 
 async def serve_page(hub: Hub, request: Request, kind: str, parts: list[str]) -> Response:
     """Entry point from server.py's catch-all for GET and HEAD."""
+    return await _render(hub, request, repo_page, kind, parts)
+
+
+async def _render(hub: Hub, request: Request, fn, *args) -> Response:
+    """`fn(hub, request, *args)` in a worker thread (pages run git); a HubError becomes an error page."""
     try:
-        return await run_in_threadpool(repo_page, hub, request, kind, parts)
+        return await run_in_threadpool(fn, hub, request, *args)
     except HubError as e:
-        return error_page(request, e)
+        return error_page(hub, request, e)
     except gitrepo.BadPath as e:
-        return error_page(request, HubError(422, str(e)))
+        return error_page(hub, request, HubError(422, str(e)))
