@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from hub_live import LiveHub
 from huggingface_hub import CommitOperationAdd, HfApi, constants
+from sqlalchemy import update
 
 from zupu.hub import web
+from zupu.hub.db import Token, token_digest
 
 CHROMIUM = "/usr/bin/chromium"
 XSS_NAME = "<img src=x onerror=alert(1)>.txt"
@@ -66,6 +68,7 @@ def hub_repos(live):
     ], commit_message="add the model")
     api.create_commit("alice/tiny-web", [CommitOperationAdd(XSS_NAME, b"x\n")],
                       commit_message='<script>alert("commit")</script> a hostile message')
+    api.create_branch("alice/tiny-web", branch="dev")
     api.create_repo("alice/secret-model", private=True)
     api.upload_file(path_or_fileobj=b"# Secret card\n", path_in_repo="README.md", repo_id="alice/secret-model")
     api.create_repo("alice/tiny-data", repo_type="dataset")
@@ -107,6 +110,10 @@ def test_clients_and_pages_share_urls_without_clashing(live, hub_repos, tmp_path
         assert status == 200 and headers["content-type"].startswith("text/html"), (path, status, body[:300])
         assert "script-src" not in headers["content-security-policy"]  # default-src 'none': no script runs
     assert live.request("GET", "/alice/tiny-web.git", headers=HTML)[0] == 302
+    for path in ("/", "/models", "/-/style.css", "/alice/tiny-web"):
+        assert live.request("HEAD", path, headers=HTML)[0] == 200, path
+    status, _, body = get(live, "/alice/tiny-web/tree/dev/sub", headers=HTML)  # the branch switcher's target
+    assert status == 200 and 'href="/alice/tiny-web/tree/main/sub">main</a>' in body and "notes.txt" in body
 
     # Missing things: an HTML page for a browser, the API's JSON error (and codes) for any other client.
     status, headers, body = get(live, "/alice/nothing-here", headers=HTML)
@@ -170,6 +177,16 @@ def test_private_repos_need_a_token_cookie(live, hub_repos):
     assert status == 303 and headers["location"] == "/"
     status, headers, _ = live.request("POST", "/logout", headers={"Cookie": jar["Cookie"], "Origin": live.url})
     assert status == 303 and 'zupu_token=""' in headers["set-cookie"] and "Max-Age=0" in headers["set-cookie"]
+
+    # A revoked token signs its cookie out: the page shows as to anyone, and the cookie is deleted.
+    token = live.token("alice")
+    jar = {"Cookie": f"{web.COOKIE}={token}", **HTML}
+    assert get(live, "/alice/secret-model", headers=jar)[0] == 200
+    with live.hub.sessions() as s, s.begin():
+        s.execute(update(Token).values(revoked=True).where(Token.digest == token_digest(token)))
+    status, headers, _ = get(live, "/alice/secret-model", headers=jar)
+    assert status == 404 and 'zupu_token=""' in headers["set-cookie"]
+    assert get(live, "/alice/secret-model/resolve/main/README.md", headers=jar)[0] == 404
 
 
 # --- the browser -------------------------------------------------------------------------------------------

@@ -326,11 +326,11 @@ def register(app: FastAPI, hub: Hub) -> None:
 
         return route
 
-    app.add_api_route("/", lister(tuple(KINDS.values())), methods=["GET"])  # home: all three kinds
+    app.add_api_route("/", lister(tuple(KINDS.values())), methods=["GET", "HEAD"])  # home: all three kinds
     for plural, kind in KINDS.items():
-        app.add_api_route(f"/{plural}", lister((kind,)), methods=["GET"])
+        app.add_api_route(f"/{plural}", lister((kind,)), methods=["GET", "HEAD"])
 
-    @app.get("/-/style.css")
+    @app.api_route("/-/style.css", methods=["GET", "HEAD"])
     async def style():
         return FileResponse(HERE / "static" / "style.css", media_type="text/css",
                             headers={"Cache-Control": "max-age=3600"})
