@@ -41,7 +41,7 @@ from zupu.hub.db import HubError, Repo, User
 from zupu.hub.server import KINDS, PREFIX, Caller, Hub, base_url, error_response
 
 COOKIE = "zupu_token"
-PREVIEW_LIMIT = 512 * 1024  # bytes of text shown inline on a blob page; larger files are download-only
+PREVIEW_LIMIT = 500_000  # bytes of text shown inline on a blob page; larger files are download-only
 CARD_LIMIT = 1 << 20  # a README larger than this is not rendered
 COMMITS_PER_PAGE = 50
 LAST_COMMITS = 100  # a folder listing looks up the last commit of at most this many entries (one git log each)
