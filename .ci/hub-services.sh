@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# System services the hub's tests need: git and git-lfs (Debian packages). Idempotent and quiet;
+# System services the hub's tests need: git, git-lfs and chromium (Debian packages; chromium drives the
+# web pages' test through Playwright, which never downloads a browser of its own). Idempotent and quiet;
 # .ci/run calls it as root after `pip install -e .`.
 set -euo pipefail
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 git lfs version >/dev/null 2>&1 || need+=(git-lfs)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)  # text in screenshots
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null

@@ -9,6 +9,7 @@
     gitrepo.py  bare git repos via the git CLI: trees, blobs, compare-and-swap commits
     server.py   the HTTP API, downloads, LFS transfer links (FastAPI)
     githttp.py  git smart HTTP (git http-backend) and the LFS batch API
+    web.py      the web pages (templates/, static/): repo lists, model cards, files, commits, sign-in
     client.py   `zupu.from_pretrained("org/name")` and `zupu push`
     cli.py      `zupu hub serve|token|org` and `zupu push`
 """

@@ -9,6 +9,7 @@ URL layout (as on huggingface.co; datasets and spaces prefix `/datasets/` and `/
     /{ns}/{name}/resolve/{rev}/{path}                    file download (HEAD/GET, Range)
     /{ns}/{name}[.git]/info/lfs/objects/batch            Git LFS batch API
     /{ns}/{name}[.git]/{info/refs,git-upload-pack,git-receive-pack}   git smart HTTP
+    /, /{ns}/{name}[/tree|blob|commits/...]              web pages (web.py), for GETs no client route took
 
 Revisions and tree paths arrive percent-encoded (`refs%2Fpr%2F1`), so the repo routes are matched on
 the raw request path, segment by segment, rather than on the decoded one.
@@ -381,23 +382,27 @@ def create_app(hub: Hub) -> FastAPI:
         ctx = Ctx(hub, caller_of(request), KINDS[kinds], repo_id, args, request, body)
         return await run_in_threadpool(handler, ctx)
 
+    from zupu.hub import githttp, web
+
+    web.register(app, hub)  # /, /models, /datasets, /spaces, /login, /logout: before the catch-all
+
     @app.api_route("/{rest:path}", methods=methods)
     async def repo_files(rest: str, request: Request):
+        # Clients first (git, git lfs, resolve), then the web pages for what is left of GET and HEAD.
         parts = segments(request)
         kind = URL_TYPES.get(parts[0], "model")
         if kind != "model":
             parts = parts[1:]
-        if len(parts) < 3:
-            raise HubError(404, "not found")
-        ns, name = parts[0], parts[1]
-        from zupu.hub import githttp
-
-        if name.endswith(".git") or parts[2] in ("info", "git-upload-pack", "git-receive-pack", "HEAD", "objects"):
-            return await githttp.handle(hub, request, kind, f"{ns}/{name.removesuffix('.git')}", parts[2:])
-        if parts[2] == "resolve" and len(parts) >= 5:
-            c = caller_of(request)
-            return await run_in_threadpool(_resolve, hub, c, kind, f"{ns}/{name}", parts[3], "/".join(parts[4:]),
-                                           request)
+        if len(parts) >= 3:
+            ns, name = parts[0], parts[1]
+            if name.endswith(".git") or parts[2] in ("info", "git-upload-pack", "git-receive-pack", "HEAD", "objects"):
+                return await githttp.handle(hub, request, kind, f"{ns}/{name.removesuffix('.git')}", parts[2:])
+            if parts[2] == "resolve" and len(parts) >= 5:
+                c = web.caller(hub, request)  # the Authorization header, else the web pages' sign-in cookie
+                return await run_in_threadpool(_resolve, hub, c, kind, f"{ns}/{name}", parts[3],
+                                               "/".join(parts[4:]), request)
+        if request.method in ("GET", "HEAD"):
+            return await web.serve_page(hub, request, kind, parts)
         raise HubError(404, f"no such page /{rest}")
 
     return app
