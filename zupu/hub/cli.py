@@ -86,7 +86,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="hub-data", help="the hub's data folder (default: hub-data)")
-    p.add_argument("--db", help="SQLAlchemy database URL (default: SQLite in --data)")
+    p.add_argument("--db", help="database URL: postgresql://USER:PASSWORD@HOST[:PORT]/DB or sqlite:///PATH "
+                                "(default: SQLite in --data)")
 
 
 def add_parser(subparsers) -> None:

@@ -466,9 +466,13 @@ def _repo_summary(r: Repo) -> dict[str, Any]:
 
 
 def _link(hub: Hub, repo_id: int, oid: str, size: int) -> None:
-    with hub.sessions() as s, s.begin():
-        if s.get(RepoObject, (repo_id, oid)) is None:
-            s.add(RepoObject(repo_id=repo_id, oid=oid, size=size))
+    try:
+        with hub.sessions() as s, s.begin():
+            if s.get(RepoObject, (repo_id, oid)) is None:
+                s.add(RepoObject(repo_id=repo_id, oid=oid, size=size))
+    except IntegrityError:  # a concurrent upload of the same object linked it first, or the repo is gone
+        if not _linked(hub, repo_id, oid):
+            raise HubError(404, f"repository {repo_id} was deleted during the upload", "RepoNotFound") from None
 
 
 def _linked(hub: Hub, repo_id: int, oid: str) -> bool:
@@ -685,7 +689,8 @@ def repo_commit(ctx: Ctx) -> dict[str, Any]:
         message += "\n\n" + str(header["description"])
     parent = header.get("parentCommit")
     git = ctx.hub.git(repo)
-    with ctx.hub.lock(repo):
+    # One committer per repo: in this process, and across hub processes sharing a PostgreSQL database.
+    with ctx.hub.lock(repo), db.advisory_lock(ctx.hub.sessions, repo.id):
         head = git.refs().get(f"refs/heads/{branch}")
         if head is None:
             raise HubError(404, f"branch {branch!r} not found in {repo.repo_id}", "RevisionNotFound")
