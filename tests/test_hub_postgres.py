@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from hub_live import LiveHub
 from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
@@ -35,24 +37,39 @@ def _unavailable(why: str):
 
 
 @pytest.fixture(scope="module")
-def pg_url():
+def new_database():
+    """Makes fresh, empty databases on the test server (returning their URLs); drops them at the end."""
     server = os.environ.get("ZUPU_TEST_PG_URL") or (PG_URL_FILE.read_text().strip() if PG_URL_FILE.exists() else "")
     if not server:
         _unavailable(f"no PostgreSQL: run .ci/hub-services.sh (it writes {PG_URL_FILE}) or set ZUPU_TEST_PG_URL")
     admin_url = make_url(server).set(drivername="postgresql+psycopg")
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    name = f"zupu_test_{os.getpid()}_{secrets.token_hex(3)}"
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text("SELECT 1"))
     except Exception as e:  # noqa: BLE001 - any failure to reach the server means: no PostgreSQL here
         admin.dispose()
         _unavailable(f"PostgreSQL at {admin_url.render_as_string(hide_password=True)} is unusable: "
                      f"{str(e).splitlines()[0]}")
-    yield admin_url.set(database=name).render_as_string(hide_password=False).replace("+psycopg", "", 1)
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(f"zupu_test_{os.getpid()}_{secrets.token_hex(3)}")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{made[-1]}"'))
+        # As a user would write it: postgresql://, no driver named.
+        return admin_url.set(database=made[-1]).render_as_string(hide_password=False).replace("+psycopg", "", 1)
+
+    yield make
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        for name in made:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def pg_url(new_database):
+    return new_database()
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +104,31 @@ def test_schema_is_the_migrated_models(hubs):
         s.add(db.RepoObject(repo_id=repo.id, oid="ab" * 32, size=50 << 30))  # a 50 GiB object fits
     with hubs[1].hub.sessions() as s:
         assert s.get(db.RepoObject, (repo.id, "ab" * 32)).size == 50 << 30
+
+
+def test_hubs_starting_together_migrate_in_turn(new_database):
+    url = new_database()
+    results: list[object] = []
+    start = threading.Barrier(4)
+
+    def connect() -> None:
+        start.wait()
+        try:
+            factory = db.connect(url)
+            with db.engine_of(factory).connect() as conn:
+                results.append(conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+            db.engine_of(factory).dispose()
+        except Exception as e:  # noqa: BLE001 - the test reports what failed
+            results.append(e)
+
+    threads = [threading.Thread(target=connect, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "a migration hung"
+    assert results == [ScriptDirectory.from_config(db.alembic_config()).get_current_head()] * 4
 
 
 def test_huggingface_hub_client_on_postgresql(hubs, tmp_path):
