@@ -81,7 +81,7 @@ def save_model(model: nn.Module, out: str | os.PathLike, meta: dict[str, Any] | 
     member = member_of(model)
     zupu_meta = {"member": member.name, "architecture": type(model).__name__, **(meta or {})}
     hf = _hf_module(member)
-    if hf is not None and hasattr(hf, "save_pretrained"):
+    if hf is not None and hasattr(hf, "save_pretrained") and getattr(hf, "fits", lambda m: True)(model):
         hf.save_pretrained(model, out, zupu_meta)
         return out
     config = dataclasses.asdict(model.config)
