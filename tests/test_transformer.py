@@ -168,6 +168,8 @@ def test_reverse_task_holds_out_its_test_strings():
     s = rec.settings(overrides={"n_train": 3000, "n_test": 200, "max_len": 5, "n_symbols": 6})
     (src, tgt, train), (_, _, test) = rec.data(s)
     assert not set(train) & set(test) and len(set(train)) == 3000 and len(set(test)) == 200
+    # the short strings are too few to hold out (6 of length 1): the test set starts at test_min_len
+    assert min(map(len, test)) == s.test_min_len == 4 and {len(t) for t in train} == {1, 2, 3, 4, 5}
     row = train.index(next(t for t in train if len(t) == 3))
     assert src[row].tolist() == [*train[row], 0, 0] and tgt[row].tolist() == [1, *reversed(train[row]), 2, 0, 0]
     with pytest.raises(SettingError, match="only 30 exist"):
