@@ -3,7 +3,9 @@
 A zupu run directory's `config.json` holds the model config's fields at the top level (named as in
 the HF architecture's config where one exists) plus a `"zupu"` entry: member, architecture,
 recipe and settings. A directory without that entry is read as an HF checkpoint and handed to the
-member whose `hf_model_types` lists its `model_type`.
+member whose `hf_model_types` lists its `model_type`. Such a member's models are saved in the HF
+layout, unless its `zupu.hf` module's `fits(model)` says the architecture cannot hold this one (a
+pre-LN encoder-decoder is no MarianMT), which then keeps zupu's own layout.
 """
 
 from __future__ import annotations
