@@ -11,7 +11,7 @@ order, or that peeks at the future, cannot reach 100%. Test strings are drawn wi
 never occur in training; they are 4 to 10 symbols long, since the 1,110 shorter strings are too few to
 hold out (with lengths from 1, all 10 one-symbol strings landed in the test set, training never showed
 one, and they were the only errors). Post-LN, Adam(0.9, 0.98, 1e-9) and label smoothing 0.1 as in the
-paper; dropout 0 (nothing to regularise against on an endless supply of strings) and a linear warm-up
+paper; dropout 0 (under noam, 0.1 or 0 made no real difference: 97.9% vs 97.5%) and a linear warm-up
 then cosine decay to zero: the paper's noam schedule, which never decays to zero, stalled at 97-98%
 exact match (1,200 steps, batch 64 or 128) where the cosine decay reached 100% in 900 steps of 64
 (seeds 0 and 1; also 500 or 700 steps of 128).
@@ -166,8 +166,8 @@ class Tatoeba(Recipe):
                "same split, tokenizers and sacrebleu BLEU/chrF")
     Settings = TatoebaSettings
     milestone = Milestone("bleu", SEQ2SEQ_BLEU, paper="beat the seq2seq-attention member at the same budget "
-                          f"(6 epochs, batch 64: BLEU {SEQ2SEQ_BLEU}, beam 5, same test set); the paper: 28.4 BLEU "
-                          "vs 26.3 for ConvS2S on WMT'14 en-de")
+                          f"(6 epochs, batch 64: BLEU {SEQ2SEQ_BLEU}, beam 5, same test set); the paper (tab. 2): "
+                          "27.3 (base) / 28.4 (big) vs ConvS2S 25.16 BLEU on WMT'14 en-de")
     quick = {"epochs": 3, "test_limit": 300, "beam_size": 3}
 
     def build(self, s: TatoebaSettings) -> Transformer:
@@ -198,7 +198,7 @@ class Tatoeba(Recipe):
             @torch.no_grad()
             def evaluate():
                 model.eval()
-                return {"val_loss": model.loss(*trim(vsrc, vtgt)).item()}
+                return {"val_loss": model.loss(*trim(vsrc, vtgt)).item()}  # label-smoothed, as trained
 
             trainer = Trainer(model, step, batches, opt, steps, run=run, evaluate=evaluate,
                               scheduler=make_schedule(opt, "noam", steps, s.warmup, d_model=s.d_model),
