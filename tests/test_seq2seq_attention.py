@@ -8,6 +8,7 @@ import torch
 
 from zupu.models.seq2seq_attention import PRESETS, Seq2Seq, reverse_padded
 from zupu.recipes import seq2seq_attention as recipe
+from zupu.recipes import translation
 from zupu.train import launch
 
 
@@ -117,7 +118,7 @@ def test_greedy_attention_maps_cover_each_output_and_the_real_source():
 
 
 def test_split_is_deterministic_and_leak_free():
-    splits = recipe.tatoeba_splits()
+    splits = translation.tatoeba_splits()
     train_en = {en for en, _ in splits["train"]}
     train_zh = {zh for _, zh in splits["train"]}
     for name in ("val", "test"):
@@ -125,14 +126,14 @@ def test_split_is_deterministic_and_leak_free():
         assert not {zh for _, zh in splits[name]} & train_zh
         assert len({en for en, _ in splits[name]}) == len(splits[name])  # one reference each
     assert len(splits["test"]) > 800 and len(splits["train"]) > 18000
-    assert all(recipe.split_of(en) == "test" for en, _ in splits["test"])
+    assert all(translation.split_of(en) == "test" for en, _ in splits["test"])
 
 
 def test_tokenizers_round_trip_and_stay_on_the_training_split():
-    src_tok, tgt_tok = recipe.tokenizers_for(4000, 4000)
-    assert [src_tok.token_to_id(t) for t in recipe.SPECIALS] == [0, 1, 2, 3]
-    assert [tgt_tok.token_to_id(t) for t in recipe.SPECIALS] == [0, 1, 2, 3]
-    zh = recipe.tatoeba_splits()["test"][0][1]
+    src_tok, tgt_tok = translation.tokenizers_for(4000, 4000)
+    assert [src_tok.token_to_id(t) for t in translation.SPECIALS] == [0, 1, 2, 3]
+    assert [tgt_tok.token_to_id(t) for t in translation.SPECIALS] == [0, 1, 2, 3]
+    zh = translation.tatoeba_splits()["test"][0][1]
     assert tgt_tok.decode(tgt_tok.encode(zh).ids).replace("[UNK]", "") in zh or "[UNK]" not in zh
     assert tgt_tok.decode(tgt_tok.encode("我们明天去学校。").ids) == "我们明天去学校。"
 
@@ -140,9 +141,9 @@ def test_tokenizers_round_trip_and_stay_on_the_training_split():
 def test_wrong_vocab_is_a_clear_error():
     from zupu.errors import ZupuError
 
-    src_tok, tgt_tok = recipe.tokenizers_for(4000, 4000)
+    src_tok, tgt_tok = translation.tokenizers_for(4000, 4000)
     with pytest.raises(ZupuError, match="do not match the tokenizers"):
-        recipe.check_vocab(_model(), src_tok, tgt_tok)
+        translation.check_vocab(_model(), src_tok, tgt_tok)
 
 
 def test_alignment_heat_map_is_drawn(tmp_path):

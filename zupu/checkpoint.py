@@ -3,7 +3,9 @@
 A zupu run directory's `config.json` holds the model config's fields at the top level (named as in
 the HF architecture's config where one exists) plus a `"zupu"` entry: member, architecture,
 recipe and settings. A directory without that entry is read as an HF checkpoint and handed to the
-member whose `hf_model_types` lists its `model_type`.
+member whose `hf_model_types` lists its `model_type`. Such a member's models are saved in the HF
+layout, unless its `zupu.hf` module's `fits(model)` says the architecture cannot hold this one (a
+pre-LN encoder-decoder is no MarianMT), which then keeps zupu's own layout.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def save_model(model: nn.Module, out: str | os.PathLike, meta: dict[str, Any] | 
     member = member_of(model)
     zupu_meta = {"member": member.name, "architecture": type(model).__name__, **(meta or {})}
     hf = _hf_module(member)
-    if hf is not None and hasattr(hf, "save_pretrained"):
+    if hf is not None and hasattr(hf, "save_pretrained") and getattr(hf, "fits", lambda m: True)(model):
         hf.save_pretrained(model, out, zupu_meta)
         return out
     config = dataclasses.asdict(model.config)

@@ -102,7 +102,8 @@ MEMBERS: tuple[Member, ...] = (
            model="Seq2Seq"),
     Member("transformer", 2017, "Attention Is All You Need", "A. Vaswani et al.",
            "https://arxiv.org/abs/1706.03762", ("seq2seq-attention",),
-           "attention only: multi-head self- and cross-attention", _ERA3, model="Transformer"),
+           "attention only: multi-head self- and cross-attention", _ERA3, model="Transformer",
+           hf_model_types=("marian",)),
     Member("gpt", 2018, "Improving Language Understanding by Generative Pre-Training (GPT-1); GPT-2 (2019); "
            "GPT-3 (2020)", "A. Radford et al.; T. Brown et al.",
            "https://cdn.openai.com/research-covers/language-unsupervised/language_understanding_paper.pdf",

@@ -22,13 +22,9 @@ self-attention and in cross-attention, the causal mask in decoder self-attention
 encoder's keys and values, projected once). `generate(src, beam_size=1)` is greedy; `beam_size > 1` is
 beam search with length-normalised scores (`zupu.nn.search`), as in seq2seq-attention.
 
-Hugging Face: no `transformers` architecture is this model key for key. The closest is MarianMT
-(`MarianMTModel`), also post-LN with sqrt(d)-scaled embeddings and fixed sinusoids, but it differs in
-(1) the sinusoid layout (all sines then all cosines, `sinusoidal(interleave=False)`; the paper
-interleaves them), (2) its default activation (swish; relu is a config choice), (3) separate q/k/v
-projections (ours are fused), (4) a `final_logits_bias` on the output, (5) decoding that starts from
-the padding token rather than a bos token, and (6) one shared vocabulary by default. A Marian key map
-(splitting the fused projections, relu, non-interleaved positions) is possible but not written here.
+Hugging Face: `MarianMTModel` is this model up to layout (post-LN, fixed sinusoids, biased q/k/v/out
+projections); `zupu.hf.transformer` maps it both ways exactly, permuting the model dimension to turn the
+paper's interleaved sinusoids into Marian's sines-then-cosines. A pre-LN model has no Marian form.
 """
 
 from __future__ import annotations

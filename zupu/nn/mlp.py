@@ -14,6 +14,7 @@ ACTIVATIONS = {
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's tanh approximation
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "silu": F.silu,
+    "swish": F.silu,  # MarianMT's name for it
     "tanh": torch.tanh,
 }
 

@@ -1,124 +1,33 @@
 """seq2seq-attention recipe: Tatoeba English -> Chinese, with and without attention, scored by sacrebleu.
 
-Data: the 20,133 Tatoeba pairs, split deterministically by a CRC-32 of the English sentence (5% test,
-2.5% validation, the rest training), so every translation of one English sentence lands on the same
-side and no test sentence (English or Chinese) is seen in training. Tokenizers: a BPE for each side,
-trained with Hugging Face `tokenizers` on the training split only (English split on whitespace and
-punctuation; Chinese as one SentencePiece-style stream, so its pieces are characters and frequent
-character runs). Both models see the same batches in one loop; the attention model is the one saved.
-BLEU uses sacrebleu's `zh` tokenisation (each Chinese character a token); chrF is sacrebleu's default.
+The data, split, tokenizers and scoring are `zupu.recipes.translation` (shared with the transformer's
+recipe). Both models see the same batches in one loop; the attention model is the one saved.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
-from functools import cache
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zupu import data
-from zupu.errors import ZupuError
 from zupu.models.seq2seq_attention import Seq2Seq, Seq2SeqConfig
 from zupu.recipe import Milestone, Recipe
+from zupu.recipes.translation import BOS, EOS, PAD, tatoeba_scores, tatoeba_tensors, tokenizers_for, trim
 from zupu.train.batches import TensorBatches
 from zupu.train.plots import save
 from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
-SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]  # ids 0, 1, 2, 3 on both sides
-PAD, BOS, EOS = 0, 1, 2
 BLEU_FLOOR_QUICK = 3.0  # the quick run (3 epochs) measured 3.5 BLEU with attention, 2.1 without (tests)
-
-
-def split_of(english: str) -> str:
-    """'test', 'val' or 'train', fixed by the English sentence alone (stable across runs and machines)."""
-    bucket = zlib.crc32(english.encode("utf-8")) % 40
-    return "test" if bucket < 2 else "val" if bucket == 2 else "train"
-
-
-@cache
-def tatoeba_splits() -> dict[str, list[tuple[str, str]]]:
-    pairs = data.load("tatoeba-cmn-eng")
-    out: dict[str, list[tuple[str, str]]] = {"train": [], "val": [], "test": []}
-    for en, zh in pairs:
-        out[split_of(en)].append((en, zh))
-    seen_zh = {zh for _, zh in out["train"]}
-    for name in ("val", "test"):  # one reference per English sentence; no Chinese sentence seen in training
-        firsts = {}
-        for en, zh in out[name]:
-            firsts.setdefault(en, zh)
-        out[name] = [(en, zh) for en, zh in firsts.items() if zh not in seen_zh]
-    return out
-
-
-def train_tokenizer(texts: list[str], vocab_size: int, chinese: bool):
-    """A BPE tokenizer (Hugging Face `tokenizers`) trained on `texts`."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tok.normalizer = normalizers.NFKC()
-    if chinese:
-        tok.pre_tokenizer = pre_tokenizers.Metaspace()
-        tok.decoder = decoders.Metaspace()
-    else:
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
-    tok.train_from_iterator(texts, trainer)
-    return tok
-
-
-@cache
-def tokenizers_for(src_vocab: int, tgt_vocab: int):
-    train = tatoeba_splits()["train"]
-    return (train_tokenizer([en for en, _ in train], src_vocab, chinese=False),
-            train_tokenizer([zh for _, zh in train], tgt_vocab, chinese=True))
-
-
-def encode_pairs(pairs, src_tok, tgt_tok, max_src: int, max_tgt: int):
-    """Padded id tensors: src (N, max_src), tgt (N, max_tgt + 2) = [bos, y..., eos]; too-long pairs dropped."""
-    src_ids = [e.ids for e in src_tok.encode_batch([en for en, _ in pairs])]
-    tgt_ids = [e.ids for e in tgt_tok.encode_batch([zh for _, zh in pairs])]
-    keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids, strict=True))
-            if 0 < len(s) <= max_src and 0 < len(t) <= max_tgt]
-    src = torch.full((len(keep), max_src), PAD, dtype=torch.long)
-    tgt = torch.full((len(keep), max_tgt + 2), PAD, dtype=torch.long)
-    for row, i in enumerate(keep):
-        src[row, : len(src_ids[i])] = torch.tensor(src_ids[i])
-        tgt[row, : len(tgt_ids[i]) + 2] = torch.tensor([BOS, *tgt_ids[i], EOS])
-    return src, tgt, [pairs[i] for i in keep]
-
-
-def trim(*batch: torch.Tensor) -> list[torch.Tensor]:
-    """Cut each padded (N, L) tensor to the longest row it holds (padding is on the right)."""
-    return [t[:, : int((t != PAD).sum(1).max())] for t in batch]
 
 
 def teacher_forced_loss(model: Seq2Seq, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
     src, tgt = trim(src, tgt)
     logits = model(src, tgt[:, :-1])  # (B, T, V)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1), ignore_index=PAD)
-
-
-def translate(model: Seq2Seq, src: torch.Tensor, tgt_tok, beam_size: int, batch_size: int = 256,
-              max_new_tokens: int = 40) -> list[str]:
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(src), batch_size):
-            (chunk,) = trim(src[i : i + batch_size])
-            out += [tgt_tok.decode(ids) for ids in model.generate(chunk, max_new_tokens, beam_size=beam_size)]
-    return out
-
-
-def score(hyps: list[str], refs: list[str]) -> dict[str, float]:
-    import sacrebleu
-
-    return {"bleu": sacrebleu.corpus_bleu(hyps, [refs], tokenize="zh").score,
-            "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score}
 
 
 class Pair(nn.Module):
@@ -166,11 +75,8 @@ class Tatoeba(Recipe):
         return Seq2Seq(self.config(s, attention=True))
 
     def tensors(self, s: TatoebaSettings, name: str):
-        src_tok, tgt_tok = tokenizers_for(s.src_vocab, s.tgt_vocab)
-        pairs = tatoeba_splits()[name]
-        if name == "test" and s.test_limit:
-            pairs = pairs[: s.test_limit]
-        return encode_pairs(pairs, src_tok, tgt_tok, s.max_src_tokens, s.max_tgt_tokens)
+        return tatoeba_tensors(name, s.src_vocab, s.tgt_vocab, s.max_src_tokens, s.max_tgt_tokens,
+                               s.test_limit if name == "test" else 0)
 
     def train(self, model: Seq2Seq, s: TatoebaSettings, run) -> dict:
         with threads(s.threads):
@@ -212,13 +118,8 @@ class Tatoeba(Recipe):
         return out
 
     def scores(self, model: Seq2Seq, s: TatoebaSettings) -> dict:
-        src_tok, tgt_tok = tokenizers_for(s.src_vocab, s.tgt_vocab)
-        check_vocab(model, src_tok, tgt_tok)
-        src, _, pairs = self.tensors(s, "test")
-        refs = [zh for _, zh in pairs]
-        beam = score(translate(model, src, tgt_tok, s.beam_size), refs)
-        greedy = score(translate(model, src, tgt_tok, 1), refs)
-        return {**beam, "bleu_greedy": greedy["bleu"], "chrf_greedy": greedy["chrf"], "test_sentences": len(refs)}
+        return tatoeba_scores(model, s.src_vocab, s.tgt_vocab, s.max_src_tokens, s.max_tgt_tokens, s.beam_size,
+                              s.test_limit)
 
     def evaluate(self, model: Seq2Seq, s: TatoebaSettings) -> dict:
         return self.scores(model, s)
@@ -262,14 +163,6 @@ def cjk_font() -> dict:
         names = [f.name for f in font_manager.fontManager.ttflist]
     cjk = [n for n in names if any(k in n for k in ("CJK", "WenQuanYi", "Hei", "Song", "Ming", "Kai"))]
     return {"font.sans-serif": [cjk[0], *plt.rcParams["font.sans-serif"]]} if cjk else {}
-
-
-def check_vocab(model: Seq2Seq, src_tok, tgt_tok) -> None:
-    c = model.config
-    if (c.src_vocab_size, c.tgt_vocab_size) != (src_tok.get_vocab_size(), tgt_tok.get_vocab_size()):
-        raise ZupuError(f"the model's vocabularies ({c.src_vocab_size}, {c.tgt_vocab_size}) do not match the "
-                        f"tokenizers ({src_tok.get_vocab_size()}, {tgt_tok.get_vocab_size()}); evaluate with the "
-                        "settings the run was trained with")
 
 
 RECIPES = [Tatoeba()]
