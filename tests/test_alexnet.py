@@ -40,8 +40,11 @@ def test_shapes_overlapping_pool_and_switches():
     x = torch.randn(2, 1, 28, 28)
     model = AlexNet(AlexNetConfig())
     assert model(x).shape == (2, 10)
-    assert model.fc1.in_features == 32 * 2 * 2  # 28 -> 13 -> 6 -> 2 with 3x3 windows at stride 2
-    assert AlexNet(AlexNetConfig(pool_kernel=2)).fc1.in_features == 32 * 3 * 3  # 28 -> 14 -> 7 -> 3
+    assert model.fc1.in_features == 32 * 6 * 6  # 28 -> 13 -> 6 with 3x3 windows at stride 2, then no pool
+    assert AlexNet(AlexNetConfig(pool_kernel=2)).fc1.in_features == 32 * 7 * 7  # 28 -> 14 -> 7
+    assert AlexNet(AlexNetConfig(pooled=3)).fc1.in_features == 32 * 2 * 2  # a third pool: 6 -> 2
+    with pytest.raises(ValueError, match="pooled"):
+        AlexNet(AlexNetConfig(pooled=4))
     tanh = AlexNet(AlexNetConfig(activation="tanh"))
     assert tanh.act is torch.tanh and model.act is torch.relu
     with pytest.raises(ValueError, match="activation"):
