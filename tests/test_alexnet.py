@@ -50,7 +50,7 @@ def test_shapes_overlapping_pool_and_switches():
     with pytest.raises(ValueError, match="activation"):
         AlexNet(AlexNetConfig(activation="sigmoid"))
     with pytest.raises(ValueError, match="nothing"):
-        AlexNet(AlexNetConfig(image_size=8, channels=(4, 4, 4)))
+        AlexNet(AlexNetConfig(image_size=8, channels=(4, 4, 4), pooled=3))  # 8 -> 3 -> 1 -> nothing
 
 
 def test_lrn_switch_changes_the_output():
