@@ -71,7 +71,7 @@ class Fashion(Recipe):
     Settings = FashionSettings
     milestone = Milestone("test_acc", 0.91, paper="Xiao et al. (2017) Fashion-MNIST benchmark: 2-conv CNNs "
                           "~91-92%; AlexNet (2012) itself: 15.3% top-5 error on ImageNet")
-    quick = {"epochs": 3, "train_size": 5000}  # the ablations' size: 61% with the old dropout 0.5 / shift 2 (a warm-up)
+    quick = {"epochs": 3, "train_size": 5000}  # 76.2% (a warm-up, not the milestone)
 
     def build(self, s: FashionSettings) -> AlexNet:
         return AlexNet(AlexNetConfig(channels=tuple(s.channels), hidden=s.hidden, activation=s.activation,
