@@ -40,14 +40,17 @@ def test_shapes_overlapping_pool_and_switches():
     x = torch.randn(2, 1, 28, 28)
     model = AlexNet(AlexNetConfig())
     assert model(x).shape == (2, 10)
-    assert model.fc1.in_features == 32 * 2 * 2  # 28 -> 13 -> 6 -> 2 with 3x3 windows at stride 2
-    assert AlexNet(AlexNetConfig(pool_kernel=2)).fc1.in_features == 32 * 3 * 3  # 28 -> 14 -> 7 -> 3
+    assert model.fc1.in_features == 32 * 6 * 6  # 28 -> 13 -> 6 with 3x3 windows at stride 2, then no pool
+    assert AlexNet(AlexNetConfig(pool_kernel=2)).fc1.in_features == 32 * 7 * 7  # 28 -> 14 -> 7
+    assert AlexNet(AlexNetConfig(pooled=3)).fc1.in_features == 32 * 2 * 2  # a third pool: 6 -> 2
+    with pytest.raises(ValueError, match="pooled"):
+        AlexNet(AlexNetConfig(pooled=4))
     tanh = AlexNet(AlexNetConfig(activation="tanh"))
     assert tanh.act is torch.tanh and model.act is torch.relu
     with pytest.raises(ValueError, match="activation"):
         AlexNet(AlexNetConfig(activation="sigmoid"))
     with pytest.raises(ValueError, match="nothing"):
-        AlexNet(AlexNetConfig(image_size=8, channels=(4, 4, 4)))
+        AlexNet(AlexNetConfig(image_size=8, channels=(4, 4, 4), pooled=3))  # 8 -> 3 -> 1 -> nothing
 
 
 def test_lrn_switch_changes_the_output():
@@ -96,9 +99,8 @@ def test_augmented_batches_are_a_function_of_the_step():
 
 @pytest.mark.slow
 def test_quick_run_learns(tmp_path):
-    # quick settings: 3 epochs on 5,000 images, 117 steps (61% measured with the old dropout 0.5 and
-    # shift 2, which learnt slower than the current settings; chance is 10%). The full
+    # quick settings: 3 epochs on 5,000 images, 117 steps: 76.2% measured (chance is 10%). The full
     # recipe's milestone is 91% on all 60,000; dropout and augmentation make the first epochs slow.
     result = launch.train("alexnet", "fashion-mnist", tmp_path, quick=True)
-    assert result["metrics"]["test_acc"] >= 0.5
+    assert result["metrics"]["test_acc"] >= 0.7
     assert (tmp_path / "conv1_kernels.png").exists()
