@@ -52,6 +52,7 @@ KINDS = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_TYPES = {"datasets": "dataset", "spaces": "space"}
 LFS_JSON = "application/vnd.git-lfs+json"
 GIB = 1 << 30
+SWEEP_AFTER = 24 * 3600  # seconds: leftovers of uploads older than this are a killed hub's, not in flight
 
 
 @dataclass
@@ -66,12 +67,12 @@ class Hub:
 
     def __init__(self, data: str | os.PathLike, db_url: str | None = None, max_object_size: int = 50 * GIB,
                  max_commit_bytes: int = 1 * GIB, page_size: int = 1000, multipart_chunk: int = 64 << 20,
-                 storage: str | None = None):
+                 storage: str | None = None, sweep_after: float = SWEEP_AFTER):
         self.data = Path(data).resolve()
         self.data.mkdir(parents=True, exist_ok=True)
         self.sessions = db.connect(db_url or db.default_url(self.data))
         self.storage: Storage = open_storage(storage, self.data / "lfs")  # None: --data/lfs; s3://bucket/prefix
-        self.storage.sweep()
+        self.storage.sweep(sweep_after)  # what killed uploads left, once no upload in flight can own it
         self.max_object_size, self.max_commit_bytes, self.page_size = max_object_size, max_commit_bytes, page_size
         self.multipart_chunk = multipart_chunk  # objects larger than this go up in parts when the client can
         self.secret = self._secret()
