@@ -17,6 +17,7 @@ import os
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from zupu.hub import gitrepo
 from zupu.hub.db import HubError, Repo, RepoObject
@@ -35,7 +36,7 @@ def _find(hub: Hub, caller: Caller, kind: str, repo_id: str, write: bool) -> Rep
 
 
 async def handle(hub: Hub, request: Request, kind: str, repo_id: str, rest: list[str]) -> Response:
-    caller = hub.caller(request.headers.get("authorization"))
+    caller = await run_in_threadpool(hub.caller, request.headers.get("authorization"))
     if rest[:4] == ["info", "lfs", "objects", "batch"] and request.method == "POST":
         return await lfs_batch(hub, request, caller, kind, repo_id)
     if rest[:2] == ["info", "lfs"]:
