@@ -11,16 +11,10 @@ import threading
 import time
 
 import pytest
-from hub_live import LiveHub
 
 from zupu.hub.server import Hub
 
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    server = LiveHub(tmp_path_factory.mktemp("hub"), max_object_size=1 << 20)
-    yield server
-    server.stop()
+HUB_OPTIONS = {"max_object_size": 1 << 20}  # the `live` hub's (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
