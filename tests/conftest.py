@@ -20,3 +20,13 @@ def _cache(tmp_path_factory):
 def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ZUPU_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def live(request, tmp_path_factory):
+    """A zupu hub serving on 127.0.0.1 for a test module, made with the module's HUB_OPTIONS (Hub arguments)."""
+    from hub_live import LiveHub
+
+    server = LiveHub(tmp_path_factory.mktemp("hub"), **getattr(request.module, "HUB_OPTIONS", {}))
+    yield server
+    server.stop()

@@ -16,6 +16,29 @@ from zupu.hub import db
 from zupu.hub.server import Hub, create_app
 
 
+def at_once(fn, n: int = 4, seconds: float = 60) -> list:
+    """Call `fn` in `n` threads released together; what each returned or raised, in the order they finished.
+    Fails if one is still running after `seconds`: it hung."""
+    results: list[object] = []
+    start = threading.Barrier(n)
+
+    def run() -> None:
+        start.wait()
+        try:
+            results.append(fn())
+        except Exception as e:  # noqa: BLE001 - the caller's assertion shows what failed
+            results.append(e)
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + seconds
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), f"{fn.__name__} hung"
+    return results
+
+
 class LiveHub:
     def __init__(self, data: Path, **hub_options):
         self.hub = Hub(data, **hub_options)

@@ -26,13 +26,6 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, Repositor
 from zupu.cli import main
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    server = LiveHub(tmp_path_factory.mktemp("hub"))
-    yield server
-    server.stop()
-
-
 @pytest.fixture(autouse=True)
 def _no_xet(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)

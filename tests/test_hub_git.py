@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hub_live import LiveHub
 from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_download
 
 pytestmark = [
@@ -18,13 +17,6 @@ pytestmark = [
                        if shutil.which("git") else True,
                        reason="git-lfs is not installed (apt-get install git-lfs; .ci/hub-services.sh does)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    server = LiveHub(tmp_path_factory.mktemp("hub"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(autouse=True)

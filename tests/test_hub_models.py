@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_live import LiveHub
 from huggingface_hub import HfApi, constants
 
 import zupu
@@ -19,13 +18,6 @@ from zupu.checkpoint import save_model
 from zupu.cli import main
 from zupu.errors import ZupuError
 from zupu.hub.client import without_xet
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    server = LiveHub(tmp_path_factory.mktemp("hub"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from hub_live import LiveHub
+from hub_live import LiveHub, at_once
 from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from sqlalchemy import create_engine, inspect, text
@@ -108,27 +107,15 @@ def test_schema_is_the_migrated_models(hubs):
 
 def test_hubs_starting_together_migrate_in_turn(new_database):
     url = new_database()
-    results: list[object] = []
-    start = threading.Barrier(4)
 
-    def connect() -> None:
-        start.wait()
-        try:
-            factory = db.connect(url)
-            with db.engine_of(factory).connect() as conn:
-                results.append(conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
-            db.engine_of(factory).dispose()
-        except Exception as e:  # noqa: BLE001 - the test reports what failed
-            results.append(e)
+    def migrate() -> str:
+        factory = db.connect(url)
+        with db.engine_of(factory).connect() as conn:
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        db.engine_of(factory).dispose()
+        return version
 
-    threads = [threading.Thread(target=connect, daemon=True) for _ in range(4)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    for t in threads:
-        t.join(timeout=max(0.0, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "a migration hung"
-    assert results == [ScriptDirectory.from_config(db.alembic_config()).get_current_head()] * 4
+    assert at_once(migrate) == [ScriptDirectory.from_config(db.alembic_config()).get_current_head()] * 4
 
 
 def test_huggingface_hub_client_on_postgresql(hubs, tmp_path):

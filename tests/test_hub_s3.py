@@ -236,8 +236,23 @@ def test_start_sweeps_uploads_a_killed_hub_left(s3, tmp_path):
     up = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
     s3.upload_part(Bucket=BUCKET, Key=key, UploadId=up, PartNumber=1, Body=b"x" * (5 << 20))
     assert unfinished(s3) == [key]
-    Hub(tmp_path / "restarted", storage=STORAGE)
+    Hub(tmp_path / "restarted", storage=STORAGE, sweep_after=0)  # the default grace is a day
     assert unfinished(s3) == [] and "ef" * 32 not in stored(s3)
+
+
+def test_start_keeps_uploads_in_flight_at_other_hubs(s3, tmp_path):
+    """Hubs sharing a prefix (scale-out): one starting leaves a fresh multipart upload alone, which then completes.
+    (moto dates every upload's start 2010-11-10, so it is the part just sent that shows the upload alive.)"""
+    data = os.urandom(1000)
+    key = f"{PREFIX}/objects/{sha(data)}"
+    up = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    etag = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=up, PartNumber=1, Body=data)["ETag"]
+    Hub(tmp_path / "another", storage=STORAGE)
+    assert unfinished(s3) == [key]
+    s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=up,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert stored(s3)[sha(data)] == len(data)
+    s3.delete_object(Bucket=BUCKET, Key=key)
 
 
 def test_start_errors_name_the_bucket_endpoint_and_fix(s3, tmp_path, monkeypatch, capsys):

@@ -11,14 +11,10 @@ import threading
 import time
 
 import pytest
-from hub_live import LiveHub
 
+from zupu.hub.server import Hub
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    server = LiveHub(tmp_path_factory.mktemp("hub"), max_object_size=1 << 20)
-    yield server
-    server.stop()
+HUB_OPTIONS = {"max_object_size": 1 << 20}  # the `live` hub's (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +131,35 @@ def test_tampered_short_and_oversized_uploads_are_rejected(live, tokens):
     status, _, _ = live.request("POST", "/api/models/alice/uploads/commit/main", b"x" * 10,
                                 token=tokens["alice"], headers={"Content-Type": "application/x-ndjson"})
     assert status == 400
+
+
+def test_a_starting_hub_keeps_uploads_in_flight_and_sweeps_old_leftovers(live, tokens):
+    """Scale-out: another hub starting on the same --data must not break an upload in flight at this one; what a
+    hub killed two days ago left goes (default grace: a day), and with a grace of 0 what was killed just now."""
+    create(live, tokens["alice"], "inflight")
+    data = os.urandom(300_000)
+    oid = hashlib.sha256(data).hexdigest()
+    href = batch(live, tokens["alice"], "alice/inflight", oid, len(data))["actions"]["upload"]["href"]
+    tmp = live.hub.storage.tmp
+    old = tmp / f"{'ab' * 32}.1.2"
+    old.write_bytes(b"left by a hub killed two days ago")
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(f"PUT {href.split(str(live.port), 1)[1]} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:100_000])
+        deadline = time.monotonic() + 10
+        while not list(tmp.glob(f"{oid}.*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(tmp.glob(f"{oid}.*")), "the upload never reached lfs/tmp/"
+        Hub(live.hub.data)
+        assert not old.exists() and list(tmp.glob(f"{oid}.*"))
+        sock.sendall(data[100_000:])
+        assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
+    assert live.hub.storage.exists(oid, len(data))
+    killed = tmp / f"{'cd' * 32}.3.4"
+    killed.write_bytes(b"left by a hub killed just now")
+    Hub(live.hub.data, sweep_after=0)
+    assert not killed.exists()
 
 
 def test_killed_upload_leaves_no_object_and_no_commit(live, tokens):

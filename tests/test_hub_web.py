@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hub_live import LiveHub
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 from sqlalchemy import update
 
@@ -45,13 +44,6 @@ A model card with **bold** text, a table and an attack that must stay text:
 """
 WEIGHTS = bytes(range(256)) * 1200  # 307,200 bytes; *.safetensors goes to LFS
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    server = LiveHub(tmp_path_factory.mktemp("hub"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

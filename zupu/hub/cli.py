@@ -22,7 +22,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from zupu.hub.server import Hub, create_app
 
-    hub = Hub(args.data, args.db, max_object_size=args.max_object_size, storage=args.storage)
+    if args.sweep_after < 0:
+        raise ZupuError(f"--sweep-after {args.sweep_after}: give a number of seconds, 0 or more")
+    hub = Hub(args.data, args.db, max_object_size=args.max_object_size, storage=args.storage,
+              sweep_after=args.sweep_after)
     print(f"zupu hub on http://{args.host}:{args.port} (data {hub.data}, LFS in {args.storage or 'data'}); "
           f"clients: HF_ENDPOINT=http://{args.host}:{args.port} HF_HUB_DISABLE_XET=1", flush=True)
     uvicorn.run(create_app(hub), host=args.host, port=args.port, log_level=args.log_level)
@@ -102,6 +105,10 @@ def add_parser(subparsers) -> None:
                    help="keep LFS objects in S3 or an S3-compatible store (endpoint and credentials from the "
                         "AWS_* environment / ~/.aws); default: --data/lfs")
     s.add_argument("--max-object-size", type=int, default=50 << 30, help="largest LFS object in bytes")
+    s.add_argument("--sweep-after", type=float, default=24 * 3600, metavar="SECONDS",
+                   help="at start, remove what uploads left (lfs/tmp/, unfinished S3 multipart uploads) once it is "
+                        "this old: younger ones may be in flight at other hubs on the same --data/--storage "
+                        "(default: 86400, a day)")
     s.add_argument("--log-level", default="warning")
     s.set_defaults(func=cmd_serve)
 

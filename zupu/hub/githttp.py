@@ -17,6 +17,7 @@ import os
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from zupu.hub import gitrepo
 from zupu.hub.db import HubError, Repo, RepoObject
@@ -35,7 +36,7 @@ def _find(hub: Hub, caller: Caller, kind: str, repo_id: str, write: bool) -> Rep
 
 
 async def handle(hub: Hub, request: Request, kind: str, repo_id: str, rest: list[str]) -> Response:
-    caller = hub.caller(request.headers.get("authorization"))
+    caller = await run_in_threadpool(hub.caller, request.headers.get("authorization"))
     if rest[:4] == ["info", "lfs", "objects", "batch"] and request.method == "POST":
         return await lfs_batch(hub, request, caller, kind, repo_id)
     if rest[:2] == ["info", "lfs"]:
@@ -69,9 +70,12 @@ async def handle(hub: Hub, request: Request, kind: str, repo_id: str, rest: list
             env[var] = request.headers[header]
     if write and caller.user:
         env.update(GIT_COMMITTER_NAME=caller.user.name, GIT_COMMITTER_EMAIL=f"{caller.user.name}@zupu.hub")
-    proc = await asyncio.create_subprocess_exec("git", "http-backend", env=env, stdin=asyncio.subprocess.PIPE,
+    # No body (GET info/refs): no stdin pipe, which http-backend, exiting at once, could close under uvloop's
+    # feet before communicate() wrote its nothing (RuntimeError: the handler is closed).
+    stdin = asyncio.subprocess.PIPE if body else asyncio.subprocess.DEVNULL
+    proc = await asyncio.create_subprocess_exec("git", "http-backend", env=env, stdin=stdin,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(body), timeout=600)
+    out, err = await asyncio.wait_for(proc.communicate(body or None), timeout=600)
     head, sep, payload = out.partition(b"\r\n\r\n")
     if not sep:
         head, sep, payload = out.partition(b"\n\n")

@@ -219,6 +219,17 @@ class Repo:
                     return self._with_lfs([e])[0]
         return None
 
+    def file(self, commit: str, path: str) -> tuple[Entry, bytes] | None:
+        """The file at `path` in `commit` (LFS pointer parsed) with its bytes, from one git call; None if no file
+        is there. For serving a file: `entry` then `blob` take two or three calls, each a process to start."""
+        out = self.git("cat-file", "--batch", input=f"{commit}:{path}\n".encode()).stdout
+        header, _, rest = out.partition(b"\n")
+        fields = header.split()
+        if len(fields) != 3 or fields[1] != b"blob":  # "<name> missing", or a directory
+            return None
+        data = rest[:int(fields[2])]
+        return Entry(path, "file", fields[0].decode(), len(data), parse_pointer(data)), data
+
     def _with_lfs(self, entries: list[Entry]) -> list[Entry]:
         small = [e for e in entries if e.kind == "file" and e.size < 1024]
         if not small:

@@ -8,7 +8,8 @@ An upload streams straight into an S3 multipart upload of the final key while it
 completed (which is when S3 makes the object appear, all at once) only if the bytes are exactly the
 announced size and sha256, and aborted otherwise. An object smaller than one part is held in memory and
 put in one request after the check. So nothing ever sits at `objects/<oid>` that is not those bytes; a
-killed process leaves at most an unfinished multipart upload, which `sweep()` aborts on the next start.
+killed process leaves at most an unfinished multipart upload, which `sweep()` aborts on a later start once it
+was initiated longer ago than the grace period (a fresh one may belong to another hub on the same prefix).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -76,13 +78,34 @@ class S3Storage(PartSpool):
         except BotoCoreError as e:
             raise ZupuError(f"{where}: {e}") from None
 
-    def sweep(self) -> None:
-        """Abort the multipart uploads that a killed hub left under this prefix (one hub per prefix), and clear tmp/."""
-        super().sweep()
+    def sweep(self, older_than: float) -> None:
+        """Abort the multipart uploads under this prefix idle for over `older_than` seconds (killed hubs left them;
+        younger ones may be in flight at other hubs on the prefix), and clear tmp/ likewise."""
+        super().sweep(older_than)
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than)
         pages = self.client.get_paginator("list_multipart_uploads")
         listing = self._call(pages.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}objects/").build_full_result)
         for up in listing.get("Uploads", []):
-            self._call(self.client.abort_multipart_upload, Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+            ids = {"Bucket": self.bucket, "Key": up["Key"], "UploadId": up["UploadId"]}
+            with self._unless_gone():  # completed or aborted meanwhile by the hub that owns it
+                if up["Initiated"] <= cutoff and self._last_active(up, ids) <= cutoff:
+                    self.client.abort_multipart_upload(**ids)
+
+    def _last_active(self, up: dict, ids: dict) -> datetime:
+        """When an unfinished upload last moved: its newest part (an upload in flight adds one every PART bytes),
+        else its start."""
+        parts = self.client.get_paginator("list_parts").paginate(**ids).build_full_result().get("Parts", [])
+        return max([up["Initiated"], *(p["LastModified"] for p in parts)])
+
+    @contextlib.contextmanager
+    def _unless_gone(self):
+        from botocore.exceptions import ClientError
+
+        try:
+            yield
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
 
     def exists(self, oid: str, size: int | None = None) -> bool:
         from botocore.exceptions import ClientError

@@ -52,6 +52,7 @@ KINDS = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_TYPES = {"datasets": "dataset", "spaces": "space"}
 LFS_JSON = "application/vnd.git-lfs+json"
 GIB = 1 << 30
+SWEEP_AFTER = 24 * 3600  # seconds: leftovers of uploads older than this are a killed hub's, not in flight
 
 
 @dataclass
@@ -66,12 +67,12 @@ class Hub:
 
     def __init__(self, data: str | os.PathLike, db_url: str | None = None, max_object_size: int = 50 * GIB,
                  max_commit_bytes: int = 1 * GIB, page_size: int = 1000, multipart_chunk: int = 64 << 20,
-                 storage: str | None = None):
+                 storage: str | None = None, sweep_after: float = SWEEP_AFTER):
         self.data = Path(data).resolve()
         self.data.mkdir(parents=True, exist_ok=True)
         self.sessions = db.connect(db_url or db.default_url(self.data))
         self.storage: Storage = open_storage(storage, self.data / "lfs")  # None: --data/lfs; s3://bucket/prefix
-        self.storage.sweep()
+        self.storage.sweep(sweep_after)  # what killed uploads left, once no upload in flight can own it
         self.max_object_size, self.max_commit_bytes, self.page_size = max_object_size, max_commit_bytes, page_size
         self.multipart_chunk = multipart_chunk  # objects larger than this go up in parts when the client can
         self.secret = self._secret()
@@ -188,8 +189,9 @@ def create_app(hub: Hub) -> FastAPI:
     async def _bad_path(_request: Request, e: gitrepo.BadPath):
         return error_response(HubError(422, str(e)))
 
-    def caller_of(request: Request) -> Caller:
-        return hub.caller(request.headers.get("authorization"))
+    async def caller_of(request: Request) -> Caller:
+        # A database lookup: off the event loop, which meanwhile streams other requests' downloads.
+        return await run_in_threadpool(hub.caller, request.headers.get("authorization"))
 
     async def json_body(request: Request) -> dict[str, Any]:
         raw = await request.body()
@@ -206,7 +208,7 @@ def create_app(hub: Hub) -> FastAPI:
     # --- accounts ------------------------------------------------------------------------------------
     @app.get("/api/whoami-v2")
     async def whoami(request: Request):
-        c = caller_of(request)
+        c = await caller_of(request)
         if c.user is None:
             raise HubError(401, "send a token: Authorization: Bearer <token>")
         with hub.sessions() as s:
@@ -220,7 +222,7 @@ def create_app(hub: Hub) -> FastAPI:
     @app.post("/api/repos/create")
     async def create_repo(request: Request):
         body = await json_body(request)
-        c = caller_of(request)
+        c = await caller_of(request)
         kind = body.get("type") or "model"
         if kind not in db.REPO_TYPES:
             raise HubError(400, f"repo type {kind!r} is not one of {', '.join(db.REPO_TYPES)}")
@@ -235,7 +237,7 @@ def create_app(hub: Hub) -> FastAPI:
     @app.delete("/api/repos/delete")
     async def delete_repo(request: Request):
         body = await json_body(request)
-        c = caller_of(request)
+        c = await caller_of(request)
         kind = body.get("type") or "model"
         ns = body.get("organization") or (c.user.name if c.user else "")
         repo = hub.find_repo(c, kind, f"{ns}/{body.get('name')}", write=True)
@@ -251,7 +253,7 @@ def create_app(hub: Hub) -> FastAPI:
     @app.post("/api/repos/move")
     async def move_repo(request: Request):
         body = await json_body(request)
-        c = caller_of(request)
+        c = await caller_of(request)
         kind = body.get("type") or "model"
         repo = hub.find_repo(c, kind, str(body.get("fromRepo")), write=True)
         ns, _, name = str(body.get("toRepo") or "").partition("/")
@@ -270,7 +272,7 @@ def create_app(hub: Hub) -> FastAPI:
     async def list_repos(kinds: str, request: Request):
         if kinds not in KINDS:
             raise HubError(404, f"no such endpoint /api/{kinds}")
-        c = caller_of(request)
+        c = await caller_of(request)
         q = request.query_params
         with hub.sessions() as s:
             stmt = select(Repo).where(Repo.type == KINDS[kinds]).order_by(Repo.namespace, Repo.name)
@@ -379,7 +381,7 @@ def create_app(hub: Hub) -> FastAPI:
         body = await request.body() if request.method in ("POST", "PUT", "DELETE") else b""
         if len(body) > hub.max_commit_bytes:
             raise HubError(413, f"request body over this hub's {hub.max_commit_bytes} bytes")
-        ctx = Ctx(hub, caller_of(request), KINDS[kinds], repo_id, args, request, body)
+        ctx = Ctx(hub, await caller_of(request), KINDS[kinds], repo_id, args, request, body)
         return await run_in_threadpool(handler, ctx)
 
     from zupu.hub import githttp, web
@@ -398,9 +400,8 @@ def create_app(hub: Hub) -> FastAPI:
             if name.endswith(".git") or parts[2] in ("info", "git-upload-pack", "git-receive-pack", "HEAD", "objects"):
                 return await githttp.handle(hub, request, kind, f"{ns}/{name.removesuffix('.git')}", parts[2:])
             if parts[2] == "resolve" and len(parts) >= 5:
-                c = web.caller(hub, request)  # the Authorization header, else the web pages' sign-in cookie
-                return await run_in_threadpool(_resolve, hub, c, kind, f"{ns}/{name}", parts[3],
-                                               "/".join(parts[4:]), request)
+                return await run_in_threadpool(_resolve, hub, kind, f"{ns}/{name}", parts[3], "/".join(parts[4:]),
+                                               request)
         if request.method in ("GET", "HEAD"):
             return await web.serve_page(hub, request, kind, parts)
         raise HubError(404, f"no such page /{rest}")
@@ -789,19 +790,23 @@ REPO_API: dict[tuple[str, str], Callable[[Ctx], Any]] = {
 
 
 # --- downloads ------------------------------------------------------------------------------------------------
-def _resolve(hub: Hub, caller: Caller, kind: str, repo_id: str, revision: str, path: str, request: Request):
-    repo = hub.find_repo(caller, kind, repo_id)
+def _resolve(hub: Hub, kind: str, repo_id: str, revision: str, path: str, request: Request):
+    from zupu.hub import web
+
+    # The Authorization header, else the web pages' sign-in cookie.
+    repo = hub.find_repo(web.caller(hub, request), kind, repo_id)
     git = hub.git(repo)
     sha = git.resolve(revision)
     if sha is None:
         raise HubError(404, f"revision {revision!r} not found in {repo_id}", "RevisionNotFound")
     gitrepo.check_path(path)
-    e = git.entry(sha, path)
+    found = git.file(sha, path)
     headers = {"X-Repo-Commit": sha, "Access-Control-Expose-Headers": "X-Repo-Commit,X-Linked-Etag,X-Linked-Size"}
-    if e is None or e.kind != "file":
+    if found is None:
         # The commit header lets the client remember that the file does not exist at that commit.
         return JSONResponse({"error": f"Entry not found: {path} at {revision}"}, status_code=404,
                             headers={**headers, "X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"})
+    e, data = found
     if e.lfs:
         oid, size = e.lfs
         if not _linked(hub, repo.id, oid) or not hub.storage.exists(oid, size):
@@ -809,7 +814,7 @@ def _resolve(hub: Hub, caller: Caller, kind: str, repo_id: str, revision: str, p
         headers.update({"ETag": f'"{oid}"', "X-Linked-Etag": f'"{oid}"', "X-Linked-Size": str(size)})
         return _file_response(request, hub.storage, oid, size, headers)
     headers["ETag"] = f'"{e.oid}"'
-    return _bytes_response(request, git.blob(e.oid), headers)
+    return _bytes_response(request, data, headers)
 
 
 def _range(request: Request, size: int) -> tuple[int, int] | None:

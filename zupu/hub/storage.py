@@ -2,8 +2,9 @@
 
 Both keep the same promise: an upload's sha256 is computed while its bytes arrive, and only an upload
 of exactly the announced size and hash becomes the object `<oid>`. A short, tampered, oversized or
-interrupted upload leaves no object; what it left in flight is removed at once, or by `sweep()` on the
-next start when the process was killed.
+interrupted upload leaves no object; what it left in flight is removed at once, or, when the process was
+killed, by `sweep()` on a later start once it is older than a grace period (other hubs sharing the store
+may have uploads in flight).
 
 Locally the bytes stream into `tmp/` and are renamed (atomically) to `objects/<oid[:2]>/<oid[2:4]>/<oid>`.
 The parts of a multipart upload wait in `tmp/` in both stores and are then joined through `put`.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
@@ -38,8 +40,8 @@ class Storage(Protocol):
 
     tmp: Path  # local folder for uploads in flight (multipart parts, and local uploads)
 
-    def sweep(self) -> None:
-        """Remove what killed uploads left behind (called once at start)."""
+    def sweep(self, older_than: float) -> None:
+        """Remove what killed uploads left behind, if it is over `older_than` seconds old (called once at start)."""
 
     def exists(self, oid: str, size: int | None = None) -> bool:
         """Whether object `oid` is stored (and is `size` bytes, when given)."""
@@ -92,10 +94,14 @@ class PartSpool:
 
     tmp: Path
 
-    def sweep(self) -> None:
+    def sweep(self, older_than: float) -> None:
+        # An upload in flight writes to its file (a local upload) or has just written it (a part waiting for the
+        # completion call): its mtime is recent. A killed one's stops ageing.
+        cutoff = time.time() - older_than
         for p in self.tmp.iterdir():
             with contextlib.suppress(OSError):
-                p.unlink()
+                if p.stat().st_mtime <= cutoff:
+                    p.unlink()
 
     def part_path(self, oid: str, upload: str, n: int) -> Path:
         return self.tmp / f"{oid}.{upload}.part{n}"
