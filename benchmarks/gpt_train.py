@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -73,29 +74,34 @@ def prepare_nanogpt(nanogpt: Path) -> None:
     subprocess.run([sys.executable, "prepare.py"], cwd=folder, check=True, capture_output=True)
 
 
+def child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_nanogpt(nanogpt: Path, out: Path) -> dict:
     cmd = [sys.executable, "train.py", "config/train_shakespeare_char.py", *NANOGPT_CPU, f"--out_dir={out}"]
-    start, load0 = time.perf_counter(), load()
+    start, load0, cpu0 = time.perf_counter(), load(), child_cpu()
     proc = subprocess.run(cmd, cwd=nanogpt, env=env2(), capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, child_cpu() - cpu0
     if proc.returncode:
         raise SystemExit(f"nanoGPT failed:\n{proc.stderr[-3000:]}")
     curve = {int(s): float(v) for s, v in re.findall(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)", proc.stdout)}
-    return {"seconds": seconds, "val_loss": curve[max(curve)], "curve": curve, "load": (load0 + load()) / 2}
+    return {"seconds": seconds, "cpu": cpu, "val_loss": curve[max(curve)], "curve": curve, "load": (load0 + load()) / 2}
 
 
 def run_zupu(out: Path, sets: list[str]) -> dict:
     cmd = [sys.executable, "-m", "zupu", "train", "gpt", "--recipe", "shakespeare-char", "--out", str(out)]
     for s in sets:
         cmd += ["--set", s]
-    start, load0 = time.perf_counter(), load()
+    start, load0, cpu0 = time.perf_counter(), load(), child_cpu()
     proc = subprocess.run(cmd, env=env2(), capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, child_cpu() - cpu0
     if proc.returncode:
         raise SystemExit(f"zupu failed:\n{proc.stderr[-3000:]}")
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
-    return {"seconds": seconds, "val_loss": metrics["val_loss"], "tokens_per_s": metrics["train_tokens_per_s"],
-            "load": (load0 + load()) / 2}
+    return {"seconds": seconds, "cpu": cpu, "val_loss": metrics["val_loss"],
+            "tokens_per_s": metrics["train_tokens_per_s"], "load": (load0 + load()) / 2}
 
 
 # -- 2. training-step throughput -----------------------------------------------------------------
@@ -225,19 +231,20 @@ def main() -> None:
                 pair = {}
                 for name, fn in order:
                     pair[name] = fn()
-                    print(f"  {name}: {pair[name]['seconds']:.1f} s, val loss {pair[name]['val_loss']:.4f}, "
-                          f"load {pair[name]['load']:.1f}", flush=True)
+                    print(f"  {name}: {pair[name]['seconds']:.1f} s ({pair[name]['cpu']:.1f} s of CPU), val loss "
+                          f"{pair[name]['val_loss']:.4f}, load {pair[name]['load']:.1f}", flush=True)
                 pairs.append(pair)
         lines += ["## 1. Time to nanoGPT's final validation loss (tiny Shakespeare, characters)", "",
-                  "| pair | nanoGPT s | nanoGPT val loss | zupu s | zupu val loss | zupu / nanoGPT time "
-                  "| load (nano, zupu) |",
+                  "| pair | nanoGPT s (CPU s) | nanoGPT val loss | zupu s (CPU s) | zupu val loss "
+                  "| zupu / nanoGPT time | load (nano, zupu) |",
                   "|---|---|---|---|---|---|---|"]
         for i, p in enumerate(pairs):
             n, z = p["nanoGPT"], p["zupu"]
-            lines.append(f"| {i + 1} | {n['seconds']:.1f} | {n['val_loss']:.4f} | {z['seconds']:.1f} | "
-                         f"{z['val_loss']:.4f} | {z['seconds'] / n['seconds']:.2f} | "
+            lines.append(f"| {i + 1} | {n['seconds']:.1f} ({n['cpu']:.1f}) | {n['val_loss']:.4f} | {z['seconds']:.1f} "
+                         f"({z['cpu']:.1f}) | {z['val_loss']:.4f} | {z['seconds'] / n['seconds']:.2f} | "
                          f"{n['load']:.1f}, {z['load']:.1f} |")
         ratio = statistics.median(p["zupu"]["seconds"] / p["nanoGPT"]["seconds"] for p in pairs)
+        print(f"wall-time ratio zupu / nanoGPT (median of {len(pairs)} pairs): {ratio:.2f} (target <= 0.5)", flush=True)
         lines += ["", f"Median time ratio zupu / nanoGPT: **{ratio:.2f}** (target <= 0.5). nanoGPT's val loss "
                   "is its own estimate (20 random batches of 12 x 64); zupu's is the whole validation split (111,540 "
                   "characters, windows of 64).", "",
