@@ -24,12 +24,13 @@ import torch.nn.functional as F
 
 from zupu import data
 from zupu.atomic import write_bytes
+from zupu.errors import SettingError
 from zupu.models.gpt import GPT, GPTConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.tokenizers import CharTokenizer
 from zupu.tokenizers import load as load_tokenizer
 from zupu.train.batches import RandomWindows
-from zupu.train.optim import make_schedule
+from zupu.train.optim import MuonAdamW, make_schedule
 from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
@@ -42,6 +43,7 @@ class CharSettings:
     block_size: int = 64  # context window
     batch_size: int = 32
     steps: int = 640
+    optimizer: str = "muon"  # or "adamw"
     lr: float = 8e-3
     warmup: int = 30
     schedule: str = "linear"  # decays to min_lr_factor * lr at the last step
@@ -62,12 +64,22 @@ def split(ids: torch.Tensor, train_fraction: float = 0.9) -> tuple[torch.Tensor,
     return ids[:n], ids[n:]
 
 
-def make_optimizer(model: GPT, s: CharSettings) -> torch.optim.AdamW:
-    """AdamW with weight decay on the weight matrices only (GPT-2's and nanoGPT's grouping), fused."""
+def make_optimizer(model: GPT, s: CharSettings) -> torch.optim.Optimizer:
+    """Weight decay on the weight matrices only (GPT-2's and nanoGPT's grouping). "adamw": fused AdamW on
+    everything; "muon": Muon on the blocks' weight matrices, AdamW on the embeddings, biases and gains."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": s.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, s.beta2), fused=True)
+    if s.optimizer == "adamw":
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": s.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, s.beta2), fused=True)
+    if s.optimizer == "muon":
+        hidden = {id(p) for block in model.h for p in block.parameters() if p.dim() == 2}
+        rest = [p for p in params if id(p) not in hidden]
+        return MuonAdamW([{"params": [p for p in params if id(p) in hidden]}],
+                         [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": s.weight_decay},
+                          {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
+                         lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, s.beta2))
+    raise SettingError(f"unknown optimizer {s.optimizer!r}; choose muon or adamw")
 
 
 @torch.no_grad()
@@ -202,6 +214,7 @@ class PoemSettings(CharSettings):
     block_size: int = 100  # four poems of 25 characters (24 + the newline that ends each)
     batch_size: int = 16
     steps: int = 600
+    optimizer: str = "adamw"
     lr: float = 3e-3
     samples: int = 100  # poems sampled for the shape fraction
     sample_tokens: int = 30
