@@ -83,7 +83,7 @@ def make_optimizer(model: GPT, s: CharSettings) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def val_loss(model: GPT, ids: torch.Tensor, block_size: int, max_tokens: int = 0, batch: int = 256) -> float:
+def val_loss(model: GPT, ids: torch.Tensor, block_size: int, max_tokens: int = 0, batch: int = 64) -> float:
     """Mean next-token loss over consecutive non-overlapping windows of the validation stream."""
     n = (len(ids) - 1) // block_size * block_size
     if max_tokens:
