@@ -144,8 +144,13 @@ def flops_per_token(model: torch.nn.Module, block: int, n_layer: int = 4, n_embd
 
 
 def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: int, seconds: float) -> float:
-    """Training tokens/s of forward + backward + fused AdamW at (batch, block)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    """Training tokens/s of forward + backward + fused AdamW (or the recipe's Muon + AdamW) at (batch, block)."""
+    if kind == "zupu-muon":
+        from zupu.recipes.gpt import CharSettings, make_optimizer
+
+        opt = make_optimizer(model, CharSettings())
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     x = torch.randint(vocab, (batch, block))
     y = torch.randint(vocab, (batch, block))
 
@@ -171,7 +176,8 @@ def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: 
 
 
 def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, seconds: float) -> list[dict]:
-    makers = {"zupu": lambda: zupu_model(vocab, block), "nanoGPT": lambda: nanogpt_model(nanogpt, vocab, block)}
+    makers = {"zupu": lambda: zupu_model(vocab, block), "zupu, recipe's Muon + AdamW": lambda: zupu_model(vocab, block),
+              "nanoGPT": lambda: nanogpt_model(nanogpt, vocab, block)}
     try:
         import transformers  # noqa: F401
 
@@ -183,7 +189,8 @@ def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, 
         for name, make in makers.items():
             torch.manual_seed(0)
             model = make()
-            kind = "nanogpt" if name == "nanoGPT" else "hf" if name.startswith("HF") else "zupu"
+            kind = ("nanogpt" if name == "nanoGPT" else "hf" if name.startswith("HF") else
+                    "zupu-muon" if "Muon" in name else "zupu")
             before = sgemm_gflops(seconds=1.5)
             tps = step_rate(kind, model, batch, block, vocab, seconds)
             after = sgemm_gflops(seconds=1.5)
@@ -251,9 +258,11 @@ def main() -> None:
                   "nanoGPT's val curve (last pair): " + ", ".join(f"{k}: {v:.4f}" for k, v in
                                                                   sorted(pairs[-1]["nanoGPT"]["curve"].items())), ""]
 
-    lines += ["## 2. Training-step throughput (forward + backward + fused AdamW, 4 x 128, block 64)", "",
-              "Model FLOPs per token = 6 x (non-embedding weights + the tied output matrix) + 12 x layers x "
-              "block x width (attention), the same count for every model; the fraction is model FLOP/s over "
+    lines += ["## 2. Training-step throughput (forward + backward + optimiser step, 4 x 128, block 64)", "",
+              "Fused AdamW for every model, and zupu once more with its recipe's Muon + AdamW. Model FLOPs per "
+              "token = 6 x (non-embedding weights + the tied output matrix) + 12 x layers x block x width "
+              "(attention), the same count for every model (Muon's own matmuls are not counted); the fraction "
+              "is model FLOP/s over "
               "the sgemm rate (2048^2 float32 matmul) measured right before and after each measurement.", ""]
     for batch in (12, 32):
         print(f"throughput, batch {batch}", flush=True)
