@@ -210,6 +210,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="nanoGPT/zupu run pairs (alternating)")
     ap.add_argument("--step-seconds", type=float, default=8.0, help="seconds per throughput measurement")
     ap.add_argument("--skip-runs", action="store_true", help="only the step throughput table")
+    ap.add_argument("--skip-throughput", action="store_true", help="only the time-to-loss pairs")
     ap.add_argument("--set", action="append", default=[], help="zupu recipe overrides, key=value")
     ap.add_argument("--threads", type=int, default=THREADS, help="threads for every run (default 2)")
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS-gpt-train.md")
@@ -258,13 +259,14 @@ def main() -> None:
                   "nanoGPT's val curve (last pair): " + ", ".join(f"{k}: {v:.4f}" for k, v in
                                                                   sorted(pairs[-1]["nanoGPT"]["curve"].items())), ""]
 
-    lines += ["## 2. Training-step throughput (forward + backward + optimiser step, 4 x 128, block 64)", "",
-              "Fused AdamW for every model, and zupu once more with its recipe's Muon + AdamW. Model FLOPs per "
-              "token = 6 x (non-embedding weights + the tied output matrix) + 12 x layers x block x width "
-              "(attention), the same count for every model (Muon's own matmuls are not counted); the fraction "
-              "is model FLOP/s over "
-              "the sgemm rate (2048^2 float32 matmul) measured right before and after each measurement.", ""]
-    for batch in (12, 32):
+    if not args.skip_throughput:
+        lines += ["## 2. Training-step throughput (forward + backward + optimiser step, 4 x 128, block 64)", "",
+                  "Fused AdamW for every model, and zupu once more with its recipe's Muon + AdamW. Model FLOPs per "
+                  "token = 6 x (non-embedding weights + the tied output matrix) + 12 x layers x block x width "
+                  "(attention), the same count for every model (Muon's own matmuls are not counted); the "
+                  "fraction is model FLOP/s over the sgemm rate (2048^2 float32 matmul) measured right before "
+                  "and after each measurement.", ""]
+    for batch in () if args.skip_throughput else (12, 16):  # nanoGPT's batch, the recipe's
         print(f"throughput, batch {batch}", flush=True)
         rows = throughput(nanogpt, batch, 64, vocab, repeats=2, seconds=args.step_seconds)
         zupu = next(r for r in rows if r["name"] == "zupu")
