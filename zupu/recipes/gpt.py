@@ -5,7 +5,7 @@ dropout) to nanoGPT's final validation loss, aiming at half its time or less (th
 `benchmarks/gpt_train.py`). The model is the same; the saving comes from how it is trained:
 - Muon on the blocks' weight matrices (AdamW on embeddings, biases and gains; `MuonAdamW`), which
   reaches the loss in far fewer tokens: 450 x 16 x 64 = 0.46M against nanoGPT's 2000 x 12 x 64 = 1.54M
-  (`benchmarks/RESULTS-gpt-train.md` has the runs; `--set optimizer=adamw` needs about twice the tokens);
+  (`benchmarks/RESULTS-gpt-train.md` has the runs; the previous AdamW recipe needed 2-3x the tokens);
 - batches of 16 windows (32 or 64 cost more tokens than they save time per token here), a 12x higher
   learning rate than nanoGPT's, a short warm-up and a linear decay to zero that ends exactly at the budget;
 - fused AdamW and no evaluation during training unless asked for (`--set eval_every=...`): the one
