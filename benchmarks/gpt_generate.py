@@ -3,7 +3,9 @@
 Both models are the same GPT-2-124M-shaped network with the same random weights (zupu's are loaded from
 the folder `transformers` saved), fp32, greedy, a 16-token prompt, `--new` new tokens, batch 1 and 8. The
 peers run interleaved, round after round, because the machine is shared and absolute times drift; the
-table reports each side's best round and the ratio of medians of the per-round ratios.
+table reports each side's best round and the median of the per-round speed ratios, by wall time and by the
+process's CPU time (with --threads 1 the CPU time is the work done, which the other jobs on a shared machine
+disturb far less than the wall time).
 
 Batch 1 decoding reads every weight once per token, so its ceiling is the memory bandwidth:
     bound (tokens/s) = copy bandwidth (bytes/s) / bytes of weights read per token.
@@ -15,6 +17,7 @@ The copy bandwidth is measured here with a large tensor copy (read + write bytes
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -44,19 +47,20 @@ def weight_bytes_per_token(model: torch.nn.Module) -> int:
     return 4 * (model.num_params(non_embedding=False) - c.n_positions * c.n_embd + c.n_embd)
 
 
-def time_zupu(model, prompt: torch.Tensor, new: int) -> float:
-    t = time.perf_counter()
+def time_zupu(model, prompt: torch.Tensor, new: int) -> tuple[float, float]:
+    """(tokens per wall second, tokens per CPU second of this process)."""
+    t, c = time.perf_counter(), time.process_time()
     out = list(model.generate(prompt, new, temperature=0))
     assert len(out) == new
-    return prompt.size(0) * new / (time.perf_counter() - t)
+    return prompt.size(0) * new / (time.perf_counter() - t), prompt.size(0) * new / (time.process_time() - c)
 
 
-def time_hf(hf, prompt: torch.Tensor, new: int) -> float:
-    t = time.perf_counter()
+def time_hf(hf, prompt: torch.Tensor, new: int) -> tuple[float, float]:
+    t, c = time.perf_counter(), time.process_time()
     out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new, min_new_tokens=new,
                       do_sample=False, pad_token_id=0, eos_token_id=None)
     assert out.size(1) == prompt.size(1) + new
-    return prompt.size(0) * new / (time.perf_counter() - t)
+    return prompt.size(0) * new / (time.perf_counter() - t), prompt.size(0) * new / (time.process_time() - c)
 
 
 def main() -> None:
@@ -83,6 +87,7 @@ def main() -> None:
                              do_sample=False, pad_token_id=0, eos_token_id=None)[:, a.prompt:]
     assert torch.equal(ours, theirs), (ours, theirs)
 
+    load0 = os.getloadavg()[0]
     bw = copy_bandwidth()
     per_token = weight_bytes_per_token(model)
     rows = []
@@ -93,18 +98,22 @@ def main() -> None:
         for _ in range(a.rounds):
             z.append(time_zupu(model, x, a.new))
             h.append(time_hf(hf, x, a.new))
-            print(f"batch {b}: zupu {z[-1]:.1f} tok/s, transformers {h[-1]:.1f} tok/s", flush=True)
-        ratio = statistics.median(zi / hi for zi, hi in zip(z, h, strict=True))
-        rows.append((b, max(z), max(h), ratio))
+            print(f"batch {b}: zupu {z[-1][0]:.1f} tok/s ({z[-1][1]:.1f} per CPU s), transformers {h[-1][0]:.1f} "
+                  f"tok/s ({h[-1][1]:.1f} per CPU s), load {os.getloadavg()[0]:.1f}", flush=True)
+        wall = statistics.median(zi[0] / hi[0] for zi, hi in zip(z, h, strict=True))
+        cpu = statistics.median(zi[1] / hi[1] for zi, hi in zip(z, h, strict=True))
+        rows.append((b, max(zi[0] for zi in z), max(hi[0] for hi in h), wall, cpu))
     bound = bw / per_token
     lines = [
         f"GPT-2-124M shape, random weights, fp32, greedy, prompt {a.prompt}, {a.new} new tokens per row, "
         f"{a.threads} threads, {a.rounds} interleaved rounds; torch {torch.__version__}, "
-        f"transformers {transformers.__version__}.",
+        f"transformers {transformers.__version__}; load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} "
+        "at the end.",
         "",
-        "| batch | zupu tokens/s (best) | transformers generate tokens/s (best) | ratio (median of rounds) |",
-        "|---|---|---|---|",
-        *[f"| {b} | {z:.1f} | {h:.1f} | {r:.2f}x |" for b, z, h, r in rows],
+        "| batch | zupu tokens/s (best) | transformers generate tokens/s (best) | speed ratio, wall (median of rounds) "
+        "| speed ratio, CPU time (median) |",
+        "|---|---|---|---|---|",
+        *[f"| {b} | {z:.1f} | {h:.1f} | {r:.2f}x | {c:.2f}x |" for b, z, h, r, c in rows],
         "",
         f"Memory-bandwidth bound at batch 1: {per_token / 1e6:.0f} MB of weights read per token, measured copy "
         f"bandwidth {bw / 1e9:.1f} GB/s -> at most {bound:.1f} tokens/s; zupu's batch 1 reaches "

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -73,29 +74,34 @@ def prepare_nanogpt(nanogpt: Path) -> None:
     subprocess.run([sys.executable, "prepare.py"], cwd=folder, check=True, capture_output=True)
 
 
+def child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_nanogpt(nanogpt: Path, out: Path) -> dict:
     cmd = [sys.executable, "train.py", "config/train_shakespeare_char.py", *NANOGPT_CPU, f"--out_dir={out}"]
-    start, load0 = time.perf_counter(), load()
+    start, load0, cpu0 = time.perf_counter(), load(), child_cpu()
     proc = subprocess.run(cmd, cwd=nanogpt, env=env2(), capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, child_cpu() - cpu0
     if proc.returncode:
         raise SystemExit(f"nanoGPT failed:\n{proc.stderr[-3000:]}")
     curve = {int(s): float(v) for s, v in re.findall(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)", proc.stdout)}
-    return {"seconds": seconds, "val_loss": curve[max(curve)], "curve": curve, "load": (load0 + load()) / 2}
+    return {"seconds": seconds, "cpu": cpu, "val_loss": curve[max(curve)], "curve": curve, "load": (load0 + load()) / 2}
 
 
 def run_zupu(out: Path, sets: list[str]) -> dict:
     cmd = [sys.executable, "-m", "zupu", "train", "gpt", "--recipe", "shakespeare-char", "--out", str(out)]
     for s in sets:
         cmd += ["--set", s]
-    start, load0 = time.perf_counter(), load()
+    start, load0, cpu0 = time.perf_counter(), load(), child_cpu()
     proc = subprocess.run(cmd, env=env2(), capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, child_cpu() - cpu0
     if proc.returncode:
         raise SystemExit(f"zupu failed:\n{proc.stderr[-3000:]}")
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
-    return {"seconds": seconds, "val_loss": metrics["val_loss"], "tokens_per_s": metrics["train_tokens_per_s"],
-            "load": (load0 + load()) / 2}
+    return {"seconds": seconds, "cpu": cpu, "val_loss": metrics["val_loss"],
+            "tokens_per_s": metrics["train_tokens_per_s"], "load": (load0 + load()) / 2}
 
 
 # -- 2. training-step throughput -----------------------------------------------------------------
@@ -138,8 +144,13 @@ def flops_per_token(model: torch.nn.Module, block: int, n_layer: int = 4, n_embd
 
 
 def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: int, seconds: float) -> float:
-    """Training tokens/s of forward + backward + fused AdamW at (batch, block)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    """Training tokens/s of forward + backward + fused AdamW (or the recipe's Muon + AdamW) at (batch, block)."""
+    if kind == "zupu-muon":
+        from zupu.recipes.gpt import CharSettings, make_optimizer
+
+        opt = make_optimizer(model, CharSettings())
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     x = torch.randint(vocab, (batch, block))
     y = torch.randint(vocab, (batch, block))
 
@@ -165,7 +176,8 @@ def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: 
 
 
 def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, seconds: float) -> list[dict]:
-    makers = {"zupu": lambda: zupu_model(vocab, block), "nanoGPT": lambda: nanogpt_model(nanogpt, vocab, block)}
+    makers = {"zupu": lambda: zupu_model(vocab, block), "zupu, recipe's Muon + AdamW": lambda: zupu_model(vocab, block),
+              "nanoGPT": lambda: nanogpt_model(nanogpt, vocab, block)}
     try:
         import transformers  # noqa: F401
 
@@ -177,7 +189,8 @@ def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, 
         for name, make in makers.items():
             torch.manual_seed(0)
             model = make()
-            kind = "nanogpt" if name == "nanoGPT" else "hf" if name.startswith("HF") else "zupu"
+            kind = ("nanogpt" if name == "nanoGPT" else "hf" if name.startswith("HF") else
+                    "zupu-muon" if "Muon" in name else "zupu")
             before = sgemm_gflops(seconds=1.5)
             tps = step_rate(kind, model, batch, block, vocab, seconds)
             after = sgemm_gflops(seconds=1.5)
@@ -197,6 +210,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="nanoGPT/zupu run pairs (alternating)")
     ap.add_argument("--step-seconds", type=float, default=8.0, help="seconds per throughput measurement")
     ap.add_argument("--skip-runs", action="store_true", help="only the step throughput table")
+    ap.add_argument("--skip-throughput", action="store_true", help="only the time-to-loss pairs")
     ap.add_argument("--set", action="append", default=[], help="zupu recipe overrides, key=value")
     ap.add_argument("--threads", type=int, default=THREADS, help="threads for every run (default 2)")
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS-gpt-train.md")
@@ -225,30 +239,34 @@ def main() -> None:
                 pair = {}
                 for name, fn in order:
                     pair[name] = fn()
-                    print(f"  {name}: {pair[name]['seconds']:.1f} s, val loss {pair[name]['val_loss']:.4f}, "
-                          f"load {pair[name]['load']:.1f}", flush=True)
+                    print(f"  {name}: {pair[name]['seconds']:.1f} s ({pair[name]['cpu']:.1f} s of CPU), val loss "
+                          f"{pair[name]['val_loss']:.4f}, load {pair[name]['load']:.1f}", flush=True)
                 pairs.append(pair)
         lines += ["## 1. Time to nanoGPT's final validation loss (tiny Shakespeare, characters)", "",
-                  "| pair | nanoGPT s | nanoGPT val loss | zupu s | zupu val loss | zupu / nanoGPT time "
-                  "| load (nano, zupu) |",
+                  "| pair | nanoGPT s (CPU s) | nanoGPT val loss | zupu s (CPU s) | zupu val loss "
+                  "| zupu / nanoGPT time | load (nano, zupu) |",
                   "|---|---|---|---|---|---|---|"]
         for i, p in enumerate(pairs):
             n, z = p["nanoGPT"], p["zupu"]
-            lines.append(f"| {i + 1} | {n['seconds']:.1f} | {n['val_loss']:.4f} | {z['seconds']:.1f} | "
-                         f"{z['val_loss']:.4f} | {z['seconds'] / n['seconds']:.2f} | "
+            lines.append(f"| {i + 1} | {n['seconds']:.1f} ({n['cpu']:.1f}) | {n['val_loss']:.4f} | {z['seconds']:.1f} "
+                         f"({z['cpu']:.1f}) | {z['val_loss']:.4f} | {z['seconds'] / n['seconds']:.2f} | "
                          f"{n['load']:.1f}, {z['load']:.1f} |")
         ratio = statistics.median(p["zupu"]["seconds"] / p["nanoGPT"]["seconds"] for p in pairs)
+        print(f"wall-time ratio zupu / nanoGPT (median of {len(pairs)} pairs): {ratio:.2f} (target <= 0.5)", flush=True)
         lines += ["", f"Median time ratio zupu / nanoGPT: **{ratio:.2f}** (target <= 0.5). nanoGPT's val loss "
                   "is its own estimate (20 random batches of 12 x 64); zupu's is the whole validation split (111,540 "
                   "characters, windows of 64).", "",
                   "nanoGPT's val curve (last pair): " + ", ".join(f"{k}: {v:.4f}" for k, v in
                                                                   sorted(pairs[-1]["nanoGPT"]["curve"].items())), ""]
 
-    lines += ["## 2. Training-step throughput (forward + backward + fused AdamW, 4 x 128, block 64)", "",
-              "Model FLOPs per token = 6 x (non-embedding weights + the tied output matrix) + 12 x layers x "
-              "block x width (attention), the same count for every model; the fraction is model FLOP/s over "
-              "the sgemm rate (2048^2 float32 matmul) measured right before and after each measurement.", ""]
-    for batch in (12, 32):
+    if not args.skip_throughput:
+        lines += ["## 2. Training-step throughput (forward + backward + optimiser step, 4 x 128, block 64)", "",
+                  "Fused AdamW for every model, and zupu once more with its recipe's Muon + AdamW. Model FLOPs per "
+                  "token = 6 x (non-embedding weights + the tied output matrix) + 12 x layers x block x width "
+                  "(attention), the same count for every model (Muon's own matmuls are not counted); the "
+                  "fraction is model FLOP/s over the sgemm rate (2048^2 float32 matmul) measured right before "
+                  "and after each measurement.", ""]
+    for batch in () if args.skip_throughput else (12, 16):  # nanoGPT's batch, the recipe's
         print(f"throughput, batch {batch}", flush=True)
         rows = throughput(nanogpt, batch, 64, vocab, repeats=2, seconds=args.step_seconds)
         zupu = next(r for r in rows if r["name"] == "zupu")

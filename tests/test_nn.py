@@ -1,4 +1,4 @@
-"""zupu.nn: attention against a written-out softmax(QK^T/sqrt(d))V in float64, masks, and the KV cache."""
+"""zupu.nn: attention against a written-out softmax(QK^T/sqrt(d))V in float64, masks, the KV cache, packed linears."""
 
 import math
 
@@ -6,7 +6,17 @@ import pytest
 import torch
 
 from zupu.errors import SettingError
-from zupu.nn import KVCache, MultiHeadAttention, PatchEmbed, TransformerBlock, causal_mask, padding_mask, sinusoidal
+from zupu.nn import (
+    KVCache,
+    MultiHeadAttention,
+    PackedLinear,
+    PatchEmbed,
+    TransformerBlock,
+    causal_mask,
+    pack_linears,
+    padding_mask,
+    sinusoidal,
+)
 
 
 def naive(attn: MultiHeadAttention, x, keep=None, memory=None):
@@ -96,3 +106,20 @@ def test_patch_embed_shapes_and_errors():
         pe(torch.zeros(3, 1, 32, 32))
     with pytest.raises(SettingError, match="divisible"):
         MultiHeadAttention(30, 4)
+
+
+def test_packed_linear_equals_linear_and_follows_weight_updates():
+    torch.manual_seed(0)
+    layer = PackedLinear(48, 96)
+    pack_linears(layer)
+    x = torch.randn(3, 5, 48)
+    with torch.no_grad():
+        assert torch.allclose(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
+    loss = layer(x).square().mean()  # with autograd on, the plain path: gradients reach the weight
+    loss.backward()
+    assert layer.weight.grad is not None
+    torch.optim.SGD(layer.parameters(), lr=1.0).step()  # an in-place update: the packed copy must be rebuilt
+    with torch.no_grad():
+        assert torch.allclose(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
+        layer.load_state_dict({"weight": torch.zeros(96, 48), "bias": torch.ones(96)})
+        assert torch.equal(layer(x), torch.ones(3, 5, 96))

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -8,7 +9,7 @@ from torch import nn
 from zupu.errors import CheckpointError
 from zupu.train import launch
 from zupu.train.batches import RandomWindows, TensorBatches
-from zupu.train.optim import lr_factor
+from zupu.train.optim import MuonAdamW, lr_factor, make_schedule
 from zupu.train.run import Run
 from zupu.train.trainer import Trainer
 
@@ -112,3 +113,40 @@ def test_gradient_clipping_bounds_the_update():
                       batch_size=4), torch.optim.SGD(model.parameters(), lr=1.0), max_steps=1, grad_clip=1.0)
     trainer.fit()
     assert model.weight.norm().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_muon_adamw_is_one_optimizer_for_schedules_and_checkpoints():
+    def make():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+        opt = MuonAdamW([{"params": [model[0].weight]}], [{"params": [model[0].bias, *model[2].parameters()]}],
+                        lr=0.02)
+        return model, opt, make_schedule(opt, "linear", 10, warmup=2)
+
+    x, y = torch.randn(32, 8), torch.randn(32, 1)
+
+    def train(model, opt, sched, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+            sched.step()
+
+    model, opt, sched = make()
+    w0 = model[0].weight.detach().clone()
+    train(model, opt, sched, 1)
+    update = model[0].weight.detach() - w0 * (1 - 0.02 * 0.5 * 0.1)  # undo the decoupled weight decay
+    s = torch.linalg.svdvals(update)
+    assert s.max() / s.min() < 2  # Muon's step is nearly orthogonal: all directions move alike
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.02] * 2)  # warm-up step 2 of 2 on both parts
+    train(model, opt, sched, 2)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    state, sched_state = copy.deepcopy(opt.state_dict()), sched.state_dict()  # the live tensors move on
+    train(model, opt, sched, 3)
+
+    model2, opt2, sched2 = make()
+    model2.load_state_dict(saved)
+    opt2.load_state_dict(state)
+    sched2.load_state_dict(sched_state)
+    train(model2, opt2, sched2, 3)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters(), strict=True))

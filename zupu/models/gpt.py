@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zupu.errors import SettingError
-from zupu.nn import KVCache, TransformerBlock
+from zupu.nn import KVCache, PackedLinear, TransformerBlock, pack_linears
 
 
 @dataclass
@@ -93,7 +93,7 @@ class GPT(nn.Module):
             for i in range(c.n_layer)
         )
         self.ln_f = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon) if c.pre_ln else None
-        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.lm_head = PackedLinear(c.n_embd, c.vocab_size, bias=False)
         self.apply(self._init_weights)
         if c.tie_word_embeddings:
             self.lm_head.weight = self.wte.weight
@@ -172,7 +172,9 @@ class GPT(nn.Module):
         `eos_token_id` (a finished row repeats it). Rows of different lengths are left-padded, with
         `attention_mask` 0 on the padding. Beyond the context window each token is computed from the last
         `n_positions` tokens without the cache (positions are absolute, so a cache cannot slide).
-        `torch.stack(list(model.generate(...)), 1)` collects the (B, max_new_tokens) result."""
+        `torch.stack(list(model.generate(...)), 1)` collects the (B, max_new_tokens) result. The linear layers
+        multiply by oneDNN-packed copies of their weights from the first call on (`zupu.nn.linear`)."""
+        pack_linears(self)
         n_ctx = self.config.n_positions
         ids, mask = input_ids, attention_mask  # mask stays None when no row is padded
         b, t = ids.shape

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zupu.errors import SettingError
+from zupu.nn.linear import PackedLinear
 
 
 class KVCache:
@@ -74,11 +75,11 @@ class MultiHeadAttention(nn.Module):
             raise SettingError(f"d_model {d_model} is not divisible by n_head {n_head}")
         self.n_head, self.cross, self.window, self.dropout = n_head, cross, window, dropout
         if cross:
-            self.q = nn.Linear(d_model, d_model, bias=bias)
-            self.kv = nn.Linear(d_model, 2 * d_model, bias=bias)
+            self.q = PackedLinear(d_model, d_model, bias=bias)
+            self.kv = PackedLinear(d_model, 2 * d_model, bias=bias)
         else:
-            self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
-        self.proj = nn.Linear(d_model, d_model, bias=bias)
+            self.qkv = PackedLinear(d_model, 3 * d_model, bias=bias)
+        self.proj = PackedLinear(d_model, d_model, bias=bias)
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape

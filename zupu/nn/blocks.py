@@ -28,17 +28,16 @@ class TransformerBlock(nn.Module):
         self.ln2 = nn.LayerNorm(d_model, eps=eps)
         self.drop = nn.Dropout(dropout)
 
-    def sublayer(self, x: torch.Tensor, ln: nn.LayerNorm, f, drop: bool = True) -> torch.Tensor:
-        d = self.drop if drop else nn.Identity()
-        if self.pre_ln:
-            return x + d(f(ln(x)))
-        return ln(x + d(f(x)))
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
                 memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, cross_cache: KVCache | None = None) -> torch.Tensor:
-        x = self.sublayer(x, self.ln1, lambda h: self.attn(h, mask, causal, cache=cache))
+        # written out for both layouts rather than through a generic sublayer(f) helper: no closure per call
+        if self.pre_ln:
+            x = x + self.drop(self.attn(self.ln1(x), mask, causal, cache=cache))
+            if self.cross_attn is not None:
+                x = x + self.drop(self.cross_attn(self.ln_cross(x), memory_mask, memory=memory, cache=cross_cache))
+            return x + self.mlp(self.ln2(x))  # FeedForward applies its own dropout
+        x = self.ln1(x + self.drop(self.attn(x, mask, causal, cache=cache)))
         if self.cross_attn is not None:
-            x = self.sublayer(x, self.ln_cross,
-                              lambda h: self.cross_attn(h, memory_mask, memory=memory, cache=cross_cache))
-        return self.sublayer(x, self.ln2, self.mlp, drop=False)  # FeedForward applies its own dropout
+            x = self.ln_cross(x + self.drop(self.cross_attn(x, memory_mask, memory=memory, cache=cross_cache)))
+        return self.ln2(x + self.mlp(x))

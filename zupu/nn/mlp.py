@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zupu.errors import UnknownName
+from zupu.nn.linear import PackedLinear
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -28,9 +29,9 @@ def activation(name: str):
 class FeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int, act: str = "gelu", bias: bool = True, dropout: float = 0.0):
         super().__init__()
-        self.fc = nn.Linear(d_model, d_ff, bias=bias)
+        self.fc = PackedLinear(d_model, d_ff, bias=bias)
         self.act = activation(act)
-        self.proj = nn.Linear(d_ff, d_model, bias=bias)
+        self.proj = PackedLinear(d_ff, d_model, bias=bias)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

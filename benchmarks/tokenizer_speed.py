@@ -1,6 +1,6 @@
 """zupu's tokenizers vs tiktoken and Hugging Face `tokenizers`: encode throughput, side by side.
 
-    ZUPU_DATA_MIRROR=../shared/data python benchmarks/tokenizers.py [--repeats 5]
+    ZUPU_DATA_MIRROR=../shared/data python benchmarks/tokenizer_speed.py [--repeats 5]
 
 zupu's encoder runs in turn with its peers, `repeats` rounds, on the same text in this process, one
 thread each (RAYON_NUM_THREADS=1 for `tokenizers`); the table reports median throughput and the
@@ -16,12 +16,9 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-# this file's own name would shadow the `tokenizers` package it compares against
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault("RAYON_NUM_THREADS", "1")  # before `tokenizers` starts its thread pool
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
