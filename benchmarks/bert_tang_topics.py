@@ -13,7 +13,7 @@ Pre-training: the recipe's MLM (15%, 80/10/10) + NSP on the remaining ~56,600 po
 being a poem and a sentence one couplet; one character per token (BERT's CJK rule), characters seen
 fewer than 5 times are [UNK]. Both arms are then fine-tuned identically (same steps, batches, learning
 rate and seeds); a bag-of-characters logistic regression on the same labels is the non-neural
-reference. Writes benchmarks/RESULTS-bert.md (between markers) and benchmarks/bert_tang_topics.png.
+reference. Writes a section of benchmarks/RESULTS-bert.md and benchmarks/bert_tang_topics_STEPS.png.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from zupu.train.trainer import Trainer  # noqa: E402
 TOPICS = {"farewell": "送別餞", "temple": "寺僧禪", "frontier": "塞邊征軍戍", "palace": "宮閨怨妾"}
 TEST_PER_TOPIC = 250
 RESULTS = Path(__file__).with_name("RESULTS-bert.md")
-BEGIN, END = "<!-- tang-topics:begin -->", "<!-- tang-topics:end -->"
 
 
 def task(labels_per_topic: int, min_count: int = 5):
@@ -147,14 +146,15 @@ def main() -> None:
         print(seed, accs["pre-trained"][-1], accs["from scratch"][-1], flush=True)
     bow = bag_of_chars(tok, train, test, a)
     mean = {arm: sum(v) / len(v) for arm, v in accs.items()}
-    arms_figure(accs, 1 / len(TOPICS), Path(__file__).with_name("bert_tang_topics.png"),
+    arms_figure(accs, 1 / len(TOPICS), Path(__file__).with_name(f"bert_tang_topics_{a.pretrain_steps}.png"),
                 f"Tang poem topics (farewell/temple/frontier/palace): {len(train)} labels, {len(test)} test poems")
     row = " | ".join(f"{mean[arm]:.3f} ({', '.join(f'{x:.3f}' for x in v)})" for arm, v in accs.items())
-    body = (f"## BERT on 全唐诗 topics: pre-trained vs from scratch\n\n"
+    body = (f"## BERT on 全唐诗 topics: pre-trained ({a.pretrain_steps} steps) vs from scratch\n\n"
             f"`python benchmarks/bert_tang_topics.py --pretrain-steps {a.pretrain_steps} --labels-per-topic "
             f"{a.labels_per_topic} --seeds {a.seeds}`: hidden {a.hidden}, 2 layers, {a.max_length} tokens, "
             f"vocabulary {tok.vocab_size} characters, {len(docs):,} pre-training poems; {a.finetune_steps} "
-            f"fine-tuning steps of batch 32 at lr 1e-3 for both arms. Figure: bert_tang_topics.png.\n\n"
+            f"fine-tuning steps of batch 32 at lr 1e-3 for both arms. "
+            f"Figure: bert_tang_topics_{a.pretrain_steps}.png.\n\n"
             "| pre-training | MLM acc | NSP acc | labels | test | pre-trained acc (per seed) | "
             "from-scratch acc (per seed) | gain | bag-of-chars logistic regression |\n"
             "|---|---|---|---|---|---|---|---|---|\n"
@@ -163,9 +163,10 @@ def main() -> None:
             f"{mean['pre-trained'] - mean['from scratch']:+.3f} | {bow:.3f} |")
     print(body)
     text = RESULTS.read_text() if RESULTS.exists() else "# BERT benchmarks\n"
-    if BEGIN in text:
-        text = text[:text.index(BEGIN)] + text[text.index(END) + len(END):].lstrip("\n")
-    RESULTS.write_text(text.rstrip("\n") + f"\n\n{BEGIN}\n{body}\n{END}\n")
+    begin, end = f"<!-- tang-topics-{a.pretrain_steps}:begin -->", f"<!-- tang-topics-{a.pretrain_steps}:end -->"
+    if begin in text:  # one section per pre-training length, replaced when that length is rerun
+        text = text[:text.index(begin)] + text[text.index(end) + len(end):].lstrip("\n")
+    RESULTS.write_text(text.rstrip("\n") + f"\n\n{begin}\n{body}\n{end}\n")
 
 
 if __name__ == "__main__":

@@ -299,7 +299,7 @@ class SpeakerID(Recipe):
 
 def arms_figure(accs: dict[str, list[float]], chance: float, path, title: str) -> None:
     """Bars: each arm's mean test accuracy over the fine-tuning seeds, one dot per seed, chance as a line."""
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    fig, ax = plt.subplots(figsize=(6, 3.8))
     for i, a in enumerate(accs.values()):
         ax.bar(i, sum(a) / len(a), color=f"C{i}", alpha=0.6)
         ax.plot([i] * len(a), a, "k.", ms=6)
