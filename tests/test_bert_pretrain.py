@@ -1,9 +1,10 @@
 """BERT pre-training data (masking, next-sentence pairs) and the pre-train-then-fine-tune recipe."""
 
+import pytest
 import torch
 
 from zupu.data import load
-from zupu.models.bert import IGNORE, BertForPreTraining
+from zupu.models.bert import IGNORE, BertForPreTraining, masked_lm_loss
 from zupu.recipes.bert import (
     SPEAKERS,
     PretrainBatches,
@@ -14,6 +15,7 @@ from zupu.recipes.bert import (
     pack_pairs,
     speeches,
 )
+from zupu.train import launch
 
 VOCAB = 1000
 
@@ -121,3 +123,35 @@ def test_short_pretraining_lowers_the_masked_lm_loss():
     with torch.no_grad():
         out = pre.loss(b["input_ids"], b["attention_mask"], b["token_type_ids"], b["mlm_labels"], b["nsp_labels"])
     assert out["mlm_loss"].item() < 0.8 * torch.log(torch.tensor(float(tok.vocab_size))).item()
+
+
+def test_pretraining_loss_on_selected_positions_equals_the_full_logits_loss():
+    """`loss` computes vocabulary logits at the selected positions only; loss and accuracies must match the
+    (B, T, V) logits of `forward` scored with `masked_lm_loss`."""
+    tok, docs, _, _ = data()
+    b = PretrainBatches(tok, docs, batch_size=64, max_length=32, seed=4)(0)
+    torch.manual_seed(0)
+    model = BertForPreTraining(SpeakerID().config(SpeakerID().settings(), tok.vocab_size)).eval()
+    args = b["input_ids"], b["attention_mask"], b["token_type_ids"]
+    out = model.loss(*args, b["mlm_labels"], b["nsp_labels"])
+    mlm_logits, nsp_logits = model(*args)
+    picked = b["mlm_labels"] != IGNORE
+    assert 0 < picked.sum() < picked.numel()
+    torch.testing.assert_close(out["mlm_loss"], masked_lm_loss(mlm_logits, b["mlm_labels"]))
+    torch.testing.assert_close(out["nsp_loss"], torch.nn.functional.cross_entropy(nsp_logits, b["nsp_labels"]))
+    assert out["mlm_acc"] == (mlm_logits[picked].argmax(-1) == b["mlm_labels"][picked]).float().mean()
+    assert out["nsp_acc"] == (nsp_logits.argmax(-1) == b["nsp_labels"]).float().mean()
+
+
+@pytest.mark.slow
+def test_recipe_fine_tunes_both_arms_per_seed_and_saves_the_first(tmp_path):
+    """A short run of the recipe: per-seed accuracies for both arms, the gain of their means, the pre-trained
+    model's MLM/NSP accuracy, the comparison figure, and a saved model that scores what seed 0 scored."""
+    result = launch.train("bert", "shakespeare-speakers", tmp_path,
+                          overrides={"pretrain_steps": 30, "finetune_steps": 10, "finetune_seeds": 2})
+    m = result["metrics"]
+    assert len(m["pretrained_accs"]) == len(m["scratch_accs"]) == 2
+    assert m["gain"] == pytest.approx(sum(m["pretrained_accs"]) / 2 - sum(m["scratch_accs"]) / 2)
+    assert 0 < m["pretrain_mlm_acc"] < 1 and 0 < m["pretrain_nsp_acc"] < 1
+    assert launch.evaluate(tmp_path)["metrics"]["pretrained_acc"] == pytest.approx(m["pretrained_accs"][0])
+    assert (tmp_path / "pretrained_vs_scratch.png").stat().st_size > 1000

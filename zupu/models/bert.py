@@ -169,9 +169,16 @@ class BertForPreTraining(BertForMaskedLM):
         return self.mlm(h, self.bert.embeddings.word_embeddings.weight), self.nsp(self.bert.pool(h))
 
     def loss(self, input_ids, attention_mask, token_type_ids, mlm_labels, nsp_labels) -> dict[str, torch.Tensor]:
-        mlm_logits, nsp_logits = self(input_ids, attention_mask, token_type_ids)
-        mlm, nsp = masked_lm_loss(mlm_logits, mlm_labels), F.cross_entropy(nsp_logits, nsp_labels)
-        return {"loss": mlm + nsp, "mlm_loss": mlm, "nsp_loss": nsp}
+        """Both losses and accuracies. Vocabulary logits are computed at the selected positions only (BERT's
+        `gather_indexes`): the same loss as `masked_lm_loss` on the full (B, T, V) logits, for ~15% of the work."""
+        h = self.bert(input_ids, attention_mask, token_type_ids)
+        picked = mlm_labels != IGNORE  # (B, T)
+        mlm_logits = self.mlm(h[picked], self.bert.embeddings.word_embeddings.weight)  # (selected, V)
+        nsp_logits = self.nsp(self.bert.pool(h))  # (B, 2)
+        mlm, nsp = F.cross_entropy(mlm_logits, mlm_labels[picked]), F.cross_entropy(nsp_logits, nsp_labels)
+        return {"loss": mlm + nsp, "mlm_loss": mlm, "nsp_loss": nsp,
+                "mlm_acc": (mlm_logits.argmax(-1) == mlm_labels[picked]).float().mean(),
+                "nsp_acc": (nsp_logits.argmax(-1) == nsp_labels).float().mean()}
 
 
 class BertForSequenceClassification(nn.Module):

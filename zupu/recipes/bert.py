@@ -22,7 +22,9 @@ labelled speeches per speaker to train on and the rest to test. The test speeche
 the pre-training corpus. A model has to notice each speaker's diction, addressees and topics from very
 few examples, which is where BERT claims pre-training pays. The recipe fine-tunes the pre-trained
 encoder and an identically built, randomly initialised one with the same steps, batches and learning
-rate, and reports both test accuracies; the milestone is the gain.
+rate, once per fine-tuning seed (the same seeds for both), and reports both mean test accuracies; the
+milestone is the gain of the means. The pre-trained model's own MLM and NSP accuracies on fresh batches
+are reported too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
@@ -41,6 +44,8 @@ from zupu.recipe import Milestone, Recipe
 from zupu.tokenizers import WordPiece
 from zupu.train.batches import TensorBatches
 from zupu.train.optim import make_schedule
+from zupu.train.plots import save
+from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 SPEAKERS = ("ROMEO", "MENENIUS", "PETRUCHIO", "DUKE VINCENTIO")
@@ -152,8 +157,9 @@ class Settings:
     finetune_steps: int = 100
     finetune_batch: int = 32
     finetune_lr: float = 1e-3
+    finetune_seeds: int = 3  # each arm is fine-tuned once per seed; the metrics are the means
     dropout: float = 0.1
-    threads: int = 2
+    threads: int = 1
 
 
 @lru_cache(maxsize=4)
@@ -228,6 +234,16 @@ class SpeakerID(Recipe):
                 desc="bert pre-train").fit()
         return model
 
+    @torch.no_grad()
+    def pretraining_accuracy(self, model: BertForPreTraining, s: Settings, n: int = 2048) -> dict[str, float]:
+        """Masked-token and next-sentence accuracy on `n` fresh pairs (a batch seed training never uses)."""
+        tok, docs, _, _ = corpus(s.train_per_speaker, s.vocab_size)
+        b = PretrainBatches(tok, docs, n, s.max_length, seed=10**6)(0)
+        model.eval()
+        out = model.loss(b["input_ids"], b["attention_mask"], b["token_type_ids"], b["mlm_labels"], b["nsp_labels"])
+        model.train()
+        return {"mlm_acc": out["mlm_acc"].item(), "nsp_acc": out["nsp_acc"].item()}
+
     def finetune(self, model: BertForSequenceClassification, s: Settings, seed: int = 0) -> float:
         """Fine-tune on the labelled speeches; returns test accuracy. No run log: both arms must match."""
         tok, _, train, test = corpus(s.train_per_speaker, s.vocab_size)
@@ -243,25 +259,57 @@ class SpeakerID(Recipe):
         return accuracy(model, *encode_speeches(tok, test, s.max_length))
 
     def train(self, model: BertForSequenceClassification, s: Settings, run) -> dict:
-        torch.set_num_threads(max(1, min(s.threads, torch.get_num_threads())))
+        with threads(s.threads):
+            return self._train(model, s, run)
+
+    def _train(self, model: BertForSequenceClassification, s: Settings, run) -> dict:
         tok, docs, train, test = corpus(s.train_per_speaker, s.vocab_size)
         tok.save(run.out)
         start = time.perf_counter()
         pre = self.pretrain(s, run, seed=run.seed)
         pretrain_seconds = time.perf_counter() - start
-        scratch = BertForSequenceClassification(model.config)  # same shapes, fresh random weights
-        model.bert.load_state_dict(pre.bert.state_dict())  # the pre-trained encoder, pooler included
-        pretrained_acc = self.finetune(model, s, seed=run.seed)
-        scratch_acc = self.finetune(scratch, s, seed=run.seed)
-        metrics = {"pretrained_acc": pretrained_acc, "scratch_acc": scratch_acc, "gain": pretrained_acc - scratch_acc,
+        accs: dict[str, list[float]] = {"pre-trained": [], "from scratch": []}
+        for k in range(s.finetune_seeds):
+            seed = run.seed + k
+            torch.manual_seed(seed)  # the same classifier-layer start for both arms
+            tuned = BertForSequenceClassification(model.config)
+            tuned.bert.load_state_dict(pre.bert.state_dict())  # the pre-trained encoder, pooler included
+            torch.manual_seed(seed)
+            scratch = BertForSequenceClassification(model.config)  # same shapes, fresh random weights
+            accs["pre-trained"].append(self.finetune(tuned, s, seed=seed))
+            accs["from scratch"].append(self.finetune(scratch, s, seed=seed))
+            if k == 0:
+                model.load_state_dict(tuned.state_dict())  # the run saves the first seed's fine-tuned model
+        mean = {arm: sum(a) / len(a) for arm, a in accs.items()}
+        metrics = {"pretrained_acc": mean["pre-trained"], "scratch_acc": mean["from scratch"],
+                   "gain": mean["pre-trained"] - mean["from scratch"],
+                   "pretrained_accs": accs["pre-trained"], "scratch_accs": accs["from scratch"],
+                   **{"pretrain_" + k: v for k, v in self.pretraining_accuracy(pre, s).items()},
                    "chance": 1 / len(SPEAKERS), "labelled_train": len(train), "labelled_test": len(test),
                    "pretrain_seconds": pretrain_seconds, "seconds": time.perf_counter() - start}
         run.log(s.pretrain_steps, **{k: v for k, v in metrics.items() if k.endswith("acc") or k == "gain"})
+        arms_figure(accs, 1 / len(SPEAKERS), run.path("pretrained_vs_scratch.png"),
+                    f"{len(SPEAKERS)} speakers from {len(train)} labelled speeches, {len(test)} test speeches")
         return metrics
 
     def evaluate(self, model: BertForSequenceClassification, s: Settings) -> dict:
         tok, _, _, test = corpus(s.train_per_speaker, s.vocab_size)
         return {"pretrained_acc": accuracy(model, *encode_speeches(tok, test, s.max_length))}
+
+
+def arms_figure(accs: dict[str, list[float]], chance: float, path, title: str) -> None:
+    """Bars: each arm's mean test accuracy over the fine-tuning seeds, one dot per seed, chance as a line."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, a in enumerate(accs.values()):
+        ax.bar(i, sum(a) / len(a), color=f"C{i}", alpha=0.6)
+        ax.plot([i] * len(a), a, "k.", ms=6)
+        ax.annotate(f"{sum(a) / len(a):.3f}", (i, sum(a) / len(a)), ha="center", va="bottom", fontsize=8)
+    ax.axhline(chance, color="grey", ls="--", lw=1, label="chance")
+    ax.set_xticks(range(len(accs)), list(accs))
+    ax.set_ylabel(f"test accuracy (mean of {len(next(iter(accs.values())))} fine-tuning seeds)")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=8)
+    save(fig, path)
 
 
 RECIPES = [SpeakerID()]
