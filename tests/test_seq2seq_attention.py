@@ -154,6 +154,19 @@ def test_alignment_heat_map_is_drawn(tmp_path):
     assert (tmp_path / "alignment.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_paired_comparison_tells_a_lead_from_chance():
+    refs = [f"我们明天去学校{i % 10}次。" for i in range(120)]
+    wrong = ["他们昨天在家。"] * 120
+    lengths = list(range(120))
+    same = translation.paired_comparison(wrong, wrong, refs, lengths)
+    assert same["bleu_gain_p"] == 1.0 and same["bleu_gain_short"] == same["bleu_gain_long"] == 0.0
+    better_on_long = [r if i >= 60 else w for i, (r, w) in enumerate(zip(refs, wrong, strict=True))]
+    out = translation.paired_comparison(wrong, better_on_long, refs, lengths, trials=200)
+    assert out["bleu_gain_p"] <= 1 / 201 + 1e-9  # no random swap does as well as the real split
+    assert out["bleu_gain_long"] > 90 and out["bleu_gain_short"] == 0.0
+    assert translation.paired_comparison(better_on_long, wrong, refs, lengths)["bleu_gain_p"] == 1.0  # a loss
+
+
 @pytest.mark.slow
 def test_attention_beats_no_attention_on_tatoeba(tmp_path):
     result = launch.train("seq2seq-attention", quick=True, out=tmp_path, seed=0)

@@ -117,16 +117,54 @@ def score(hyps: list[str], refs: list[str]) -> dict[str, float]:
             "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score}
 
 
-def tatoeba_scores(model: nn.Module, src_vocab: int, tgt_vocab: int, max_src: int, max_tgt: int, beam_size: int,
-                limit: int = 0) -> dict:
-    """BLEU and chrF on the test split with beam search (`bleu`, `chrf`) and greedy (`*_greedy`)."""
+def tatoeba_translations(model: nn.Module, src_vocab: int, tgt_vocab: int, max_src: int, max_tgt: int,
+                         beam_size: int, limit: int = 0) -> dict:
+    """The test split translated with beam search (`beam`) and greedy (`greedy`), its references (`refs`)
+    and each source sentence's length in BPE pieces (`src_lengths`)."""
     src_tok, tgt_tok = tokenizers_for(src_vocab, tgt_vocab)
     check_vocab(model, src_tok, tgt_tok)
     src, _, pairs = tatoeba_tensors("test", src_vocab, tgt_vocab, max_src, max_tgt, limit)
-    refs = [zh for _, zh in pairs]
-    beam = score(translate(model, src, tgt_tok, beam_size), refs)
-    greedy = score(translate(model, src, tgt_tok, 1), refs)
-    return {**beam, "bleu_greedy": greedy["bleu"], "chrf_greedy": greedy["chrf"], "test_sentences": len(refs)}
+    return {"beam": translate(model, src, tgt_tok, beam_size), "greedy": translate(model, src, tgt_tok, 1),
+            "refs": [zh for _, zh in pairs], "src_lengths": (src != PAD).sum(1).tolist()}
+
+
+def scores_of(t: dict) -> dict:
+    """BLEU and chrF of `tatoeba_translations`: beam (`bleu`, `chrf`) and greedy (`*_greedy`)."""
+    beam, greedy = score(t["beam"], t["refs"]), score(t["greedy"], t["refs"])
+    return {**beam, "bleu_greedy": greedy["bleu"], "chrf_greedy": greedy["chrf"], "test_sentences": len(t["refs"])}
+
+
+def tatoeba_scores(model: nn.Module, src_vocab: int, tgt_vocab: int, max_src: int, max_tgt: int, beam_size: int,
+                   limit: int = 0) -> dict:
+    """BLEU and chrF on the test split with beam search (`bleu`, `chrf`) and greedy (`*_greedy`)."""
+    return scores_of(tatoeba_translations(model, src_vocab, tgt_vocab, max_src, max_tgt, beam_size, limit))
+
+
+def paired_comparison(baseline: list[str], system: list[str], refs: list[str], src_lengths: list[int],
+                      trials: int = 1000) -> dict:
+    """Does `system` beat `baseline` on BLEU beyond chance, and where?
+
+    `bleu_gain_p`: sacrebleu's paired approximate randomisation test (Riezler and Maxwell, 2005): the
+    share of `trials` random swaps of the two systems' outputs, sentence by sentence, whose BLEU
+    difference is at least the real one; 1.0 when the system does not lead at all. `bleu_gain_short` /
+    `_long`: the gain on the third of the sentences with the shortest / longest sources (Bahdanau et
+    al.'s figure 2: a fixed-length summary degrades on long sentences, attention should not).
+    """
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    bleu = BLEU(tokenize="zh")
+    _, results = PairedTest([("baseline", baseline), ("system", system)], {"BLEU": bleu}, [refs],
+                            test_type="ar", n_samples=trials)()
+    base, ours = results["BLEU"]
+    out = {"bleu_gain_p": float(ours.p_value) if ours.score > base.score else 1.0}
+    order = sorted(range(len(refs)), key=lambda i: (src_lengths[i], i))
+    third = len(order) // 3
+    for name, idx in (("short", order[:third]), ("long", order[-third:])):
+        pick = [refs[i] for i in idx]
+        out[f"bleu_gain_{name}"] = (bleu.corpus_score([system[i] for i in idx], [pick]).score
+                                    - bleu.corpus_score([baseline[i] for i in idx], [pick]).score)
+    return out
 
 
 def check_vocab(model: nn.Module, src_tok, tgt_tok) -> None:
