@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from starlette.concurrency import run_in_threadpool
 
 from zupu.errors import ZupuError
-from zupu.hub.storage import CHUNK, PartSpool, verified
+from zupu.hub.storage import PartSpool, stream, verified
 
 PART = 8 << 20  # S3 wants parts of 5 MiB or more (but the last) and at most 10,000 of them
 
@@ -125,11 +125,7 @@ class S3Storage(PartSpool):
                                     Range=f"bytes={start}-{start + length - 1}")
         body = r["Body"]
         try:
-            while length > 0:
-                chunk = await run_in_threadpool(body.read, min(4 * CHUNK, length))
-                if not chunk:
-                    break
-                length -= len(chunk)
+            async for chunk in stream(body.read, length):
                 yield chunk
         finally:
             body.close()

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -155,6 +155,16 @@ class PartSpool:
 
 
 
+async def stream(read: Callable[[int], bytes], length: int) -> AsyncIterator[bytes]:
+    """Up to `length` bytes from a blocking `read(n)`, in 4 MiB chunks, each read off the event loop."""
+    while length > 0:
+        chunk = await run_in_threadpool(read, min(4 * CHUNK, length))
+        if not chunk:
+            break
+        length -= len(chunk)
+        yield chunk
+
+
 class LocalStorage(PartSpool):
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -173,11 +183,7 @@ class LocalStorage(PartSpool):
     async def read(self, oid: str, start: int, length: int) -> AsyncIterator[bytes]:
         with open(self.path(oid), "rb") as f:
             f.seek(start)
-            while length > 0:
-                chunk = await run_in_threadpool(f.read, min(4 * CHUNK, length))
-                if not chunk:
-                    break
-                length -= len(chunk)
+            async for chunk in stream(f.read, length):
                 yield chunk
 
     async def put(self, oid: str, size: int, chunks: AsyncIterator[bytes], max_size: int) -> None:
