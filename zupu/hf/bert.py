@@ -15,7 +15,6 @@ A head model's encoder sits under `bert.` in both. The masked-LM decoder matrix 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from pathlib import Path
@@ -24,8 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zupu.atomic import write_json
-from zupu.checkpoint import CONFIG, WEIGHTS, save_state
+from zupu.checkpoint import CONFIG, WEIGHTS
 from zupu.errors import CheckpointError
 from zupu.hf import keymap
 from zupu.models.bert import Bert, BertConfig, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification
@@ -36,7 +34,6 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "BertForPreTraining": BertForPreTraining,
     "BertForSequenceClassification": BertForSequenceClassification,
 }
-HF_NAME = {cls: name for name, cls in ARCHITECTURES.items()}
 
 _LAYER = (  # (zupu, HF) inside encoder layer i
     ("attn.proj", "attention.output.dense"),
@@ -104,14 +101,4 @@ def from_pretrained(path: str | os.PathLike) -> nn.Module:
 
 def save_pretrained(model: nn.Module, out: str | os.PathLike, zupu_meta: dict[str, Any]) -> None:
     """Write a folder `transformers` loads directly (`AutoModel`/`BertFor...`.from_pretrained)."""
-    if type(model) not in HF_NAME:
-        raise CheckpointError(f"{type(model).__name__} has no Hugging Face BERT architecture")
-    out = Path(out)
-    cfg = dataclasses.asdict(model.config)
-    num_labels = cfg.pop("num_labels")
-    if isinstance(model, BertForSequenceClassification):
-        cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
-        cfg["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
-    save_state(keymap.to_hf(model.state_dict(), names), out / WEIGHTS)
-    write_json(out / CONFIG, {**cfg, "model_type": "bert", "architectures": [HF_NAME[type(model)]],
-                              "zupu": zupu_meta})
+    keymap.save_hf(model, out, names, ARCHITECTURES, "BERT", "bert", zupu_meta)

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zupu.checkpoint import CONFIG, WEIGHTS, check_keys, load_into, load_state, read_config
+from zupu.atomic import write_json
+from zupu.checkpoint import CONFIG, WEIGHTS, check_keys, load_into, load_state, read_config, save_state
 from zupu.errors import CheckpointError
 
 Names = Callable[[str], list[str]]
@@ -48,6 +49,24 @@ def from_hf(model: nn.Module, state: dict[str, torch.Tensor], names: Names, wher
               for k in sorted(expected.keys() & state.keys()) if tuple(state[k].shape) != expected[k][1]]
     check_keys(model, where, missing, unexpected, shapes)
     load_into(model, {key: torch.cat([state[n] for n in names(key)]) for key in own}, where)
+
+
+def save_hf(model: nn.Module, out: str | os.PathLike, names: Names, architectures: dict[str, type], family: str,
+            model_type: str, zupu_meta: dict[str, Any], **extra: Any) -> None:
+    """Write `model` as a folder `transformers` loads: HF-named weights and a config.json of the model's own
+    dataclass config plus `extra`; a classifier (a config with `num_labels` and a `classifier` layer) also
+    gets HF's label maps. `architectures` maps HF class names to zupu classes, as `open_checkpoint` takes."""
+    arch = next((name for name, cls in architectures.items() if cls is type(model)), None)
+    if arch is None:
+        raise CheckpointError(f"{type(model).__name__} has no Hugging Face {family} architecture")
+    cfg = dataclasses.asdict(model.config)
+    num_labels = cfg.pop("num_labels", None)
+    if num_labels is not None and hasattr(model, "classifier"):
+        cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+        cfg["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
+    out = Path(out)
+    save_state(to_hf(model.state_dict(), names), out / WEIGHTS)
+    write_json(out / CONFIG, {**cfg, **extra, "model_type": model_type, "architectures": [arch], "zupu": zupu_meta})
 
 
 def config_from_hf(config_cls: type, cfg: dict[str, Any], where: str) -> Any:

@@ -13,7 +13,6 @@ The classifier's encoder sits under `vit.` in both.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from pathlib import Path
@@ -21,14 +20,12 @@ from typing import Any
 
 from torch import nn
 
-from zupu.atomic import write_json
-from zupu.checkpoint import CONFIG, WEIGHTS, save_state
+from zupu.checkpoint import CONFIG, WEIGHTS
 from zupu.errors import CheckpointError
 from zupu.hf import keymap
 from zupu.models.vit import ViT, ViTConfig, ViTForImageClassification
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"ViTModel": ViT, "ViTForImageClassification": ViTForImageClassification}
-HF_NAME = {cls: name for name, cls in ARCHITECTURES.items()}
 
 _RENAME = {
     "patch.proj": "embeddings.patch_embeddings.projection",
@@ -75,14 +72,4 @@ def from_pretrained(path: str | os.PathLike) -> nn.Module:
 
 def save_pretrained(model: nn.Module, out: str | os.PathLike, zupu_meta: dict[str, Any]) -> None:
     """Write a folder `transformers` loads directly (`ViTModel`/`ViTForImageClassification`.from_pretrained)."""
-    if type(model) not in HF_NAME:
-        raise CheckpointError(f"{type(model).__name__} has no Hugging Face ViT architecture")
-    out = Path(out)
-    cfg = dataclasses.asdict(model.config)
-    num_labels = cfg.pop("num_labels")
-    if isinstance(model, ViTForImageClassification):
-        cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
-        cfg["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
-    save_state(keymap.to_hf(model.state_dict(), names), out / WEIGHTS)
-    write_json(out / CONFIG, {**cfg, "qkv_bias": True, "model_type": "vit",
-                              "architectures": [HF_NAME[type(model)]], "zupu": zupu_meta})
+    keymap.save_hf(model, out, names, ARCHITECTURES, "ViT", "vit", zupu_meta, qkv_bias=True)

@@ -160,7 +160,7 @@ def paired_comparison(baseline: list[str], system: list[str], refs: list[str], s
     out = {"bleu_gain_p": float(ours.p_value) if ours.score > base.score else 1.0}
     order = sorted(range(len(refs)), key=lambda i: (src_lengths[i], i))
     third = len(order) // 3
-    for name, idx in (("short", order[:third]), ("long", order[-third:])):
+    for name, idx in (("short", order[:third]), ("long", order[len(order) - third:])):
         pick = [refs[i] for i in idx]
         out[f"bleu_gain_{name}"] = (bleu.corpus_score([system[i] for i in idx], [pick]).score
                                     - bleu.corpus_score([baseline[i] for i in idx], [pick]).score)
