@@ -110,7 +110,7 @@ def zupu_model(vocab: int, block: int):
     from zupu.models.gpt import GPT, GPTConfig
 
     return GPT(GPTConfig(vocab_size=vocab, n_positions=block, n_embd=128, n_layer=4, n_head=4,
-                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+                         activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
 
 
 def nanogpt_model(nanogpt: Path, vocab: int, block: int):
@@ -144,15 +144,30 @@ def flops_per_token(model: torch.nn.Module, block: int, n_layer: int = 4, n_embd
 
 
 def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: int, seconds: float) -> float:
-    """Training tokens/s of forward + backward + fused AdamW (or the recipe's Muon + AdamW) at (batch, block)."""
-    if kind == "zupu-muon":
-        from zupu.recipes.gpt import CharSettings, make_optimizer
-
-        opt = make_optimizer(model, CharSettings())
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    """Training tokens/s of forward + backward + optimiser step at (batch, block): fused AdamW on one batch
+    for the models as they come, or, for "zupu-recipe", the recipe's own step (its Trainer, batch split over
+    its `workers` threads, Muon + AdamW, gradient clipping)."""
     x = torch.randint(vocab, (batch, block))
     y = torch.randint(vocab, (batch, block))
+    if kind == "zupu-recipe":
+        from zupu.recipes.gpt import CharSettings, make_optimizer
+        from zupu.train.trainer import Trainer
+
+        s = CharSettings()
+        opt = make_optimizer(model, s)
+
+        def steps(n: int) -> float:
+            trainer = Trainer(model, lambda b: {"loss": model.loss(*b)}, lambda i: (x, y), opt, n,
+                              grad_clip=s.grad_clip, workers=s.workers, log_every=10**9)
+            start = time.perf_counter()
+            trainer.fit()
+            return time.perf_counter() - start
+
+        per_step = steps(3) / 3
+        n = max(3, round(seconds / per_step))
+        return n * batch * block / steps(n)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
 
     def step():
         if kind == "nanogpt":
@@ -176,7 +191,8 @@ def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: 
 
 
 def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, seconds: float) -> list[dict]:
-    makers = {"zupu": lambda: zupu_model(vocab, block), "zupu, recipe's Muon + AdamW": lambda: zupu_model(vocab, block),
+    makers = {"zupu": lambda: zupu_model(vocab, block),
+              "zupu, the recipe's step": lambda: zupu_model(vocab, block),
               "nanoGPT": lambda: nanogpt_model(nanogpt, vocab, block)}
     try:
         import transformers  # noqa: F401
@@ -190,7 +206,7 @@ def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, 
             torch.manual_seed(0)
             model = make()
             kind = ("nanogpt" if name == "nanoGPT" else "hf" if name.startswith("HF") else
-                    "zupu-muon" if "Muon" in name else "zupu")
+                    "zupu-recipe" if "recipe" in name else "zupu")
             before = sgemm_gflops(seconds=1.5)
             tps = step_rate(kind, model, batch, block, vocab, seconds)
             after = sgemm_gflops(seconds=1.5)
@@ -261,7 +277,8 @@ def main() -> None:
 
     if not args.skip_throughput:
         lines += ["## 2. Training-step throughput (forward + backward + optimiser step, 4 x 128, block 64)", "",
-                  "Fused AdamW for every model, and zupu once more with its recipe's Muon + AdamW. Model FLOPs per "
+                  "Fused AdamW on one batch for every model, and zupu once more with its recipe's step (Trainer, "
+                  "batch split over 2 threads, Muon + AdamW, clipping). Model FLOPs per "
                   "token = 6 x (non-embedding weights + the tied output matrix) + 12 x layers x block x width "
                   "(attention), the same count for every model (Muon's own matmuls are not counted); the "
                   "fraction is model FLOP/s over the sgemm rate (2048^2 float32 matmul) measured right before "

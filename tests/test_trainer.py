@@ -150,3 +150,59 @@ def test_muon_adamw_is_one_optimizer_for_schedules_and_checkpoints():
     sched2.load_state_dict(sched_state)
     train(model2, opt2, sched2, 3)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters(), strict=True))
+
+
+def test_workers_split_the_batch_but_not_the_gradient():
+    """Shards' gradients, weighted by their rows, add up to the whole batch's; deterministically."""
+    from zupu.models.gpt import GPT, PRESETS
+
+    torch.manual_seed(0)
+    model = GPT(PRESETS["tiny"])
+    batch = RandomWindows(torch.randint(0, 96, (2000,)), 16, 7, seed=0)(0)  # 7 rows: shards of 4 and 3
+    model.loss(*batch).backward()
+    whole = [p.grad.clone() for p in model.parameters()]
+    sharded = []
+    for _ in range(2):
+        model.zero_grad(set_to_none=True)
+        Trainer(model, lambda b: {"loss": model.loss(*b)}, lambda step: batch,
+                torch.optim.SGD(model.parameters(), lr=0.0), 1, workers=2).fit()
+        sharded.append([p.grad.clone() for p in model.parameters()])
+    for w, g in zip(whole, sharded[0], strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)  # equal up to summation order
+    assert all(torch.equal(a, b) for a, b in zip(*sharded, strict=True))
+
+
+def test_muon_parts_on_threads_step_exactly_as_one():
+    def run(workers):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 1))
+        opt = MuonAdamW([{"params": [model[0].weight, model[2].weight]}],
+                        [{"params": [model[0].bias, model[2].bias, *model[4].parameters()]}], lr=0.02, workers=workers)
+        x, y = torch.randn(32, 8), torch.randn(32, 1)
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+        return model, opt
+
+    one, opt1 = run(1)
+    two, opt2 = run(2)
+    assert len(opt1._parts) == 2 and len(opt2._parts) == 3  # the two matrices went to two Muon parts
+    assert all(torch.equal(a, b) for a, b in zip(one.parameters(), two.parameters(), strict=True))
+
+
+def test_workers_log_the_whole_batch_mean():
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    x = torch.arange(5.0)[:, None]  # shards [0, 1, 2] and [3, 4]: means 1.0 and 3.5, whole batch 2.0
+    trainer = Trainer(model, lambda b: {"loss": model(b[0]).mean()}, TensorBatches(x, batch_size=5, shuffle=False),
+                      torch.optim.SGD(model.parameters(), lr=0.0), 1, workers=2)
+    assert trainer._sharded_step((x,))["loss"].item() == pytest.approx(2.0)
+    assert model.weight.grad.item() == pytest.approx(2.0)  # d mean(w x) / dw = mean(x)
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(ValueError, match="workers"):
+        Trainer(nn.Linear(1, 1), lambda b: {}, lambda s: None, torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=1),
+                1, workers=0)
