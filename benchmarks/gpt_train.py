@@ -145,8 +145,8 @@ def flops_per_token(model: torch.nn.Module, block: int, n_layer: int = 4, n_embd
 
 def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: int, seconds: float) -> float:
     """Training tokens/s of forward + backward + optimiser step at (batch, block): fused AdamW on one batch
-    for the models as they come, or, for "zupu-recipe", the recipe's own step (its Trainer, batch split over
-    its `workers` threads, Muon + AdamW, gradient clipping)."""
+    for the models as they come, or, for "zupu-recipe", the recipe's own step (its Trainer, Muon + AdamW,
+    gradient clipping)."""
     x = torch.randint(vocab, (batch, block))
     y = torch.randint(vocab, (batch, block))
     if kind == "zupu-recipe":
@@ -158,7 +158,7 @@ def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: 
 
         def steps(n: int) -> float:
             trainer = Trainer(model, lambda b: {"loss": model.loss(*b)}, lambda i: (x, y), opt, n,
-                              grad_clip=s.grad_clip, workers=s.workers, log_every=10**9)
+                              grad_clip=s.grad_clip, log_every=10**9)
             start = time.perf_counter()
             trainer.fit()
             return time.perf_counter() - start
@@ -277,8 +277,8 @@ def main() -> None:
 
     if not args.skip_throughput:
         lines += ["## 2. Training-step throughput (forward + backward + optimiser step, 4 x 128, block 64)", "",
-                  "Fused AdamW on one batch for every model, and zupu once more with its recipe's step (Trainer, "
-                  "batch split over 2 threads, Muon + AdamW, clipping). Model FLOPs per "
+                  "Fused AdamW for every model, and zupu once more with its recipe's step (Trainer, Muon + "
+                  "AdamW, clipping). Model FLOPs per "
                   "token = 6 x (non-embedding weights + the tied output matrix) + 12 x layers x block x width "
                   "(attention), the same count for every model (Muon's own matmuls are not counted); the "
                   "fraction is model FLOP/s over the sgemm rate (2048^2 float32 matmul) measured right before "

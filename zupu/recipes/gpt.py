@@ -57,7 +57,6 @@ class CharSettings:
     eval_every: int = 0  # 0: evaluate once, at the end
     eval_tokens: int = 0  # validation tokens per evaluation (a fixed prefix of the split); 0: the whole split
     threads: int = 2
-    workers: int = 2  # batch shards trained side by side, one thread each; 1: the whole batch on `threads` threads
     samples: int = 4  # texts sampled into samples.txt
     sample_tokens: int = 300
 
@@ -82,7 +81,7 @@ def make_optimizer(model: GPT, s: CharSettings) -> torch.optim.Optimizer:
         return MuonAdamW([{"params": [p for p in params if id(p) in hidden]}],
                          [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": s.weight_decay},
                           {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
-                         lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, s.beta2), workers=s.workers)
+                         lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, s.beta2))
     raise SettingError(f"unknown optimizer {s.optimizer!r}; choose muon or adamw")
 
 
@@ -145,7 +144,7 @@ class CharLM(Recipe):
         trainer = Trainer(model, step, batches, opt, s.steps, run=run,
                           scheduler=make_schedule(opt, s.schedule, s.steps, s.warmup, s.min_lr_factor),
                           evaluate=evaluate, eval_every=s.eval_every, log_every=25, grad_clip=s.grad_clip,
-                          checkpoint_every=max(100, s.steps // 4), desc=f"gpt {self.name}", workers=s.workers)
+                          checkpoint_every=max(100, s.steps // 4), desc=f"gpt {self.name}")
         start = time.perf_counter()
         trainer.fit()
         seconds = time.perf_counter() - start  # training (and any evaluations asked for), not data preparation
@@ -221,7 +220,6 @@ class PoemSettings(CharSettings):
     steps: int = 600
     optimizer: str = "adamw"  # tang-poems keeps the settings its milestone was measured with
     activation: str = "gelu_new"
-    workers: int = 1
     lr: float = 3e-3
     warmup: int = 30
     beta2: float = 0.99
