@@ -110,6 +110,28 @@ def test_tour_writes_the_report(tmp_path):
     assert base64.b64decode(first)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_tour_report_tells_a_short_quick_run_from_a_failure(tmp_path):
+    from zupu.tour import family_tree_figure, write_html
+
+    family_tree_figure(tmp_path / "family_tree.png")
+    base = {"year": 1998, "paper": "p", "authors": "a", "summary": "s", "seconds": 1.0, "metrics": {}}
+
+    def entry(recipe, passed, quick, error=None):
+        ms = {"name": "test_acc", "value": 0.5, "target": 0.9, "op": ">=", "passed": passed}
+        return {**base, "name": "lenet", "recipe": recipe, "milestone": ms, "quick": quick,
+                **({"error": error} if error else {})}
+
+    write_html(tmp_path, [entry("ok", True, {"epochs": 3}), entry("short", False, {"epochs": 3}),
+                          entry("full", False, {}), entry("broken", False, {"epochs": 3}, "ValueError: x")], 9.0)
+    page = (tmp_path / "report.html").read_text()
+    rows = {r.split("<td>")[3].split("<")[0]: r for r in page.split("<tr class=")[1:]}
+    assert rows["ok"].startswith("pass") and "epochs=3" in rows["ok"]
+    assert rows["short"].startswith("short") and "✗ quick" in rows["short"]
+    assert rows["full"].startswith("fail") and "full recipe" in rows["full"]
+    assert rows["broken"].startswith("fail")  # an error is a failure at any settings
+    assert "1 of 4 milestones reached" in page and "1 quick run ended below its target" in page
+
+
 def test_tour_rejects_unknown_members_before_running(tmp_path):
     r = zupu("tour", "--quick", "--out", str(tmp_path), "--only", "lenett")
     assert r.returncode == 2 and "did you mean lenet" in r.stderr
