@@ -107,10 +107,13 @@ def run_zupu(out: Path, sets: list[str]) -> dict:
 # -- 2. training-step throughput -----------------------------------------------------------------
 
 def zupu_model(vocab: int, block: int):
+    """The shakespeare-char recipe's model (its settings, so the two cannot drift apart) at `block`."""
     from zupu.models.gpt import GPT, GPTConfig
+    from zupu.recipes.gpt import CharSettings
 
-    return GPT(GPTConfig(vocab_size=vocab, n_positions=block, n_embd=128, n_layer=4, n_head=4,
-                         activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    s = CharSettings()
+    return GPT(GPTConfig(vocab_size=vocab, n_positions=block, n_embd=s.n_embd, n_layer=s.n_layer, n_head=s.n_head,
+                         activation_function=s.activation, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
 
 
 def nanogpt_model(nanogpt: Path, vocab: int, block: int):
