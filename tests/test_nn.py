@@ -26,7 +26,7 @@ def naive(attn: MultiHeadAttention, x, keep=None, memory=None):
         k, v = attn.kv(memory).split(c, -1)
     else:
         q, k, v = attn.qkv(x).split(c, -1)
-    q, k, v = (attn.heads(z) for z in (q, k, v))
+    q, k, v = (z.view(*z.shape[:2], attn.n_head, -1).transpose(1, 2) for z in (q, k, v))  # (B, nh, T, hs)
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.size(-1))
     if keep is not None:
         scores = scores.masked_fill(~keep, float("-inf"))

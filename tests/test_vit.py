@@ -85,7 +85,7 @@ def test_attention_maps_are_distributions_and_match_forward():
     assert maps.shape == (2, 2, 4, 17, 17)  # (layers, B, heads, 1 + N, 1 + N)
     torch.testing.assert_close(maps.sum(-1), torch.ones(2, 2, 4, 17))
     layer, h = model.layers[0], model.embed(x)  # attention output rebuilt from the maps equals the fused kernel
-    v = layer.attn.heads(layer.attn.qkv(layer.ln1(h)).split(32, dim=2)[2])  # (B, nh, T, hs)
+    v = layer.attn.qkv(layer.ln1(h))[..., 64:].view(2, 17, 4, 8).transpose(1, 2)  # (B, nh, T, hs)
     y = (maps[0] @ v).transpose(1, 2).reshape(2, 17, 32)
     with torch.no_grad():
         torch.testing.assert_close(layer.attn.proj(y), layer.attn(layer.ln1(h)), atol=1e-5, rtol=0)

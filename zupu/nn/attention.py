@@ -19,34 +19,39 @@ from zupu.nn.linear import PackedLinear
 
 
 class KVCache:
-    """One attention layer's past keys and values, preallocated to `max_len` so decoding writes in place."""
+    """One attention layer's past keys and values, preallocated to `max_len` so decoding writes in place.
+
+    Keys and values live in one (2, B, nh, max_len, hs) tensor so that a step stores both with one copy."""
 
     def __init__(self, max_len: int):
         self.max_len = max_len
         self.length = 0
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
+        self.kv: torch.Tensor | None = None
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store new keys/values (B, nh, T, hs); return every key/value so far."""
-        end = self.length + k.size(2)
+    @property
+    def k(self) -> torch.Tensor:
+        return self.kv[0, :, :, :self.length]
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self.kv[1, :, :, :self.length]
+
+    def append(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store new keys and values (2, B, nh, T, hs); return every key and value so far."""
+        end = self.length + kv.size(3)
         if end > self.max_len:
             raise SettingError(f"the context window is full: {end} positions > max_len {self.max_len}; "
                                "generate fewer tokens or crop the prompt")
-        if self.k is None:
-            shape = (k.size(0), k.size(1), self.max_len, k.size(3))
-            self.k = k.new_empty(shape)
-            self.v = v.new_empty(shape)
-        self.k[:, :, self.length:end] = k
-        self.v[:, :, self.length:end] = v
+        if self.kv is None:
+            self.kv = kv.new_empty((*kv.shape[:3], self.max_len, kv.size(4)))
+        self.kv[:, :, :, self.length:end] = kv
         self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+        return self.k, self.v
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows `index` (beam search reorders hypotheses after each step)."""
-        if self.k is not None:
-            self.k = self.k.index_select(0, index)
-            self.v = self.v.index_select(0, index)
+        if self.kv is not None:
+            self.kv = self.kv.index_select(1, index)
 
 
 def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -81,16 +86,16 @@ class MultiHeadAttention(nn.Module):
             self.qkv = PackedLinear(d_model, 3 * d_model, bias=bias)
         self.proj = PackedLinear(d_model, d_model, bias=bias)
 
-    def heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, c = x.shape
-        return x.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+    def heads(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
+        """(B, T, n * C) -> (n, B, nh, T, hs): n projections (q, k, v side by side) split into heads at once."""
+        b, t, nc = x.shape
+        return x.view(b, t, n, self.n_head, nc // (n * self.n_head)).permute(2, 0, 3, 1, 4)
 
     def weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Self-attention probabilities softmax(Q K^T / sqrt(d_k)), (B, nh, T, T), for looking at (the
         fused kernel in `forward` never forms them)."""
-        c = x.size(2)
-        q, k, _ = (self.heads(z) for z in self.qkv(x).split(c, dim=2))
-        scores = q @ k.transpose(-2, -1) / (c // self.n_head) ** 0.5  # (B, nh, T, T)
+        q, k, _ = self.heads(self.qkv(x), 3)
+        scores = q @ k.transpose(-2, -1) / q.size(-1) ** 0.5  # (B, nh, T, T)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         return scores.softmax(-1)
@@ -99,18 +104,19 @@ class MultiHeadAttention(nn.Module):
                 memory: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         b, t, c = x.shape
         if self.cross:
-            q = self.heads(self.q(x))
+            q = self.heads(self.q(x))[0]
             if cache is not None and cache.length:  # the encoder's keys/values never change while decoding
-                k, v = cache.k[:, :, :cache.length], cache.v[:, :, :cache.length]
+                k, v = cache.k, cache.v
             else:
-                k, v = (self.heads(z) for z in self.kv(memory).split(c, dim=2))
-                if cache is not None:
-                    k, v = cache.append(k, v)
+                kv = self.heads(self.kv(memory), 2)
+                k, v = cache.append(kv) if cache is not None else kv
         else:
-            q, k, v = (self.heads(z) for z in self.qkv(x).split(c, dim=2))
+            qkv = self.heads(self.qkv(x), 3)  # (3, B, nh, T, hs)
             past = cache.length if cache is not None else 0
-            if cache is not None:
-                k, v = cache.append(k, v)
+            if cache is None:
+                q, k, v = qkv
+            else:
+                q, (k, v) = qkv[0], cache.append(qkv[1:])
             # one new query after a cached prefix sees every key, so it needs no causal mask
             if causal and ((past and t > 1) or mask is not None or self.window is not None):
                 keep = causal_mask(t, k.size(2), past, self.window, x.device)
