@@ -6,14 +6,22 @@ import torch
 from zupu.data import load
 from zupu.models.bert import IGNORE, BertForPreTraining, masked_lm_loss
 from zupu.recipes.bert import (
+    POOL_PER_TOPIC,
     SPEAKERS,
+    TEST_PER_TOPIC,
+    TOPICS,
     PretrainBatches,
     SpeakerID,
+    TangTopics,
     corpus,
+    draw_labels,
+    halves,
     mask_tokens,
     nsp_examples,
     pack_pairs,
     speeches,
+    tang_corpus,
+    topic_classifier,
 )
 from zupu.train import launch
 
@@ -155,3 +163,57 @@ def test_recipe_fine_tunes_both_arms_per_seed_and_saves_the_first(tmp_path):
     assert 0 < m["pretrain_mlm_acc"] < 1 and 0 < m["pretrain_nsp_acc"] < 1
     assert launch.evaluate(tmp_path)["metrics"]["pretrained_acc"] == pytest.approx(m["pretrained_accs"][0])
     assert (tmp_path / "pretrained_vs_scratch.png").stat().st_size > 1000
+
+
+def test_tang_topics_hold_the_test_poems_out_of_pretraining():
+    tok, docs, pool, test = tang_corpus()
+    for examples, per_topic in ((pool, POOL_PER_TOPIC), (test, TEST_PER_TOPIC)):
+        assert [sum(y == t for _, y in examples) for t in range(len(TOPICS))] == [per_topic] * len(TOPICS)
+    assert not {text for text, _ in pool} & {text for text, _ in test}
+    assert len(docs) > 50000 and all(len(d) == 2 and d[0] and d[1] for d in docs)
+    pretraining = {tuple(d[0] + d[1]) for d in docs}
+    assert not any(tuple(tok.tokenize_ids(text)) in pretraining for text, _ in test)  # no test poem, however written
+    # every character of a poem is one token, so a poem's two halves are its whole text
+    assert halves([[1, 2], [3], [4, 5]]) == [[1, 2], [3, 4, 5]]
+
+
+def test_label_draws_are_balanced_reproducible_and_differ():
+    pool = tang_corpus()[2]
+    a, b = draw_labels(pool, 5, 0), draw_labels(pool, 5, 1)
+    assert [y for _, y in a] == [t for t in range(len(TOPICS)) for _ in range(5)]
+    assert a == draw_labels(pool, 5, 0) and a != b
+
+
+def test_topic_classifier_arms_share_the_classifier_layer_and_differ_in_the_encoder():
+    s = TangTopics().settings(overrides={"hidden_size": 16, "intermediate_size": 32})
+    config = TangTopics().config(s, 50)
+    pretrained = topic_classifier(config, seed=9).bert.state_dict()  # stands in for a pre-trained encoder
+    tuned, scratch = topic_classifier(config, pretrained, seed=3), topic_classifier(config, None, seed=3)
+    torch.testing.assert_close(tuned.classifier.weight, scratch.classifier.weight)
+    embeddings = "embeddings.word_embeddings.weight"
+    torch.testing.assert_close(tuned.bert.state_dict()[embeddings], pretrained[embeddings])
+    assert not torch.equal(tuned.bert.state_dict()[embeddings], scratch.bert.state_dict()[embeddings])
+    ids, mask = torch.randint(5, 50, (3, 7)), torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])
+    tuned.eval()
+    h = tuned.bert(ids, mask)
+    by_hand = tuned.classifier(torch.stack([h[i, :int(mask[i].sum())].mean(0) for i in range(3)]))
+    torch.testing.assert_close(tuned(ids, mask), by_hand)  # the mean of the real tokens only
+
+
+@pytest.mark.slow
+def test_tang_topics_recipe_chooses_each_arms_lr_on_its_own_labels(tmp_path):
+    """A short run: per-draw accuracies of both arms at the lr each chose by cross-validation, the gain of
+    the means, the bag-of-characters reference, and a saved model that scores what draw 0's pre-trained arm did."""
+    result = launch.train("bert", "tang-topics", tmp_path, overrides={
+        "pretrain_steps": 20, "finetune_steps": 4, "draws": 2, "labels_per_topic": 3, "hidden_size": 32,
+        "intermediate_size": 64})
+    m = result["metrics"]
+    assert len(m["pretrained_accs"]) == len(m["scratch_accs"]) == len(m["pretrained_lrs"]) == 2
+    assert set(m["pretrained_lrs"] + m["scratch_lrs"]) <= {1e-3, 3e-3}
+    assert m["gain"] == pytest.approx(sum(m["pretrained_accs"]) / 2 - sum(m["scratch_accs"]) / 2)
+    assert 0 < m["bag_of_chars_acc"] <= 1 and m["labelled_train"] == 12 and m["labelled_test"] == 1000
+    assert launch.evaluate(tmp_path)["metrics"]["pretrained_acc"] == pytest.approx(m["pretrained_accs"][0])
+    assert (tmp_path / "pretrained_vs_scratch.png").stat().st_size > 1000
+    with pytest.raises(Exception, match="labels_per_topic=60"):
+        launch.train("bert", "tang-topics", tmp_path / "too-many", overrides={"labels_per_topic": 60,
+                                                                             "pretrain_steps": 1})

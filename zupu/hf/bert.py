@@ -72,6 +72,11 @@ def names(key: str) -> list[str]:
     return _encoder_names(key)
 
 
+def fits(model: nn.Module) -> bool:
+    """Whether `model` is one of the architectures `transformers` has (others save as zupu checkpoints)."""
+    return type(model) in ARCHITECTURES.values()
+
+
 def config_from_hf(cfg: dict[str, Any], where: str) -> BertConfig:
     if cfg.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(f"{where}: position_embedding_type {cfg['position_embedding_type']!r} is not "
