@@ -199,19 +199,9 @@ class BertForSequenceClassification(nn.Module):
         return self.classifier(self.drop(self.bert.pool(self.bert(input_ids, attention_mask, token_type_ids))))
 
 
-class BertForMeanPooledClassification(nn.Module):
+class BertForMeanPooledClassification(BertForSequenceClassification):
     """Classes from the mean of the encoder's real-token outputs (Sentence-BERT's pooling) instead of the
     [CLS] pooler: logits (B, num_labels). `transformers` has no such head, so it saves as a zupu checkpoint."""
-
-    config_class = BertConfig
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-        self.bert = Bert(config)
-        self.drop = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        init_weights(self.classifier, config.initializer_range)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.drop(mean_pool(self.bert(input_ids, attention_mask), attention_mask)))
