@@ -435,8 +435,8 @@ class TangTopics(Recipe):
 
     Fine-tuning, the same for both arms: all weights trained, `finetune_steps` AdamW steps of up to 32
     poems with a linear schedule; each arm picks its learning rate from FINETUNE_LRS by 3-fold
-    cross-validation on the draw's own labels (a larger rate suits the pre-trained encoder, whose weights
-    are several times larger than a fresh one's), then trains on all of them and is scored on the 1,000
+    cross-validation on the draw's own labels (the pre-trained weights are about 7x larger than a fresh
+    encoder's, so the arms need not share a best rate), then trains on all of them and is scored on the 1,000
     test poems. Both arms see the same labels, batches and seeds; the milestone is the gain of the means
     over the draws. A bag-of-characters logistic regression on the same labels is reported beside them.
     The whole run takes about an hour on one thread, 44 minutes of it pre-training (benchmarks/RESULTS-bert.md)."""
