@@ -78,7 +78,7 @@ def main() -> None:
     n_labels = s.labels_per_topic * len(TOPICS)
     fig = Path(__file__).with_name(f"bert_tang_topics_{s.pretrain_steps}.png")
     arms_figure(accs, 1 / len(TOPICS), fig, f"Tang poem topics (farewell/temple/frontier/palace): {n_labels} labels "
-                f"per draw, {s.draws} draws, {len(test)} test poems")
+                f"per draw, {s.draws} draws, {len(test)} test poems", over="label draws")
     lrs = " / ".join(f"{lr:g}" for lr in FINETUNE_LRS)
     body = (f"## BERT on 全唐诗 topics: pre-trained ({s.pretrain_steps} steps) vs from scratch, {n_labels} labels\n\n"
             f"`python benchmarks/bert_tang_topics.py --pretrain-steps {s.pretrain_steps} --labels-per-topic "

@@ -320,8 +320,8 @@ class SpeakerID(Recipe):
         return {"pretrained_acc": accuracy(model, *encode_speeches(tok, test, s.max_length))}
 
 
-def arms_figure(accs: dict[str, list[float]], chance: float, path, title: str) -> None:
-    """Bars: each arm's mean test accuracy over the fine-tuning seeds, one dot per seed, chance as a line."""
+def arms_figure(accs: dict[str, list[float]], chance: float, path, title: str, over: str = "fine-tuning seeds") -> None:
+    """Bars: each arm's mean test accuracy over the runs (`over` names them), one dot per run, chance as a line."""
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for i, a in enumerate(accs.values()):
         ax.bar(i, sum(a) / len(a), color=f"C{i}", alpha=0.6)
@@ -329,7 +329,7 @@ def arms_figure(accs: dict[str, list[float]], chance: float, path, title: str) -
         ax.annotate(f"{sum(a) / len(a):.3f}", (i, sum(a) / len(a)), ha="center", va="bottom", fontsize=8)
     ax.axhline(chance, color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(range(len(accs)), list(accs))
-    ax.set_ylabel(f"test accuracy (mean of {len(next(iter(accs.values())))} fine-tuning seeds)")
+    ax.set_ylabel(f"test accuracy (mean of {len(next(iter(accs.values())))} {over})")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=8)
     save(fig, path)
@@ -528,7 +528,7 @@ class TangTopics(Recipe):
             run.log(s.pretrain_steps, **{k: v for k, v in metrics.items() if k.endswith("acc") or k == "gain"})
             arms_figure(accs, 1 / len(TOPICS), run.path("pretrained_vs_scratch.png"),
                         f"Tang poem topics: {metrics['labelled_train']} labels per draw, {s.draws} draws, "
-                        f"{len(test)} test poems")
+                        f"{len(test)} test poems", over="label draws")
             return metrics
 
     def evaluate(self, model: BertForMeanPooledClassification, s: TopicSettings) -> dict:
