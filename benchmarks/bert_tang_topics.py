@@ -23,10 +23,10 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from zupu.errors import ZupuError  # noqa: E402
 from zupu.models.bert import BertForPreTraining  # noqa: E402
 from zupu.recipes.bert import (  # noqa: E402
     FINETUNE_LRS,
-    POOL_PER_TOPIC,
     TOPICS,
     TangTopics,
     arms_figure,
@@ -45,10 +45,12 @@ def main() -> None:
     p.add_argument("--save", type=Path, help="save the pre-trained model here")
     p.add_argument("--load", type=Path, help="fine-tune a model saved by --save instead of pre-training")
     a = p.parse_args()
-    if not 1 <= a.labels_per_topic <= POOL_PER_TOPIC:
-        p.error(f"--labels-per-topic must be 1 to {POOL_PER_TOPIC}, the labelled pool per topic")
     s = TangTopics.Settings(**{f.name: getattr(a, f.name) for f in dataclasses.fields(defaults)})
     recipe = TangTopics()
+    try:
+        recipe.check(s)
+    except ZupuError as e:
+        p.error(str(e))
     torch.set_num_threads(s.threads)
     tok, docs, _, test = tang_corpus()
     t = time.perf_counter()

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from zupu.data import load
+from zupu.errors import ZupuError
 from zupu.models.bert import IGNORE, BertForPreTraining, masked_lm_loss
 from zupu.recipes.bert import (
     POOL_PER_TOPIC,
@@ -214,6 +215,12 @@ def test_tang_topics_recipe_chooses_each_arms_lr_on_its_own_labels(tmp_path):
     assert 0 < m["bag_of_chars_acc"] <= 1 and m["labelled_train"] == 12 and m["labelled_test"] == 1000
     assert launch.evaluate(tmp_path)["metrics"]["pretrained_acc"] == pytest.approx(m["pretrained_accs"][0])
     assert (tmp_path / "pretrained_vs_scratch.png").stat().st_size > 1000
-    with pytest.raises(Exception, match="labels_per_topic=60"):
-        launch.train("bert", "tang-topics", tmp_path / "too-many", overrides={"labels_per_topic": 60,
-                                                                             "pretrain_steps": 1})
+
+
+def test_tang_topics_refuses_more_labels_than_the_pool_before_pre_training(tmp_path, monkeypatch):
+    def pretrain(*args, **kwargs):
+        raise AssertionError("pre-trained before checking the settings")
+
+    monkeypatch.setattr(TangTopics, "pretrain", pretrain)
+    with pytest.raises(ZupuError, match="labels_per_topic=60"):
+        launch.train("bert", "tang-topics", tmp_path, overrides={"labels_per_topic": 60})
