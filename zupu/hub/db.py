@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +40,7 @@ from zupu.errors import ZupuError
 
 REPO_TYPES = ("model", "dataset", "space")
 SCOPES = ("read", "write")
+SQLITE_TIMEOUT = 30  # seconds a connection waits for another's write lock
 
 
 class HubError(ZupuError):
@@ -144,12 +147,23 @@ def make_engine(url: str) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 (the hub extra), not SQLAlchemy's psycopg2
     try:
         if parsed.get_backend_name() == "sqlite":
-            engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+            engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": SQLITE_TIMEOUT})
 
             @event.listens_for(engine, "connect")
             def _pragmas(conn, _record):  # WAL: readers never wait for the one writer
                 cur = conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
+                # Turning a new file to WAL needs a moment's exclusive lock, and SQLite answers "locked" at
+                # once, without waiting out the busy timeout, while another connection holds it: hubs
+                # starting together on a new database retry until the timeout.
+                deadline = time.monotonic() + SQLITE_TIMEOUT
+                while True:
+                    try:
+                        cur.execute("PRAGMA journal_mode=WAL")
+                        break
+                    except sqlite3.OperationalError as e:
+                        if "locked" not in str(e) or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.01)
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
             return engine
