@@ -11,10 +11,13 @@ Two measurements, each run alternately so that both sides see the same machine l
    batch 12, 2000 iterations, no dropout) against `zupu train gpt --recipe shakespeare-char`, each a
    fresh process with 2 threads, wall time from start to exit (nanoGPT's prepare.py, run once before,
    is not counted; zupu's tokenising is).
-2. Training-step throughput at one configuration: tokens/s and model FLOP/s (6N + attention per
-   token, the models' `flops_per_token`) for zupu's GPT, nanoGPT's `model.GPT` and
-   `transformers.GPT2LMHeadModel`, each with AdamW, against the sgemm rate measured between them
-   (a 2048 x 2048 float32 matmul, the CPU's best case).
+2. Training-step throughput at nanoGPT's batch and the recipe's: tokens/s and model FLOP/s (6N +
+   attention per token) for zupu's GPT, nanoGPT's `model.GPT` and `transformers.GPT2LMHeadModel`, each
+   with fused AdamW, and for the recipe's own step (its Trainer, workers, optimiser and clipping), against
+   the sgemm rate measured around each (a 2048 x 2048 float32 matmul, the CPU's best case). Both sides
+   are medians of single timings (steps; matmuls): single timings on this shared VM swing by 10-30%,
+   and a median of each compares like with like. Every model runs with zupu's Trainer's malloc settings
+   (`keep_freed_memory`), which spare ~10% of a step's time in page faults.
 
 Writes benchmarks/RESULTS-gpt-train.md. The machine is shared: the table names the load average
 seen during each measurement, and the comparisons are ratios of runs made one after the other.
@@ -23,6 +26,7 @@ seen during each measurement, and the comparisons are ratios of runs made one af
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -36,6 +40,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from zupu.recipes.gpt import CharSettings
+from zupu.train.threads import keep_freed_memory
 
 HERE = Path(__file__).resolve().parent
 NANOGPT_CPU = ["--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",
@@ -52,16 +59,16 @@ def env2() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
 
 
-def sgemm_gflops(n: int = 2048, seconds: float = 3.0) -> float:
-    """Best-of rate of an n x n float32 matmul on THREADS threads."""
+def sgemm_gflops(n: int = 2048, seconds: float = 3.0) -> list[float]:
+    """Rates (GFLOP/s) of n x n float32 matmuls on THREADS threads, one per matmul, for `seconds`."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    best, end = 0.0, time.perf_counter() + seconds
+    rates, end = [], time.perf_counter() + seconds
     while time.perf_counter() < end:
         t = time.perf_counter()
         a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t))
-    return best / 1e9
+        rates.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return rates
 
 
 # -- 1. time to nanoGPT's loss ---------------------------------------------------------------------
@@ -109,7 +116,6 @@ def run_zupu(out: Path, sets: list[str]) -> dict:
 def zupu_model(vocab: int, block: int):
     """The shakespeare-char recipe's model (its settings, so the two cannot drift apart) at `block`."""
     from zupu.models.gpt import GPT, GPTConfig
-    from zupu.recipes.gpt import CharSettings
 
     s = CharSettings()
     return GPT(GPTConfig(vocab_size=vocab, n_positions=block, n_embd=s.n_embd, n_layer=s.n_layer, n_head=s.n_head,
@@ -147,28 +153,30 @@ def flops_per_token(model: torch.nn.Module, block: int, n_layer: int = 4, n_embd
 
 
 def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: int, seconds: float) -> float:
-    """Training tokens/s of forward + backward + optimiser step at (batch, block): fused AdamW on one batch
-    for the models as they come, or, for "zupu-recipe", the recipe's own step (its Trainer, Muon + AdamW,
-    gradient clipping)."""
+    """Median training tokens/s of single steps (forward + backward + optimiser) at (batch, block), after 3
+    warm-up steps: fused AdamW on one batch for the models as they come, or, for "zupu-recipe", the
+    recipe's own step (its Trainer with the recipe's workers, Muon + AdamW, gradient clipping)."""
     x = torch.randint(vocab, (batch, block))
     y = torch.randint(vocab, (batch, block))
     if kind == "zupu-recipe":
-        from zupu.recipes.gpt import CharSettings, make_optimizer
+        from zupu.recipes.gpt import make_optimizer
         from zupu.train.trainer import Trainer
 
         s = CharSettings()
         opt = make_optimizer(model, s)
+        ends: list[float] = []
 
-        def steps(n: int) -> float:
-            trainer = Trainer(model, lambda b: {"loss": model.loss(*b)}, lambda i: (x, y), opt, n,
-                              grad_clip=s.grad_clip, log_every=10**9)
-            start = time.perf_counter()
-            trainer.fit()
-            return time.perf_counter() - start
+        def steps(n: int) -> None:
+            Trainer(model, lambda b: {"loss": model.loss(*b)}, lambda i: (x, y), opt, n, grad_clip=s.grad_clip,
+                    log_every=10**9, callbacks=(lambda step, t: ends.append(time.perf_counter()),),
+                    workers=s.workers).fit()
 
-        per_step = steps(3) / 3
-        n = max(3, round(seconds / per_step))
-        return n * batch * block / steps(n)
+        start = time.perf_counter()
+        steps(4)
+        n = max(5, round(seconds / ((time.perf_counter() - start) / 4)))
+        ends.clear()
+        steps(n)
+        return batch * block / statistics.median(b - a for a, b in itertools.pairwise(ends))
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
 
@@ -186,11 +194,12 @@ def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: 
 
     for _ in range(3):
         step()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    times, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
         step()
-        n += 1
-    return n * batch * block / (time.perf_counter() - start)
+        times.append(time.perf_counter() - t)
+    return batch * block / statistics.median(times)
 
 
 def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, seconds: float) -> list[dict]:
@@ -212,12 +221,12 @@ def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, 
                     "zupu-recipe" if "recipe" in name else "zupu")
             before = sgemm_gflops(seconds=1.5)
             tps = step_rate(kind, model, batch, block, vocab, seconds)
-            after = sgemm_gflops(seconds=1.5)
+            sgemm = statistics.median(before + sgemm_gflops(seconds=1.5))
             rows[name]["tps"].append(tps)
-            rows[name]["frac"].append(tps * flops_per_token(model, block) / 1e9 / ((before + after) / 2))
+            rows[name]["frac"].append(tps * flops_per_token(model, block) / 1e9 / sgemm)
             rows[name]["flops"] = flops_per_token(model, block)
             print(f"  {name} batch {batch}: {tps:.0f} tokens/s, {rows[name]['frac'][-1]:.0%} of sgemm "
-                  f"({(before + after) / 2:.1f} GFLOP/s), load {load():.1f}", flush=True)
+                  f"({sgemm:.1f} GFLOP/s), load {load():.1f}", flush=True)
     return [{"name": n, "tps": statistics.median(r["tps"]), "frac": statistics.median(r["frac"]),
              "flops": r["flops"]} for n, r in rows.items()]
 
@@ -236,6 +245,7 @@ def main() -> None:
     args = ap.parse_args()
     THREADS = args.threads
     torch.set_num_threads(THREADS)
+    keep_freed_memory()
     nanogpt = args.nanogpt.resolve()
     if not (nanogpt / "train.py").exists() or not (nanogpt / "model.py").exists():
         raise SystemExit(f"{nanogpt} is not a nanoGPT checkout (no train.py/model.py)")
@@ -280,13 +290,13 @@ def main() -> None:
 
     if not args.skip_throughput:
         lines += ["## 2. Training-step throughput (forward + backward + optimiser step, 4 x 128, block 64)", "",
-                  "Fused AdamW for every model, and zupu once more with its recipe's step (Trainer, Muon + "
-                  "AdamW, clipping). Model FLOPs per "
+                  "Fused AdamW for every model, and zupu once more with its recipe's step (Trainer and its "
+                  "workers, Muon + AdamW, clipping). Model FLOPs per "
                   "token = 6 x (non-embedding weights + the tied output matrix) + 12 x layers x block x width "
                   "(attention), the same count for every model (Muon's own matmuls are not counted); the "
-                  "fraction is model FLOP/s over the sgemm rate (2048^2 float32 matmul) measured right before "
-                  "and after each measurement.", ""]
-    for batch in () if args.skip_throughput else (12, 16):  # nanoGPT's batch, the recipe's
+                  "fraction is the median step's model FLOP/s over the median sgemm rate (2048^2 float32 "
+                  "matmuls) measured right before and after each measurement.", ""]
+    for batch in () if args.skip_throughput else (12, CharSettings().batch_size):  # nanoGPT's, the recipe's
         print(f"throughput, batch {batch}", flush=True)
         rows = throughput(nanogpt, batch, 64, vocab, repeats=2, seconds=args.step_seconds)
         zupu = next(r for r in rows if r["name"] == "zupu")

@@ -1,5 +1,8 @@
 import copy
 import json
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +12,7 @@ from torch import nn
 from zupu.errors import CheckpointError
 from zupu.train import launch
 from zupu.train.batches import RandomWindows, TensorBatches
-from zupu.train.optim import MuonAdamW, lr_factor, make_schedule
+from zupu.train.optim import Muon, MuonAdamW, lr_factor, make_schedule
 from zupu.train.run import Run
 from zupu.train.trainer import Trainer
 
@@ -150,3 +153,90 @@ def test_muon_adamw_is_one_optimizer_for_schedules_and_checkpoints():
     sched2.load_state_dict(sched_state)
     train(model2, opt2, sched2, 3)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("adjust", [None, "match_rms_adamw"])
+def test_batched_muon_steps_as_torchs_muon(adjust):
+    """Same-shaped matrices share one batched Newton-Schulz; the parameters follow torch.optim.Muon's exactly
+    (tall and wide matrices, a lone shape, a matrix without a gradient, weight decay, nesterov and not)."""
+    torch.manual_seed(0)
+    shapes = [(48, 16), (16, 48), (48, 16), (16, 16), (24, 40), (16, 48)]
+    ours = [nn.Parameter(torch.randn(s) * 0.1) for s in shapes]
+    theirs = [nn.Parameter(p.detach().clone()) for p in ours]
+    for nesterov in (True, False):
+        kw = dict(lr=0.02, weight_decay=0.1, momentum=0.9, nesterov=nesterov, adjust_lr_fn=adjust)
+        opts = Muon(ours, **kw), torch.optim.Muon(theirs, **kw)
+        for step in range(4):
+            for ps in (ours, theirs):
+                for i, p in enumerate(ps):
+                    torch.manual_seed(10 * step + i)
+                    p.grad = None if (i == 3 and step == 1) else torch.randn(p.shape)
+            for opt in opts:
+                opt.step()
+            for a, b in zip(ours, theirs, strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+FAULTS = """
+import resource, torch
+from zupu.models.gpt import GPT, GPTConfig
+from zupu.train.threads import keep_freed_memory
+torch.manual_seed(0)
+model = GPT(GPTConfig(vocab_size=65, n_positions=64, n_embd=128, n_layer=2, n_head=4))
+x = torch.randint(65, (32, 64))
+def faults_per_step():
+    for _ in range(6):
+        model.loss(x, x).backward()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        model.loss(x, x).backward()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
+print(faults_per_step())
+keep_freed_memory()
+print(faults_per_step())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's malloc")
+def test_training_steps_reuse_freed_memory_without_page_faults():
+    """A fresh process: steps page-fault their activations back in until the Trainer's malloc settings."""
+    out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, check=True).stdout
+    before, after = map(float, out.split())
+    assert after * 4 < before, (before, after)
+
+
+def test_workers_split_the_batch_but_not_the_gradient():
+    """Shards' gradients, weighted by their rows, add up to the whole batch's; deterministically."""
+    from zupu.models.gpt import GPT, PRESETS
+
+    torch.manual_seed(0)
+    model = GPT(PRESETS["tiny"])
+    batch = RandomWindows(torch.randint(0, 96, (2000,)), 16, 7, seed=0)(0)  # 7 rows: shards of 4 and 3
+    model.loss(*batch).backward()
+    whole = [p.grad.clone() for p in model.parameters()]
+    sharded = []
+    for _ in range(2):
+        model.zero_grad(set_to_none=True)
+        Trainer(model, lambda b: {"loss": model.loss(*b)}, lambda step: batch,
+                torch.optim.SGD(model.parameters(), lr=0.0), 1, workers=2).fit()
+        sharded.append([p.grad.clone() for p in model.parameters()])
+    for w, g in zip(whole, sharded[0], strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)  # equal up to summation order
+    assert all(torch.equal(a, b) for a, b in zip(*sharded, strict=True))
+
+
+def test_workers_log_the_whole_batch_mean():
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    x = torch.arange(5.0)[:, None]  # shards [0, 1, 2] and [3, 4]: means 1.0 and 3.5, whole batch 2.0
+    trainer = Trainer(model, lambda b: {"loss": model(b[0]).mean()}, TensorBatches(x, batch_size=5, shuffle=False),
+                      torch.optim.SGD(model.parameters(), lr=0.0), 1, workers=2)
+    assert trainer._sharded_step((x,))["loss"].item() == pytest.approx(2.0)
+    assert model.weight.grad.item() == pytest.approx(2.0)  # d mean(w x) / dw = mean(x)
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(ValueError, match="workers"):
+        Trainer(nn.Linear(1, 1), lambda b: {}, lambda s: None, torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=1),
+                1, workers=0)

@@ -1,12 +1,22 @@
-"""How many CPU threads a recipe's maths runs on, restored afterwards (the tour runs recipes in one process)."""
+"""How a recipe uses the CPU: how many threads its maths runs on, restored afterwards (the tour runs
+recipes in one process), a way to run independent pieces of work side by side, one thread each, and
+malloc settings that keep a training loop's freed memory for its next step."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ctypes
+import ctypes.util
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 from threadpoolctl import threadpool_limits
+
+T = TypeVar("T")
+_pools: dict[int, ThreadPoolExecutor] = {}
 
 
 @contextmanager
@@ -24,3 +34,43 @@ def threads(n: int) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(before)
+
+
+def parallel(work: Sequence[Callable[[], T]]) -> list[T]:
+    """Call each function on a thread of its own (the caller's thread runs the last) and return the results
+    in order. For the call's duration torch does its maths on one intra-op thread per calling thread, so n
+    pieces keep n cores busy without splitting any one matmul (torch releases the GIL inside its kernels,
+    so only the Python glue between them is serial). An exception in a piece is raised after all finish."""
+    if len(work) <= 1:
+        return [w() for w in work]
+    n = len(work) - 1
+    if n not in _pools:
+        _pools[n] = ThreadPoolExecutor(n, thread_name_prefix="zupu-parallel")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        futures = [_pools[n].submit(w) for w in work[:-1]]
+        try:
+            last = work[-1]()
+        finally:
+            wait(futures)
+        return [*(f.result() for f in futures), last]
+    finally:
+        torch.set_num_threads(before)
+
+
+@functools.cache
+def keep_freed_memory() -> None:
+    """Have glibc's malloc keep freed memory for reuse instead of returning it to the kernel (process-wide).
+
+    A training step frees and allocates the same megabytes of activations every step. By default glibc
+    serves large blocks with fresh pages and trims the heap's free top, so every step faults its pages back
+    in, zeroed: ~6,000 page faults and ~10% of a shakespeare-char step at batch 32 here, ~30 faults with
+    these settings. The cost is that the process keeps its peak heap. A no-op where libc is not glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD at glibc's maximum: blocks up to 32 MiB come from the heap
+    mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: hand back the heap's free top only beyond 1 GiB

@@ -5,6 +5,12 @@ clipping gradients, the optimiser and schedule, periodic evaluation with early s
 in metrics.jsonl, a progress bar, and an atomic resume checkpoint from which `--resume` continues
 bit-exactly (batches are a pure function of the step; RNG, optimiser and schedule state are saved).
 
+With `workers` > 1 each batch is split along its first dimension into that many shards whose gradients
+are computed side by side, one thread and one intra-op thread each (data parallelism over the CPU's
+cores: the small matmuls of a small model split badly inside one matmul, whole shards do not). The
+shards' gradients are summed in a fixed order, so runs stay deterministic; the step function must then
+return a mean loss over its shard and draw no random numbers (threads would share the generator).
+
 A member whose paper defines its own update (the perceptron rule, hand-written backprop deltas)
 writes `param.grad` itself and returns a loss that needs no backward; the optimiser step then
 applies it (plain SGD with lr = the paper's learning rate reproduces those rules exactly).
@@ -27,6 +33,7 @@ from zupu.checkpoint import load_into
 from zupu.errors import CheckpointError
 from zupu.progress import progress
 from zupu.train.run import Run
+from zupu.train.threads import keep_freed_memory, parallel
 
 Batch = Any
 StepFn = Callable[[Batch], dict[str, torch.Tensor]]
@@ -53,14 +60,18 @@ class Trainer:
         checkpoint_every: int = 0,
         callbacks: tuple[Callable[[int, Trainer], None], ...] = (),
         desc: str = "train",
+        workers: int = 1,
     ):
         if max_steps < 0:
             raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.model, self.step_fn, self.batches, self.optimizer = model, step, batches, optimizer
         self.scheduler, self.max_steps, self.run = scheduler, max_steps, run
         self.evaluate, self.eval_every, self.log_every = evaluate, eval_every, max(1, log_every)
         self.grad_clip, self.monitor, self.mode, self.patience = grad_clip, monitor, mode, patience
         self.checkpoint_every, self.callbacks, self.desc = checkpoint_every, callbacks, desc
+        self.workers = workers
         self.step = 0
         self.best: float | None = None
         self.bad_evals = 0
@@ -156,9 +167,34 @@ class Trainer:
         self.run.truncate(self.step)
         return True
 
+    # -- data parallelism over threads --------------------------------------------------------
+    def _sharded_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The step on `workers` shards of the batch at once; the gradients and the logged scalars are the
+        shards' averages weighted by their rows, i.e. those of the whole batch."""
+        shards = _split(batch, self.workers)
+        rows = [_rows(shard) for shard in shards]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+
+        def work(shard: Batch, weight: float):
+            def run():
+                out = self.step_fn(shard)
+                loss = out["loss"] * weight
+                return out, torch.autograd.grad(loss, params, allow_unused=True) if loss.requires_grad else ()
+            return run
+
+        results = parallel([work(shard, n / sum(rows)) for shard, n in zip(shards, rows, strict=True) if n])
+        for i, p in enumerate(params):
+            grads = [g[i] for _, g in results if g and g[i] is not None]
+            if grads:
+                p.grad = sum(grads[1:], grads[0])
+        weights = [n / sum(rows) for n in rows if n]
+        return {k: sum(out[k].detach() * w for (out, _), w in zip(results, weights, strict=True))
+                for k, v in results[0][0].items() if torch.is_tensor(v) and v.numel() == 1}
+
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Train to `max_steps` (or early stop); return the last eval metrics plus `steps`."""
+        keep_freed_memory()
         if self.run is not None and self.run.resume:
             self.load_checkpoint()
         self.model.train()
@@ -168,10 +204,14 @@ class Trainer:
         try:
             while self.step < self.max_steps and not self._should_stop():
                 self.optimizer.zero_grad(set_to_none=True)
-                out = self.step_fn(self.batches(self.step))
-                loss = out.get("loss")
-                if loss is not None and loss.requires_grad:
-                    loss.backward()
+                batch = self.batches(self.step)
+                if self.workers > 1:
+                    out = self._sharded_step(batch)
+                else:
+                    out = self.step_fn(batch)
+                    loss = out.get("loss")
+                    if loss is not None and loss.requires_grad:
+                        loss.backward()
                 if self.grad_clip:
                     nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 self.optimizer.step()
@@ -206,3 +246,23 @@ class Trainer:
             self.model.load_state_dict(self.best_state)  # the last weights are worse than the best seen
             final = self._evaluate()
         return {**final, "steps": self.step}
+
+
+def _split(batch: Batch, n: int) -> list[Batch]:
+    """`n` consecutive shards of a batch along the first dimension: a tensor, or a tuple/list/dict of them."""
+    if torch.is_tensor(batch):
+        return list(torch.tensor_split(batch, n))
+    if isinstance(batch, dict):
+        parts = {k: _split(v, n) for k, v in batch.items()}
+        return [{k: v[i] for k, v in parts.items()} for i in range(n)]
+    if isinstance(batch, (tuple, list)):
+        parts = [_split(v, n) for v in batch]
+        return [type(batch)(v[i] for v in parts) for i in range(n)]
+    raise TypeError(f"cannot split a batch of type {type(batch).__name__} over workers; "
+                    "use tensors, or a tuple, list or dict of them")
+
+
+def _rows(batch: Batch) -> int:
+    while not torch.is_tensor(batch):
+        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return batch.size(0)
