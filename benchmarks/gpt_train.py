@@ -13,8 +13,9 @@ Two measurements, each run alternately so that both sides see the same machine l
    is not counted; zupu's tokenising is).
 2. Training-step throughput at nanoGPT's batch and the recipe's: tokens/s and model FLOP/s (6N +
    attention per token) for zupu's GPT, nanoGPT's `model.GPT` and `transformers.GPT2LMHeadModel`, each
-   with fused AdamW, and for the recipe's own step (its Trainer, workers, optimiser and clipping), against
-   the sgemm rate measured around each (a 2048 x 2048 float32 matmul, the CPU's best case). Both sides
+   with fused AdamW in float32, and for the recipe's own step (its Trainer, workers, precision, optimiser
+   and clipping), against the sgemm rate measured around each (a 2048 x 2048 float32 matmul, the CPU's
+   best case); a bfloat16 recipe step also against the bf16 GEMM rate measured the same way. Both sides
    are medians of single timings (steps; matmuls): single timings on this shared VM swing by 10-30%,
    and a median of each compares like with like. Every model runs with zupu's Trainer's malloc settings
    (`keep_freed_memory`), which spare ~10% of a step's time in page faults.
@@ -59,9 +60,9 @@ def env2() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
 
 
-def sgemm_gflops(n: int = 2048, seconds: float = 3.0) -> list[float]:
-    """Rates (GFLOP/s) of n x n float32 matmuls on THREADS threads, one per matmul, for `seconds`."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def sgemm_gflops(n: int = 2048, seconds: float = 3.0, dtype: torch.dtype = torch.float32) -> list[float]:
+    """Rates (GFLOP/s) of n x n matmuls (float32: sgemm) on THREADS threads, one per matmul, for `seconds`."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     rates, end = [], time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -159,7 +160,7 @@ def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: 
     x = torch.randint(vocab, (batch, block))
     y = torch.randint(vocab, (batch, block))
     if kind == "zupu-recipe":
-        from zupu.recipes.gpt import make_optimizer
+        from zupu.recipes.gpt import make_optimizer, train_step
         from zupu.train.trainer import Trainer
 
         s = CharSettings()
@@ -167,7 +168,7 @@ def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: 
         ends: list[float] = []
 
         def steps(n: int) -> None:
-            Trainer(model, lambda b: {"loss": model.loss(*b)}, lambda i: (x, y), opt, n, grad_clip=s.grad_clip,
+            Trainer(model, train_step(model, s), lambda i: (x, y), opt, n, grad_clip=s.grad_clip,
                     log_every=10**9, callbacks=(lambda step, t: ends.append(time.perf_counter()),),
                     workers=s.workers).fit()
 
@@ -212,7 +213,8 @@ def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, 
         makers["HF GPT2LMHeadModel"] = lambda: hf_model(vocab, block)
     except ImportError:
         print("transformers is not installed: the HF column is left out", file=sys.stderr)
-    rows = {name: {"tps": [], "frac": []} for name in makers}
+    rows = {name: {"tps": [], "frac": [], "frac16": []} for name in makers}
+    bf16 = CharSettings().precision == "bf16"
     for _ in range(repeats):
         for name, make in makers.items():
             torch.manual_seed(0)
@@ -227,8 +229,13 @@ def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, 
             rows[name]["flops"] = flops_per_token(model, block)
             print(f"  {name} batch {batch}: {tps:.0f} tokens/s, {rows[name]['frac'][-1]:.0%} of sgemm "
                   f"({sgemm:.1f} GFLOP/s), load {load():.1f}", flush=True)
+            if kind == "zupu-recipe" and bf16:  # its matmuls run in bfloat16: the bf16 GEMM rate is its ceiling
+                gemm16 = statistics.median(sgemm_gflops(seconds=1.5, dtype=torch.bfloat16))
+                rows[name]["frac16"].append(tps * flops_per_token(model, block) / 1e9 / gemm16)
+                print(f"    {rows[name]['frac16'][-1]:.0%} of the bf16 GEMM rate ({gemm16:.1f} GFLOP/s)", flush=True)
     return [{"name": n, "tps": statistics.median(r["tps"]), "frac": statistics.median(r["frac"]),
-             "flops": r["flops"]} for n, r in rows.items()]
+             "frac16": statistics.median(r["frac16"]) if r["frac16"] else None, "flops": r["flops"]}
+            for n, r in rows.items()]
 
 
 def main() -> None:
@@ -290,8 +297,10 @@ def main() -> None:
 
     if not args.skip_throughput:
         lines += ["## 2. Training-step throughput (forward + backward + optimiser step, 4 x 128, block 64)", "",
-                  "Fused AdamW for every model, and zupu once more with its recipe's step (Trainer and its "
-                  "workers, Muon + AdamW, clipping). Model FLOPs per "
+                  "Fused AdamW in float32 for every model, and zupu once more with its recipe's step (Trainer and "
+                  "its workers, bfloat16 autocast if the recipe's precision says so, Muon + AdamW, clipping), "
+                  "whose fraction is also given against the bf16 GEMM rate (2048^2 bfloat16 matmuls, "
+                  "measured the same way). Model FLOPs per "
                   "token = 6 x (non-embedding weights + the tied output matrix) + 12 x layers x block x width "
                   "(attention), the same count for every model (Muon's own matmuls are not counted); the "
                   "fraction is the median step's model FLOP/s over the median sgemm rate (2048^2 float32 "
@@ -301,8 +310,10 @@ def main() -> None:
         rows = throughput(nanogpt, batch, 64, vocab, repeats=2, seconds=args.step_seconds)
         zupu = next(r for r in rows if r["name"] == "zupu")
         lines += [f"batch {batch} (load {load():.1f}):", "",
-                  "| model | tokens/s | of sgemm rate | zupu speed-up |", "|---|---|---|---|"]
-        lines += [f"| {r['name']} | {r['tps']:.0f} | {r['frac']:.0%} | {zupu['tps'] / r['tps']:.2f}x |" for r in rows]
+                  "| model | tokens/s | of sgemm rate | of bf16 GEMM rate | zupu speed-up |", "|---|---|---|---|---|"]
+        lines += [f"| {r['name']} | {r['tps']:.0f} | {r['frac']:.0%} | "
+                  f"{'-' if r['frac16'] is None else format(r['frac16'], '.0%')} | {zupu['tps'] / r['tps']:.2f}x |"
+                  for r in rows]
         lines.append("")
     args.results.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

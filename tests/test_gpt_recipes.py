@@ -9,7 +9,16 @@ import torch
 from zupu import data
 from zupu.cli import main
 from zupu.errors import SettingError
-from zupu.recipes.gpt import TangPoems, is_quatrain, quatrains, split, val_loss
+from zupu.recipes.gpt import (
+    CharSettings,
+    ShakespeareChar,
+    TangPoems,
+    is_quatrain,
+    quatrains,
+    split,
+    train_step,
+    val_loss,
+)
 from zupu.recipes.scaling import fit_power_law, predict
 from zupu.tokenizers import load as load_tokenizer
 from zupu.train import launch
@@ -73,6 +82,24 @@ def test_shakespeare_char_learns_and_the_run_dir_decodes(tmp_path):
     assert (out / "samples.txt").read_text().strip()
     again = launch.evaluate(out)["metrics"]["val_loss"]
     assert again == pytest.approx(m["val_loss"], abs=1e-5)
+
+
+def test_train_step_precision():
+    """bf16: the loss comes from bfloat16 matmuls but is float32, as are the gradients of the float32 weights;
+    fp32: exactly the model's loss; anything else is refused before training."""
+    torch.manual_seed(0)
+    s = CharSettings(n_layer=1, block_size=16)
+    model = ShakespeareChar().build(s)
+    batch = torch.randint(0, 65, (2, 16)), torch.randint(0, 65, (2, 16))
+    fp32 = train_step(model, CharSettings(precision="fp32"))(batch)["loss"]
+    assert torch.equal(fp32, model.loss(*batch))
+    bf16 = train_step(model, s)(batch)["loss"]
+    assert bf16.dtype == torch.float32 and bf16.item() != fp32.item()
+    assert bf16.item() == pytest.approx(fp32.item(), rel=0.02)
+    bf16.backward()
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
+    with pytest.raises(SettingError, match="precision 'fp16'"):
+        train_step(model, CharSettings(precision="fp16"))
 
 
 def test_tang_poems_pipeline(tmp_path):

@@ -46,6 +46,24 @@ def test_attention_equals_the_formula(x):
     torch.testing.assert_close(attn(x, causal=True), naive(attn, x, causal_mask(7, 7)))
 
 
+def test_bfloat16_attention_on_cpu_attends_in_float32(x):
+    """Under bfloat16 autocast only the projections round to bfloat16: the attention kernel gets float32
+    q, k, v (torch's CPU kernel is slow in bfloat16) and hands bfloat16 back; gradients flow through it."""
+    attn = MultiHeadAttention(16, 4)
+    x32 = x.float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attn(x32, causal=True)
+        q, k, v = attn.heads(attn.qkv(x32), 3)
+    assert y.dtype == q.dtype == torch.bfloat16
+    inner = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = attn.proj(inner.to(torch.bfloat16).transpose(1, 2).reshape(x32.shape))
+    assert torch.equal(y, expected)
+    torch.testing.assert_close(y.float(), attn(x32, causal=True), atol=0.03, rtol=0.03)  # bfloat16 rounding
+    y.float().sum().backward()
+    assert x32.grad is not None and torch.isfinite(x32.grad).all()
+
+
 def test_padding_and_window_masks(x):
     attn = MultiHeadAttention(16, 4, window=3).double()
     am = torch.tensor([[1] * 7, [1] * 5 + [0] * 2])

@@ -10,6 +10,8 @@ dropout) to nanoGPT's final validation loss, aiming at half its time or less (th
   `workers`: a 128-wide model's matmuls split badly inside one matmul, whole shards do not), which also
   spreads Muon's per-step work over twice the tokens of a batch of 16; a 12x higher learning rate than
   nanoGPT's, a short warm-up and a linear decay to zero that ends exactly at the budget;
+- matmuls in bfloat16 under autocast (this CPU's AVX-512 BF16 runs them ~2.5x faster than float32;
+  weights, gradients, optimiser state and attention stay float32);
 - fused AdamW, Newton-Schulz batched over same-shaped matrices, malloc that keeps freed memory, and no
   evaluation during training unless asked for (`--set eval_every=...`): the one evaluation at the end
   reads the whole validation split.
@@ -61,6 +63,7 @@ class CharSettings:
     eval_tokens: int = 0  # validation tokens per evaluation (a fixed prefix of the split); 0: the whole split
     threads: int = 2
     workers: int = 2  # batch shards trained side by side, one thread each; 1: the whole batch on `threads` threads
+    precision: str = "bf16"  # matmuls in bfloat16 (autocast; weights, optimiser, attention in float32), or "fp32"
     samples: int = 4  # texts sampled into samples.txt
     sample_tokens: int = 300
 
@@ -69,6 +72,19 @@ def split(ids: torch.Tensor, train_fraction: float = 0.9) -> tuple[torch.Tensor,
     """The first 90% of the token stream for training, the rest for validation (nanoGPT's split)."""
     n = int(len(ids) * train_fraction)
     return ids[:n], ids[n:]
+
+
+def train_step(model: GPT, s: CharSettings):
+    """The recipe's loss on one batch of (inputs, targets): under bfloat16 autocast when `precision` is "bf16"
+    (on this CPU bfloat16 matmuls run ~2.5x faster than float32 ones; weights, gradients and optimiser
+    state stay float32)."""
+    if s.precision not in ("bf16", "fp32"):
+        raise SettingError(f"unknown precision {s.precision!r}; choose bf16 or fp32")
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.autocast(batch[0].device.type, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+            return {"loss": model.loss(*batch)}
+    return step
 
 
 def make_optimizer(model: GPT, s: CharSettings) -> torch.optim.Optimizer:
@@ -136,9 +152,7 @@ class CharLM(Recipe):
         tok.save(run.out)  # tokenizer.json beside the weights: `zupu generate RUN` decodes with it
         batches = RandomWindows(train_ids, s.block_size, s.batch_size, seed=run.seed)
         opt = make_optimizer(model, s)
-
-        def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {"loss": model.loss(*batch)}
+        step = train_step(model, s)
 
         evaluate = None
         if s.eval_every:
@@ -224,6 +238,7 @@ class PoemSettings(CharSettings):
     steps: int = 600
     optimizer: str = "adamw"  # tang-poems keeps the settings its milestone was measured with
     workers: int = 1
+    precision: str = "fp32"
     activation: str = "gelu_new"
     lr: float = 3e-3
     warmup: int = 30
