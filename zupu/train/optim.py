@@ -112,14 +112,14 @@ class MuonAdamW(torch.optim.Optimizer):
     update moves at the same rate; J. Liu et al. 2025, "Muon is Scalable for LLM Training",
     https://arxiv.org/abs/2502.16982, scale it by 0.2 sqrt(max(rows, cols)) to match AdamW's update size
     ("match_rms_adamw"), so both parts share one learning rate. Embeddings, the output layer, biases and
-    LayerNorm gains stay with AdamW, as in both papers. The two torch optimisers keep their state in this
-    one's `state` and their groups in its `param_groups`, so schedules and checkpoints see a single optimiser.
+    LayerNorm gains stay with AdamW, as in both papers. The two parts (the batched `Muon` above, torch's fused
+    AdamW) keep their state in this one's `state` and their groups in its `param_groups`, so schedules and
+    checkpoints see a single optimiser.
     """
 
     def __init__(self, muon_groups: list[dict], adamw_groups: list[dict], lr: float, weight_decay: float = 0.1,
                  momentum: float = 0.95, betas: tuple[float, float] = (0.9, 0.95)):
-        muon = Muon(muon_groups, lr=lr, weight_decay=weight_decay, momentum=momentum,
-                                adjust_lr_fn="match_rms_adamw")
+        muon = Muon(muon_groups, lr=lr, weight_decay=weight_decay, momentum=momentum, adjust_lr_fn="match_rms_adamw")
         adamw = torch.optim.AdamW(adamw_groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=True)
         for g in muon.param_groups:
             g["muon"] = True
