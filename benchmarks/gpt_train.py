@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from zupu.recipes.gpt import CharSettings
+from zupu.recipes.gpt import CharSettings, make_optimizer, train_step
 from zupu.train.threads import keep_freed_memory
 
 HERE = Path(__file__).resolve().parent
@@ -160,7 +160,6 @@ def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: 
     x = torch.randint(vocab, (batch, block))
     y = torch.randint(vocab, (batch, block))
     if kind == "zupu-recipe":
-        from zupu.recipes.gpt import make_optimizer, train_step
         from zupu.train.trainer import Trainer
 
         s = CharSettings()

@@ -67,7 +67,10 @@ class Muon(torch.optim.Muon):
             if not params:
                 continue
             grads = [p.grad for p in params]
-            bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+            for p in params:
+                if "momentum_buffer" not in self.state[p]:  # not setdefault: its default would be allocated every step
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+            bufs = [self.state[p]["momentum_buffer"] for p in params]
             torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
             updates = torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] else bufs
             updates = orthogonalise(updates, group["ns_coefficients"], group["ns_steps"], group["eps"])

@@ -11,6 +11,9 @@ cores: the small matmuls of a small model split badly inside one matmul, whole s
 shards' gradients are summed in a fixed order, so runs stay deterministic; the step function must then
 return a mean loss over its shard and draw no random numbers (threads would share the generator).
 
+`fit` also sets glibc's malloc, once per process, to keep freed memory for the next step
+(`zupu.train.threads.keep_freed_memory`: a step otherwise faults its activations' pages back in).
+
 A member whose paper defines its own update (the perceptron rule, hand-written backprop deltas)
 writes `param.grad` itself and returns a loss that needs no backward; the optimiser step then
 applies it (plain SGD with lr = the paper's learning rate reproduces those rules exactly).
