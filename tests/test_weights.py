@@ -22,7 +22,7 @@ from zupu.weights.registry import recorded
 
 
 def test_every_entry_records_each_file_hash_size_and_licence():
-    assert set(recorded()) == set(weights.WEIGHTS) == {"all-minilm-l6-v2", "smollm2", "taef2"}
+    assert set(recorded()) == set(weights.WEIGHTS) >= {"all-minilm-l6-v2", "smollm2", "taef2"}
     for w in weights.WEIGHTS.values():
         assert w.files and w.licence and w.homepage.startswith("https://"), w.name
         for f in w.files:
