@@ -7,11 +7,12 @@ import torch
 
 from zupu.errors import SettingError
 from zupu.nn import (
+    Block,
+    FeedForward,
     KVCache,
     MultiHeadAttention,
     PackedLinear,
     PatchEmbed,
-    TransformerBlock,
     causal_mask,
     pack_linears,
     padding_mask,
@@ -84,7 +85,7 @@ def test_attention_weights_ignore_masked_keys(x):
 
 def test_cached_decoding_equals_full_pass(x):
     torch.manual_seed(1)
-    block = TransformerBlock(16, 4, 32, pre_ln=True).double().eval()
+    block = Block(16, MultiHeadAttention(16, 4), FeedForward(16, 32), pre_ln=True).double().eval()
     full = block(x, causal=True)
     cache = KVCache(max_len=16)
     parts = [block(x[:, :3], causal=True, cache=cache)]  # prefill, then one token at a time
@@ -96,7 +97,8 @@ def test_cached_decoding_equals_full_pass(x):
 
 def test_decoder_block_with_cross_attention_and_cache(x):
     torch.manual_seed(2)
-    block = TransformerBlock(16, 4, 32, pre_ln=False, cross=True).double().eval()
+    block = Block(16, MultiHeadAttention(16, 4), FeedForward(16, 32), pre_ln=False,
+                  cross_attn=MultiHeadAttention(16, 4, cross=True)).double().eval()
     memory = torch.randn(2, 5, 16, dtype=torch.float64)
     mm = padding_mask(torch.tensor([[1] * 5, [1] * 3 + [0] * 2]))
     full = block(x, causal=True, memory=memory, memory_mask=mm)

@@ -2,8 +2,10 @@
 
 An architecture module gives `names(zupu_key) -> [hf_key, ...]`: one name for a plain rename, several
 for a zupu tensor that HF stores in pieces (a fused q/k/v projection is HF's query, key and value,
-stacked along dim 0). Loading checks the HF checkpoint against the names the model expects *before*
-converting, so a missing, unexpected or wrongly shaped tensor is reported under the checkpoint's own key.
+stacked along dim 0), in equal parts; or `{hf_key: rows, ...}` for parts of unequal sizes (grouped-query
+attention's fused projection: 9 query heads and 3 key and value heads of 64 are 576, 192 and 192 rows).
+Loading checks the HF checkpoint against the names the model expects *before* converting, so a missing,
+unexpected or wrongly shaped tensor is reported under the checkpoint's own key.
 """
 
 from __future__ import annotations
@@ -21,15 +23,26 @@ from zupu.atomic import write_json
 from zupu.checkpoint import CONFIG, WEIGHTS, check_keys, load_into, load_state, read_config, save_state
 from zupu.errors import CheckpointError
 
-Names = Callable[[str], list[str]]
+Names = Callable[[str], list[str] | dict[str, int]]
+
+
+def parts(names: Names, key: str, rows: int) -> dict[str, int]:
+    """The HF pieces of zupu tensor `key` (`rows` long on dim 0) and the rows of each, in stacking order."""
+    hf = names(key)
+    if not isinstance(hf, dict):
+        if rows % len(hf):
+            raise CheckpointError(f"{key}: {rows} rows do not split into {len(hf)} equal parts {hf}")
+        return dict.fromkeys(hf, rows // len(hf))
+    if sum(hf.values()) != rows:
+        raise CheckpointError(f"{key}: its parts {hf} add up to {sum(hf.values())} rows, the tensor has {rows}")
+    return hf
 
 
 def to_hf(state: dict[str, torch.Tensor], names: Names) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
-        hf = names(key)
-        for name, piece in zip(hf, value.chunk(len(hf), dim=0), strict=True):
-            out[name] = piece
+        hf = parts(names, key, value.shape[0])
+        out.update(zip(hf, value.split(list(hf.values()), dim=0), strict=True))
     return out
 
 
@@ -39,9 +52,8 @@ def from_hf(model: nn.Module, state: dict[str, torch.Tensor], names: Names, wher
     own = model.state_dict()
     expected: dict[str, tuple[str, tuple[int, ...]]] = {}  # hf key -> (zupu key, expected shape)
     for key, value in own.items():
-        hf = names(key)
-        shape = (value.shape[0] // len(hf), *value.shape[1:])
-        expected.update({name: (key, shape) for name in hf})
+        for name, rows in parts(names, key, value.shape[0]).items():
+            expected[name] = (key, (rows, *value.shape[1:]))
     state = {k: v for k, v in state.items() if k not in set(ignore)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

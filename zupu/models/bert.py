@@ -23,12 +23,13 @@ Fine-tuning puts one linear layer on the pooled [CLS] vector. Config field names
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zupu.nn import TransformerBlock, activation, padding_mask
+from zupu.nn import Block, FeedForward, MultiHeadAttention, activation, padding_mask
 
 IGNORE = -100  # label value for positions that carry no loss (unmasked tokens), as in torch and HF
 
@@ -85,9 +86,10 @@ class Bert(nn.Module):
         self.config = c = config
         self.embeddings = BertEmbeddings(c)
         self.layers = nn.ModuleList(
-            TransformerBlock(c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act, pre_ln=False,
-                             dropout=c.hidden_dropout_prob, attn_dropout=c.attention_probs_dropout_prob,
-                             eps=c.layer_norm_eps)
+            Block(c.hidden_size,
+                  attn=MultiHeadAttention(c.hidden_size, c.num_attention_heads, dropout=c.attention_probs_dropout_prob),
+                  mlp=FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act),
+                  norm=partial(nn.LayerNorm, eps=c.layer_norm_eps), pre_ln=False, dropout=c.hidden_dropout_prob)
             for _ in range(c.num_hidden_layers))
         # HF's masked-LM model has no pooler; every other head reads the pooled [CLS] vector
         self.pooler = nn.Linear(c.hidden_size, c.hidden_size) if add_pooling_layer else None

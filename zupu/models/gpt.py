@@ -33,13 +33,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zupu.errors import SettingError
-from zupu.nn import KVCache, PackedLinear, TransformerBlock, pack_linears
+from zupu.nn import Block, FeedForward, KVCache, MultiHeadAttention, PackedLinear, pack_linears
 
 
 @dataclass
@@ -87,9 +88,11 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(c.n_positions, c.n_embd)
         self.drop = nn.Dropout(c.embd_pdrop)
         self.h = nn.ModuleList(
-            TransformerBlock(c.n_embd, c.n_head, c.n_inner or 4 * c.n_embd, c.activation_function, c.pre_ln,
-                             dropout=c.resid_pdrop, attn_dropout=c.attn_pdrop, eps=c.layer_norm_epsilon,
-                             window=c.window_size if c.layer_attention(i) == "local" else None)
+            Block(c.n_embd,
+                  attn=MultiHeadAttention(c.n_embd, c.n_head, dropout=c.attn_pdrop,
+                                          window=c.window_size if c.layer_attention(i) == "local" else None),
+                  mlp=FeedForward(c.n_embd, c.n_inner or 4 * c.n_embd, c.activation_function),
+                  norm=partial(nn.LayerNorm, eps=c.layer_norm_epsilon), pre_ln=c.pre_ln, dropout=c.resid_pdrop)
             for i in range(c.n_layer)
         )
         self.ln_f = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon) if c.pre_ln else None

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
 from zupu.errors import SettingError
-from zupu.nn import KVCache, TransformerBlock, beam_search, padding_mask, sinusoidal
+from zupu.nn import Block, FeedForward, KVCache, MultiHeadAttention, beam_search, padding_mask, sinusoidal
 
 
 @dataclass
@@ -74,13 +75,17 @@ class Transformer(nn.Module):
         self.src_embed = nn.Embedding(c.src_vocab_size, D, padding_idx=c.pad_token_id)
         self.tgt_embed = nn.Embedding(c.tgt_vocab_size, D, padding_idx=c.pad_token_id)
         self.register_buffer("positions", sinusoidal(c.max_position_embeddings, D), persistent=False)
+        norm = partial(nn.LayerNorm, eps=c.layer_norm_eps)
         self.encoder = nn.ModuleList(
-            TransformerBlock(D, c.encoder_attention_heads, c.encoder_ffn_dim, c.activation_function, c.pre_ln,
-                             dropout=c.dropout, attn_dropout=c.attention_dropout, eps=c.layer_norm_eps)
+            Block(D, attn=MultiHeadAttention(D, c.encoder_attention_heads, dropout=c.attention_dropout),
+                  mlp=FeedForward(D, c.encoder_ffn_dim, c.activation_function),
+                  norm=norm, pre_ln=c.pre_ln, dropout=c.dropout)
             for _ in range(c.encoder_layers))
-        self.decoder = nn.ModuleList(
-            TransformerBlock(D, c.decoder_attention_heads, c.decoder_ffn_dim, c.activation_function, c.pre_ln,
-                             cross=True, dropout=c.dropout, attn_dropout=c.attention_dropout, eps=c.layer_norm_eps)
+        self.decoder = nn.ModuleList(  # sublayers built in their order in the layer, as the initial weights were
+            Block(D, attn=MultiHeadAttention(D, c.decoder_attention_heads, dropout=c.attention_dropout),
+                  cross_attn=MultiHeadAttention(D, c.decoder_attention_heads, dropout=c.attention_dropout, cross=True),
+                  mlp=FeedForward(D, c.decoder_ffn_dim, c.activation_function),
+                  norm=norm, pre_ln=c.pre_ln, dropout=c.dropout)
             for _ in range(c.decoder_layers))
         # pre-LN leaves the residual stream unnormalised, so each stack ends with a LayerNorm
         self.encoder_ln = nn.LayerNorm(D, eps=c.layer_norm_eps) if c.pre_ln else nn.Identity()

@@ -20,11 +20,12 @@ Config field names follow Hugging Face's `ViTConfig`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
-from zupu.nn import PatchEmbed, TransformerBlock
+from zupu.nn import Block, FeedForward, MultiHeadAttention, PatchEmbed
 
 
 @dataclass
@@ -57,9 +58,10 @@ class ViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patch.n_patches, c.hidden_size))
         self.drop = nn.Dropout(c.hidden_dropout_prob)
         self.layers = nn.ModuleList(
-            TransformerBlock(c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act, pre_ln=True,
-                             dropout=c.hidden_dropout_prob, attn_dropout=c.attention_probs_dropout_prob,
-                             eps=c.layer_norm_eps)
+            Block(c.hidden_size,
+                  attn=MultiHeadAttention(c.hidden_size, c.num_attention_heads, dropout=c.attention_probs_dropout_prob),
+                  mlp=FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act),
+                  norm=partial(nn.LayerNorm, eps=c.layer_norm_eps), pre_ln=True, dropout=c.hidden_dropout_prob)
             for _ in range(c.num_hidden_layers))
         self.layernorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         # HF's ViTModel has a tanh pooler over [class]; its image classifier reads LN(z_L^0) directly
