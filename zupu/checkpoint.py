@@ -1,4 +1,4 @@
-"""Saving and loading models: `config.json` + `model.safetensors`, and `from_pretrained`.
+"""Saving and loading models: `config.json` + `model.safetensors`, models made of parts, and `from_pretrained`.
 
 A zupu run directory's `config.json` holds the model config's fields at the top level (named as in
 the HF architecture's config where one exists) plus a `"zupu"` entry: member, architecture,
@@ -6,6 +6,29 @@ recipe and settings. A directory without that entry is read as an HF checkpoint 
 member whose `hf_model_types` lists its `model_type`. Such a member's models are saved in the HF
 layout, unless its `zupu.hf` module's `fits(model)` says the architecture cannot hold this one (a
 pre-LN encoder-decoder is no MarianMT), which then keeps zupu's own layout.
+
+Configs nest: a config dataclass may hold other config dataclasses, tuples of them, or `X | None` (CLIP's
+text and vision configs). They are saved as nested JSON objects and rebuilt from the field annotations
+(`config_from_dict`); an unknown key or a missing one without a default is a `CheckpointError` naming it.
+
+Weights are read by the one shared reader, `zupu.hf.tensors` (safetensors memory-mapped, shard indexes,
+`pytorch_model.bin`). `load_model` / `from_pretrained` take `dtype`: float32 by default, `None` keeps the
+checkpoint's own dtype, any other casts the floating-point weights.
+
+A model made of separately loadable parts (an image pipeline: text encoder, denoiser, autoencoder,
+scheduler) is a folder in diffusers' layout:
+
+    model_index.json      {"_class_name": "...", "_diffusers_version": "...", "<part>": [library, class], ...}
+    <part>/config.json + model.safetensors      a model: loads alone with `zupu.from_pretrained(<part>)`
+    <part>/scheduler_config.json                a config-only part (diffusers' constructor arguments)
+
+    save_parts({"unet": model, "scheduler": {"_class_name": "DDPMScheduler", ...}, "safety_checker": None},
+               out, "MyPipeline")                  # library: "transformers" for a part saved in the HF layout,
+                                                    # "zupu" for zupu's own, "diffusers" for scheduler configs
+    read_parts(dir) -> PartsIndex(class_name, {part: (library, class) or None})   # zupu's or diffusers' index
+    load_part(dir, "unet"), load_parts(dir)        # a model, a scheduler config dict, or None (absent part)
+
+A part zupu has no loader for (diffusers' own UNet2DModel, say) is a `CheckpointError` naming its class.
 """
 
 from __future__ import annotations
