@@ -1,4 +1,4 @@
-"""Saving and loading models: `config.json` + `model.safetensors`, and `from_pretrained`.
+"""Saving and loading models: `config.json` + `model.safetensors`, models made of parts, and `from_pretrained`.
 
 A zupu run directory's `config.json` holds the model config's fields at the top level (named as in
 the HF architecture's config where one exists) plus a `"zupu"` entry: member, architecture,
@@ -6,6 +6,29 @@ recipe and settings. A directory without that entry is read as an HF checkpoint 
 member whose `hf_model_types` lists its `model_type`. Such a member's models are saved in the HF
 layout, unless its `zupu.hf` module's `fits(model)` says the architecture cannot hold this one (a
 pre-LN encoder-decoder is no MarianMT), which then keeps zupu's own layout.
+
+Configs nest: a config dataclass may hold other config dataclasses, tuples of them, or `X | None` (CLIP's
+text and vision configs). They are saved as nested JSON objects and rebuilt from the field annotations
+(`config_from_dict`); an unknown key or a missing one without a default is a `CheckpointError` naming it.
+
+Weights are read by the one shared reader, `zupu.hf.tensors` (safetensors memory-mapped, shard indexes,
+`pytorch_model.bin`). `load_model` / `from_pretrained` take `dtype`: float32 by default, `None` keeps the
+checkpoint's own dtype, any other casts the floating-point weights.
+
+A model made of separately loadable parts (an image pipeline: text encoder, denoiser, autoencoder,
+scheduler) is a folder in diffusers' layout:
+
+    model_index.json      {"_class_name": "...", "_diffusers_version": "...", "<part>": [library, class], ...}
+    <part>/config.json + model.safetensors      a model: loads alone with `zupu.from_pretrained(<part>)`
+    <part>/scheduler_config.json                a config-only part (diffusers' constructor arguments)
+
+    save_parts({"unet": model, "scheduler": {"_class_name": "DDPMScheduler", ...}, "safety_checker": None},
+               out, "MyPipeline")                  # library: "transformers" for a part saved in the HF layout,
+                                                    # "zupu" for zupu's own, "diffusers" for scheduler configs
+    read_parts(dir) -> PartsIndex(class_name, {part: (library, class) or None})   # zupu's or diffusers' index
+    load_part(dir, "unet"), load_parts(dir)        # a model, a scheduler config dict, or None (absent part)
+
+A part zupu has no loader for (diffusers' own UNet2DModel, say) is a `CheckpointError` naming its class.
 """
 
 from __future__ import annotations
@@ -14,20 +37,24 @@ import dataclasses
 import importlib
 import json
 import os
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
 from zupu import registry
 from zupu.atomic import write_bytes, write_json
 from zupu.errors import CheckpointError, ZupuError
+from zupu.hf.tensors import find_weights, model_dtype, read_tensors
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
+MODEL_INDEX, SCHEDULER_CONFIG = "model_index.json", "scheduler_config.json"
+DIFFUSERS_LAYOUT = "0.42.0"  # the diffusers release whose pipeline layout save_parts writes (tests load it there)
 
 
 def member_of(model: nn.Module) -> registry.Member:
@@ -43,14 +70,10 @@ def save_state(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
     write_bytes(path, st_save({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}))
 
 
-def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing: a checkpoint needs {WEIGHTS} beside its {CONFIG}")
-    try:
-        return st_load(path.read_bytes())
-    except (SafetensorError, ValueError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); the checkpoint is corrupt") from None
+def load_state(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file or checkpoint directory, through the one shared reader
+    (`zupu.hf.tensors`): `dtype=None` keeps the file's dtypes, a dtype casts the floating-point ones."""
+    return read_tensors(path, dtype)
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
@@ -115,8 +138,9 @@ def _hf_module(member: registry.Member):
         return None
 
 
-def load_model(path: str | os.PathLike) -> nn.Module:
-    """Load a zupu run directory or an HF checkpoint directory."""
+def load_model(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> nn.Module:
+    """Load a zupu run directory or an HF checkpoint directory, its floating-point weights as `dtype`
+    (`None` keeps the checkpoint's own dtype)."""
     path = Path(path)
     cfg = read_config(path)
     meta = cfg.get("zupu")
@@ -125,7 +149,7 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         hf = _hf_module(member)
         if hf is None:
             raise CheckpointError(f"{path}: model_type {model_type!r} ({member.name}) has no HF loader yet")
-        return hf.from_pretrained(path)
+        return hf.from_pretrained(path, dtype=dtype)
     if not isinstance(meta, dict) or "member" not in meta:
         raise CheckpointError(
             f"{path / CONFIG} has neither a zupu entry nor a model_type zupu knows "
@@ -137,26 +161,174 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     cls = getattr(mod, arch, None)
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         raise CheckpointError(f"{path / CONFIG}: {member.name} has no architecture {arch!r}")
-    config_cls = cls.config_class
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    values = {k: v for k, v in cfg.items() if k in fields}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    config = config_from_dict(cls.config_class, {k: v for k, v in cfg.items() if k != "zupu"}, str(path / CONFIG))
     try:
-        model = cls(config_cls(**values))
+        model = cls(config)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path / CONFIG} is not a valid {config_cls.__name__}: {e}") from None
-    load_into(model, load_state(path / WEIGHTS), str(path / WEIGHTS))
+        raise CheckpointError(f"{path / CONFIG} is not a valid {cls.config_class.__name__}: {e}") from None
+    weights = find_weights(path)
+    state = load_state(weights)
+    load_into(model.to(model_dtype(state, dtype, str(weights))), state, str(weights))
     return model.eval()
 
 
-def from_pretrained(path_or_repo_id: str | os.PathLike) -> nn.Module:
-    """A zupu run dir, an HF checkpoint dir, or `org/name` on a zupu hub -> the zupu model."""
+def from_pretrained(path_or_repo_id: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> nn.Module:
+    """A zupu run dir, an HF checkpoint dir, or `org/name` on a zupu hub -> the zupu model, its floating-point
+    weights as `dtype` (`None` keeps the checkpoint's own dtype)."""
     path = Path(path_or_repo_id)
     if path.exists():
-        return load_model(path)
+        if (path / MODEL_INDEX).is_file() and not (path / CONFIG).is_file():
+            raise CheckpointError(f"{path} is a model made of parts ({MODEL_INDEX}): load them all with "
+                                  f"zupu.checkpoint.load_parts, or one with from_pretrained({path}/<part>)")
+        return load_model(path, dtype)
     name = str(path_or_repo_id)
     if name.count("/") == 1 and not name.startswith((".", "/")):
         from zupu.hub.client import snapshot
 
-        return load_model(snapshot(name))
+        return load_model(snapshot(name), dtype)
     raise CheckpointError(f"{name} is neither a local directory nor a hub repo id (org/name)")
+
+
+# Nested configs ---------------------------------------------------------------------------------------------
+
+
+def config_from_dict(config_cls: type, values: dict[str, Any], where: str, strict: bool = True) -> Any:
+    """A config.json object -> `config_cls`, rebuilding the nested config dataclasses (and tuples of them) that
+    its field annotations name. `strict`: an unknown key is an error (zupu's own configs); otherwise it is
+    skipped, as an HF config.json carries many keys zupu has no field for. A missing key takes the field's
+    default; one without a default is an error."""
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{where}: expected an object for {config_cls.__name__}, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown and strict:
+        raise CheckpointError(f"{where}: unknown keys {unknown} for {config_cls.__name__} "
+                              f"(its fields: {', '.join(fields)})")
+    missing = sorted(n for n, f in fields.items() if n not in values
+                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise CheckpointError(f"{where}: missing keys {missing} that {config_cls.__name__} needs")
+    hints = typing.get_type_hints(config_cls)
+    kwargs = {n: _rebuild(hints[n], v, f"{where}: {n}", strict) for n, v in values.items() if n in fields}
+    try:
+        return config_cls(**kwargs)
+    except (TypeError, ValueError, ZupuError) as e:
+        raise CheckpointError(f"{where} is not a valid {config_cls.__name__}: {e}") from None
+
+
+def _rebuild(tp: Any, value: Any, where: str, strict: bool) -> Any:
+    """A JSON value -> the annotation `tp`: objects become config dataclasses, arrays tuples (or lists)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if value is None:
+        return None
+    if origin in (typing.Union, types.UnionType):  # `X | None`: the arm whose JSON form this value has
+        for arm in args:
+            sequence = typing.get_origin(arm) in (tuple, list)
+            if (dataclasses.is_dataclass(arm) and isinstance(value, dict)) or (sequence and isinstance(value, list)):
+                return _rebuild(arm, value, where, strict)
+        return value
+    if dataclasses.is_dataclass(tp):
+        return config_from_dict(tp, value, where, strict)
+    if origin in (tuple, list) and isinstance(value, list | tuple):
+        if origin is tuple and args and args[-1] is not Ellipsis:  # a fixed-length tuple, e.g. (int, str)
+            if len(args) != len(value):
+                raise CheckpointError(f"{where}: expected {len(args)} items, got {len(value)}")
+            pairs = enumerate(zip(args, value, strict=True))
+            return tuple(_rebuild(a, v, f"{where}[{i}]", strict) for i, (a, v) in pairs)
+        item = args[0] if args else Any
+        return origin(_rebuild(item, v, f"{where}[{i}]", strict) for i, v in enumerate(value))
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return {k: _rebuild(args[1], v, f"{where}[{k!r}]", strict) for k, v in value.items()}
+    return value
+
+
+# Models made of parts ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PartsIndex:
+    """What `model_index.json` says: the composite's class name and, per part, its (library, class), or None
+    for an optional part saved absent (diffusers writes `[null, null]`)."""
+
+    class_name: str
+    parts: dict[str, tuple[str, str] | None]
+
+
+def save_parts(parts: Mapping[str, nn.Module | dict[str, Any] | None], out: str | os.PathLike, class_name: str,
+               meta: dict[str, Any] | None = None) -> Path:
+    """Write a model made of parts in diffusers' layout; each part's folder loads alone (see the module doc)."""
+    out = Path(out)
+    index: dict[str, Any] = {"_class_name": class_name, "_diffusers_version": DIFFUSERS_LAYOUT}
+    for name, part in parts.items():
+        if not name.isidentifier() or name.startswith("_"):  # a folder name and a pipeline attribute in diffusers
+            raise CheckpointError(f"part name {name!r} must be a Python identifier not starting with '_'")
+        if part is None:
+            index[name] = [None, None]
+        elif isinstance(part, nn.Module):
+            save_model(part, out / name, meta)
+            cfg = read_config(out / name)
+            hf = "model_type" in cfg and cfg.get("architectures")  # saved in the HF layout: transformers loads it
+            index[name] = ["transformers", cfg["architectures"][0]] if hf else ["zupu", type(part).__name__]
+        elif isinstance(part, dict) and isinstance(part.get("_class_name"), str):
+            write_json(out / name / SCHEDULER_CONFIG, {"_diffusers_version": DIFFUSERS_LAYOUT, **part})
+            index[name] = ["diffusers", part["_class_name"]]
+        else:
+            raise CheckpointError(f"part {name!r} is a {type(part).__name__}: a part is an nn.Module, a scheduler"
+                                  " config (a dict of diffusers' constructor arguments and '_class_name'), or None")
+    write_json(out / MODEL_INDEX, index)  # last: a folder with a model_index.json is complete
+    return out
+
+
+def read_parts(path: str | os.PathLike) -> PartsIndex:
+    """Read `model_index.json` (zupu's or diffusers'); keys that are not parts (settings such as
+    `requires_safety_checker`, `_name_or_path`) are left out."""
+    path = Path(path)
+    where = path / MODEL_INDEX
+    if not where.is_file():
+        raise CheckpointError(f"{where} is missing: not a folder of a model made of parts")
+    cfg = read_config(where)
+    if not isinstance(cfg.get("_class_name"), str):
+        raise CheckpointError(f"{where} has no _class_name naming the composite's class")
+    parts: dict[str, tuple[str, str] | None] = {}
+    for name, entry in cfg.items():
+        if name.startswith("_") or not isinstance(entry, list):
+            continue
+        if entry == [None, None]:
+            parts[name] = None
+        elif len(entry) == 2 and all(isinstance(e, str) for e in entry):
+            parts[name] = (entry[0], entry[1])
+        else:
+            raise CheckpointError(f"{where}: part {name!r} is {entry!r}, expected [library, class] or [null, null]")
+    return PartsIndex(cfg["_class_name"], parts)
+
+
+def load_part(path: str | os.PathLike, name: str, dtype: torch.dtype | None = torch.float32) -> Any:
+    """One part of a model made of parts: a model (as `load_model` loads it), a scheduler config dict, or None."""
+    path = Path(path)
+    index = read_parts(path)
+    if name not in index.parts:
+        raise CheckpointError(f"{path / MODEL_INDEX} has no part {name!r}; its parts: {', '.join(index.parts)}")
+    if index.parts[name] is None:
+        return None
+    library, cls = index.parts[name]
+    folder = path / name
+    if (folder / SCHEDULER_CONFIG).is_file():
+        cfg = read_config(folder / SCHEDULER_CONFIG)
+        if cfg.get("_class_name") != cls:
+            raise CheckpointError(f"{folder / SCHEDULER_CONFIG} is a {cfg.get('_class_name')!r}, but {MODEL_INDEX} "
+                                  f"says part {name!r} is {cls!r}")
+        return cfg
+    if (folder / CONFIG).is_file():
+        cfg = read_config(folder)
+        model_type = cfg.get("model_type")
+        if isinstance(cfg.get("zupu"), dict) or (model_type and registry.member_for_model_type(model_type)):
+            return load_model(folder, dtype)
+    elif not folder.is_dir():
+        raise CheckpointError(f"{folder} is missing: {MODEL_INDEX} lists part {name!r} ({library} {cls})")
+    raise CheckpointError(f"{folder}: part {name!r} is {library}'s {cls}, which zupu does not load (it loads zupu "
+                          "models, the transformers architectures of its members, and scheduler configs)")
+
+
+def load_parts(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> dict[str, Any]:
+    """Every part of a model made of parts, by name (see `load_part`)."""
+    return {name: load_part(path, name, dtype) for name in read_parts(path).parts}

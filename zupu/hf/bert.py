@@ -26,6 +26,7 @@ from torch import nn
 from zupu.checkpoint import CONFIG, WEIGHTS
 from zupu.errors import CheckpointError
 from zupu.hf import keymap
+from zupu.hf.tensors import model_dtype
 from zupu.models.bert import Bert, BertConfig, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
@@ -86,11 +87,13 @@ def config_from_hf(cfg: dict[str, Any], where: str) -> BertConfig:
     return keymap.config_from_hf(BertConfig, cfg, where)
 
 
-def from_pretrained(path: str | os.PathLike) -> nn.Module:
-    """Load an HF BERT checkpoint directory (config.json + model.safetensors); never touches the network."""
+def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> nn.Module:
+    """Load an HF BERT checkpoint directory (config.json + weights), its floating-point weights as `dtype`
+    (`None` keeps the checkpoint's); never touches the network."""
     path = Path(path)
     cfg, arch, state = keymap.open_checkpoint(path, ARCHITECTURES, "bert", "BERT")
     model = ARCHITECTURES[arch](config_from_hf(cfg, str(path / CONFIG)))
+    model.to(model_dtype(state, dtype, str(path)))
     ignore = [k for k in state if k.endswith("embeddings.position_ids")]  # a buffer old transformers saved
     word = state.get("bert.embeddings.word_embeddings.weight")
     decoder = state.get("cls.predictions.decoder.weight")

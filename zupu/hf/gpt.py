@@ -20,19 +20,17 @@ is saved in zupu's own layout (config fields + zupu weights), which `zupu.from_p
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from zupu.atomic import write_json
 from zupu.checkpoint import CONFIG, WEIGHTS, load_model, load_state, read_config, save_state
 from zupu.errors import CheckpointError, ZupuError
+from zupu.hf.tensors import model_dtype
 from zupu.models.gpt import GPT, PRESETS, GPTConfig
 
 # HF config.json fields that map one to one onto GPTConfig fields
@@ -90,36 +88,18 @@ def _config_from_hf(cfg: dict[str, Any], where: Path) -> GPTConfig:
         raise CheckpointError(f"{where / CONFIG} is not a valid {model_type} config: {e}") from None
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """model.safetensors, a sharded model.safetensors.index.json, or an old pytorch_model.bin."""
-    if (path / WEIGHTS).is_file():
-        return load_state(path / WEIGHTS)
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return {k: v for shard in shards for k, v in load_file(path / shard).items()}
-        except (OSError, KeyError, ValueError, SafetensorError) as e:
-            raise CheckpointError(f"{index}: cannot read the sharded weights ({e})") from None
-    if (path / "pytorch_model.bin").is_file():
-        try:
-            return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises several kinds on a corrupt pickle
-            raise CheckpointError(f"{path / 'pytorch_model.bin'} is not a readable checkpoint ({e})") from None
-    raise CheckpointError(f"{path} has no {WEIGHTS}, model.safetensors.index.json or pytorch_model.bin")
-
-
-def from_pretrained(path: str | os.PathLike) -> GPT:
-    """Load an HF GPT-2 / GPT-1 checkpoint directory (or a zupu GPT-3 one) as a zupu GPT."""
+def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> GPT:
+    """Load an HF GPT-2 / GPT-1 checkpoint directory (or a zupu GPT-3 one) as a zupu GPT, its floating-point
+    weights as `dtype` (`None` keeps the checkpoint's)."""
     path = Path(path)
     cfg = read_config(path)
     if "model_type" not in cfg:  # zupu's own layout (a GPT-3 preset)
-        return load_model(path)
+        return load_model(path, dtype)
     model_type = cfg["model_type"]
     if model_type not in _EMBEDDINGS:
         raise CheckpointError(f"{path / CONFIG}: model_type {model_type!r} is not GPT (expected gpt2 or openai-gpt)")
     model = GPT(_config_from_hf(cfg, path))
-    theirs = _read_weights(path)
+    theirs = load_state(path)  # any weights layout: one file, shards, or pytorch_model.bin
     theirs = {k: v for k, v in theirs.items() if not _BUFFERS.search(k)}
     if not any(k.startswith("transformer.") for k in theirs):  # saved from GPT2Model / an old GPT-2 upload
         theirs = {(k if k == "lm_head.weight" else "transformer." + k): v for k, v in theirs.items()}
@@ -146,7 +126,7 @@ def from_pretrained(path: str | os.PathLike) -> GPT:
         raise CheckpointError(f"{path} does not fit a {model_type} GPT with its config.json: " + ", ".join(parts))
     if model.config.tie_word_embeddings:
         state["lm_head.weight"] = state["wte.weight"]
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.to(model_dtype(state, dtype, str(path))).load_state_dict(state)
     return model.eval()
 
 

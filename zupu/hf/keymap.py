@@ -20,7 +20,16 @@ import torch
 from torch import nn
 
 from zupu.atomic import write_json
-from zupu.checkpoint import CONFIG, WEIGHTS, check_keys, load_into, load_state, read_config, save_state
+from zupu.checkpoint import (
+    CONFIG,
+    WEIGHTS,
+    check_keys,
+    config_from_dict,
+    load_into,
+    load_state,
+    read_config,
+    save_state,
+)
 from zupu.errors import CheckpointError
 
 Names = Callable[[str], list[str] | dict[str, int]]
@@ -83,14 +92,10 @@ def save_hf(model: nn.Module, out: str | os.PathLike, names: Names, architecture
 
 def config_from_hf(config_cls: type, cfg: dict[str, Any], where: str) -> Any:
     """The fields of an HF config.json that `config_cls` has (num_labels from id2label) -> `config_cls`."""
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    values = {k: v for k, v in cfg.items() if k in fields}
+    values = dict(cfg)
     if isinstance(cfg.get("id2label"), dict):
         values["num_labels"] = len(cfg["id2label"])
-    try:
-        return config_cls(**values)
-    except TypeError as e:
-        raise CheckpointError(f"{where} is not a valid {config_cls.__name__}: {e}") from None
+    return config_from_dict(config_cls, values, where, strict=False)
 
 
 def open_checkpoint(path: str | os.PathLike, architectures: dict[str, type], base: str,
@@ -105,7 +110,7 @@ def open_checkpoint(path: str | os.PathLike, architectures: dict[str, type], bas
     if arch not in architectures:
         raise CheckpointError(f"{path / CONFIG}: architecture {arch!r} is not one zupu's {member} loads; "
                               f"known: {', '.join(architectures)}")
-    state = load_state(path / WEIGHTS)
+    state = load_state(path)  # any weights layout: one file, shards, or pytorch_model.bin
     if arch == default and state and all(k.startswith(f"{base}.") for k in state):
         state = {k.removeprefix(f"{base}."): v for k, v in state.items()}
     return cfg, arch, state

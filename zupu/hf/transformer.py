@@ -44,6 +44,7 @@ from zupu.atomic import write_json
 from zupu.checkpoint import CONFIG, WEIGHTS, load_state, read_config, save_state
 from zupu.errors import CheckpointError
 from zupu.hf import keymap
+from zupu.hf.tensors import find_weights, model_dtype
 from zupu.models.transformer import Transformer, TransformerConfig
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"MarianMTModel": Transformer}
@@ -116,17 +117,19 @@ def config_from_hf(cfg: dict[str, Any], where: str) -> TransformerConfig:
         raise CheckpointError(f"{where} is not a valid TransformerConfig: {e}") from None
 
 
-def from_pretrained(path: str | os.PathLike) -> nn.Module:
-    """Load an HF MarianMT checkpoint directory (config.json + model.safetensors); never touches the network."""
+def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> nn.Module:
+    """Load an HF MarianMT checkpoint directory (config.json + weights), its floating-point weights as `dtype`
+    (`None` keeps the checkpoint's); never touches the network."""
     path = Path(path)
     cfg = read_config(path)
     arch = (cfg.get("architectures") or ["MarianMTModel"])[0]
     if arch not in ARCHITECTURES:
         raise CheckpointError(f"{path / CONFIG}: architecture {arch!r} is not one zupu's transformer loads; "
                               f"known: {', '.join(ARCHITECTURES)}")
-    where = str(path / WEIGHTS)
-    state = load_state(path / WEIGHTS)
-    model = Transformer(config_from_hf(cfg, str(path / CONFIG)))
+    weights = find_weights(path)  # any weights layout: one file, shards, or pytorch_model.bin
+    where = str(weights)
+    state = load_state(weights)
+    model = Transformer(config_from_hf(cfg, str(path / CONFIG))).to(model_dtype(state, dtype, where))
     bias = state.get("final_logits_bias")
     if bias is not None and bool(bias.any()):
         raise CheckpointError(f"{where}: final_logits_bias is not all zeros; zupu's Transformer has no output bias")

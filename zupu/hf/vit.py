@@ -18,11 +18,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from zupu.checkpoint import CONFIG, WEIGHTS
 from zupu.errors import CheckpointError
 from zupu.hf import keymap
+from zupu.hf.tensors import model_dtype
 from zupu.models.vit import ViT, ViTConfig, ViTForImageClassification
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"ViTModel": ViT, "ViTForImageClassification": ViTForImageClassification}
@@ -61,11 +63,13 @@ def config_from_hf(cfg: dict[str, Any], where: str) -> ViTConfig:
     return keymap.config_from_hf(ViTConfig, cfg, where)
 
 
-def from_pretrained(path: str | os.PathLike) -> nn.Module:
-    """Load an HF ViT checkpoint directory (config.json + model.safetensors); never touches the network."""
+def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> nn.Module:
+    """Load an HF ViT checkpoint directory (config.json + weights), its floating-point weights as `dtype`
+    (`None` keeps the checkpoint's); never touches the network."""
     path = Path(path)
     cfg, arch, state = keymap.open_checkpoint(path, ARCHITECTURES, "vit", "ViT")
     model = ARCHITECTURES[arch](config_from_hf(cfg, str(path / CONFIG)))
+    model.to(model_dtype(state, dtype, str(path)))
     keymap.from_hf(model, state, names, str(path / WEIGHTS))
     return model.eval()
 
