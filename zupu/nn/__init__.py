@@ -1,5 +1,5 @@
 """Shared building blocks, written once: attention (SDPA, masks, KV cache), feed-forward, a Linear with
-packed inference weights, positions, the Transformer layer, patch embedding, beam search."""
+packed inference weights, positions, the Transformer layer, patch embedding."""
 
 from zupu.nn.attention import KVCache, MultiHeadAttention, causal_mask, padding_mask
 from zupu.nn.blocks import TransformerBlock
@@ -7,7 +7,6 @@ from zupu.nn.linear import PackedLinear, pack_linears
 from zupu.nn.mlp import FeedForward, activation
 from zupu.nn.patch import PatchEmbed
 from zupu.nn.positions import sinusoidal
-from zupu.nn.search import beam_search
 
 __all__ = ["FeedForward", "KVCache", "MultiHeadAttention", "PackedLinear", "PatchEmbed", "TransformerBlock",
-           "activation", "beam_search", "causal_mask", "pack_linears", "padding_mask", "sinusoidal"]
+           "activation", "causal_mask", "pack_linears", "padding_mask", "sinusoidal"]
