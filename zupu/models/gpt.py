@@ -31,7 +31,6 @@ it live in `zupu.sampling` (`model.generate(...)` streams tokens through it).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -164,10 +163,9 @@ class GPT(nn.Module):
         logits = self(input_ids)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **options) -> Iterator[torch.Tensor]:
-        """Stream the next token of every row, (B,), step by step with a KV cache: `zupu.sampling.generate`,
-        whose keyword options (temperature, top_k, top_p, eos_token_id, attention_mask, ...) pass through."""
-        return sampling.generate(self, input_ids, max_new_tokens, **options)
+    # model.generate(input_ids, max_new_tokens, temperature=..., ...) streams the next token of every row with the
+    # KV cache: the decoding loop is zupu.sampling's, shared by every causal LM, with this model as its first argument
+    generate = sampling.generate
 
 
 _GPT1 = dict(vocab_size=40478, n_positions=512, activation_function="gelu", pre_ln=False)
