@@ -131,13 +131,13 @@ SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The 
 
 @pytest.fixture(scope="module")
 def minilm(minilm_dir):
-    from zupu.embed import load_tokenizer
+    from zupu.apps.embed import load_tokenizer
 
     return minilm_dir, zupu.from_pretrained(minilm_dir), load_tokenizer(minilm_dir)
 
 
 def test_minilm_matches_transformers(minilm):
-    from zupu.embed import embed
+    from zupu.apps.embed import embed
 
     d, model, encode = minilm
     assert isinstance(model, Bert) and model.config.num_hidden_layers == 6
@@ -157,7 +157,7 @@ def test_minilm_matches_transformers(minilm):
 
 def test_minilm_matches_sentence_transformers(minilm):
     st = pytest.importorskip("sentence_transformers")
-    from zupu.embed import embed
+    from zupu.apps.embed import embed
 
     d, model, encode = minilm
     want = st.SentenceTransformer(str(d), device="cpu").encode(SENTENCES, convert_to_tensor=True)

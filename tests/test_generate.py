@@ -6,7 +6,7 @@ import torch
 from zupu import create
 from zupu.checkpoint import save_model
 from zupu.cli import main
-from zupu.generate import _held_back, stream_text
+from zupu.sampling.text import _held_back, stream_text
 from zupu.tokenizers import ByteBPE, CharTokenizer
 
 TEXT = "the quick brown fox jumps over the lazy dog; THE QUICK BROWN FOX!\n"

@@ -11,7 +11,8 @@ import zupu
 from zupu import create
 from zupu.checkpoint import load_model, save_model
 from zupu.errors import CheckpointError, SettingError
-from zupu.models.gpt import GPT, GPTConfig, sample
+from zupu.models.gpt import GPT, GPTConfig
+from zupu.sampling import sample
 
 transformers = pytest.importorskip("transformers")
 

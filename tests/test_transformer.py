@@ -103,7 +103,7 @@ def test_beam_of_one_is_greedy():
     m = _model()
     assert m.generate(SRC, max_new_tokens=6, beam_size=1) == m.generate(SRC, max_new_tokens=6)
     # beam_size 1 through the beam-search code path (the public call short-cuts to greedy)
-    from zupu.nn import beam_search
+    from zupu.sampling import beam_search
 
     memory, mask = m.encode(SRC)
     caches = m.new_caches(6, SRC.shape[1])

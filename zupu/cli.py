@@ -1,25 +1,26 @@
-"""The `zupu` command: tree, train, eval, tour, data (and the sub-commands other rooms add: weights, ...)."""
+"""The `zupu` command: tree, train, eval, tour, data, and the sub-commands other rooms add.
+
+A room adds sub-commands with no list to edit: a module in `zupu/apps/`, or a module named `cli.py` in
+any sub-package of zupu (`zupu/hub/cli.py`), that defines `add_parser(subparsers)` is found by walking
+the package folders (`command_modules`). Those modules keep heavy imports (torch) inside their command
+functions, so building the parser, `zupu --help` and the commands that do not need torch stay fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import pkgutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from zupu import registry
 from zupu.errors import ZupuError
 
-# Rooms that add their own sub-commands: module -> function taking the subparsers.
-EXTENSIONS = (
-    ("zupu.generate", "add_parser"),
-    ("zupu.recipes.scaling", "add_parser"),
-    ("zupu.embed", "add_parser"),
-    ("zupu.weights.cli", "add_parser"),
-    ("zupu.hub.cli", "add_parser"),
-    ("zupu.hub.cli", "add_push_parser"),
-)
+PACKAGE = Path(__file__).parent
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
@@ -127,13 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", nargs="?", default="all")
     s.set_defaults(func=cmd_data)
 
-    for module, fn in EXTENSIONS:
-        try:
-            getattr(importlib.import_module(module), fn)(sub)
-        except ModuleNotFoundError as e:
-            if e.name is None or not module.startswith(e.name):
-                raise
+    add_commands(sub, command_modules())
     return p
+
+
+def command_modules(package: Path = PACKAGE, name: str = "zupu") -> list[str]:
+    """Modules that may add sub-commands: every module of `apps/` and every sub-package's `cli` module,
+    found in the folders without importing anything."""
+    found = [f"{name}.apps.{m.name}" for m in pkgutil.iter_modules([str(package / "apps")])]
+    found += [f"{name}.{m.name}.cli" for m in pkgutil.iter_modules([str(package)])
+              if m.ispkg and (package / m.name / "cli.py").is_file()]
+    return sorted(found)
+
+
+def add_commands(subparsers: Any, modules: Sequence[str]) -> None:
+    """Call `add_parser(subparsers)` of each module that defines one. A module whose optional dependency
+    is missing (the hub's extras) is left out, and its commands with it; an error inside zupu is raised."""
+    for module in modules:
+        try:
+            add_parser = getattr(importlib.import_module(module), "add_parser", None)
+        except ModuleNotFoundError as e:
+            if e.name is None or e.name == "zupu" or e.name.startswith("zupu."):
+                raise
+            continue
+        if add_parser is not None:
+            add_parser(subparsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

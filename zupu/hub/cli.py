@@ -94,6 +94,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers) -> None:
+    """`zupu hub ...` and `zupu push`."""
     hub = subparsers.add_parser("hub", help="a self-hosted model/dataset/space hub for HF clients, git and git lfs")
     sub = hub.add_subparsers(dest="hub_command", required=True)
 
@@ -127,8 +128,6 @@ def add_parser(subparsers) -> None:
     s.add_argument("--member", action="append", default=[], help="a user to add (repeatable)")
     s.set_defaults(func=cmd_org)
 
-
-def add_push_parser(subparsers) -> None:
     s = subparsers.add_parser("push", help="upload a run directory to a hub repo (HF_ENDPOINT/ZUPU_HUB_URL, HF_TOKEN)")
     s.add_argument("run")
     s.add_argument("repo", help="namespace/name")

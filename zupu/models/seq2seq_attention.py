@@ -20,7 +20,7 @@ for every step at once under teacher forcing) and `context_gates`, the context h
 output layer is replaced by tanh. The decoder starts from s_0 = tanh(W_s [->h_{T_x} ; <-h_1]), c_0 = 0.
 
 Decoding: `generate(src, beam_size=1)` is greedy; `beam_size > 1` is beam search (the paper used 12)
-with scores normalised by length.
+with scores normalised by length (`zupu.sampling.beam`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from zupu.nn.recurrent import LSTM, State
+from zupu.sampling import beam_search
 
 
 @dataclass
@@ -194,35 +195,18 @@ class Seq2Seq(nn.Module):
         rows = torch.arange(B, device=src.device).repeat_interleave(k)  # each sentence k times, (B*k,)
         enc = enc.index(rows)
         state = (state[0][rows], state[1][rows])
-        scores = torch.full((B, k), float("-inf"), device=src.device)
-        scores[:, 0] = 0.0  # one live hypothesis at the start, so the first step yields k distinct ones
-        tokens = torch.full((B * k, 0), c.pad_token_id, dtype=torch.long, device=src.device)
-        lengths = torch.zeros(B, k, device=src.device)
-        finished = torch.zeros(B, k, dtype=torch.bool, device=src.device)
-        y = torch.full((B * k,), c.bos_token_id, dtype=torch.long, device=src.device)
-        for _ in range(max_new_tokens):
-            logp, state, _ = self._next_logprobs(y, state, enc)  # (B*k, V)
-            V = logp.shape[-1]
-            logp = logp.view(B, k, V)
-            # A finished hypothesis can only continue with padding, at no cost: its score stays put.
-            frozen = torch.full_like(logp, float("-inf"))
-            frozen[..., c.pad_token_id] = 0.0
-            logp = torch.where(finished[..., None], frozen, logp)
-            total = (scores[..., None] + logp).view(B, k * V)
-            scores, flat = total.topk(k, dim=1)  # (B, k)
-            beam, y = flat // V, flat % V  # which hypothesis each new one extends, and with what token
-            src_rows = (torch.arange(B, device=src.device)[:, None] * k + beam).view(-1)  # (B*k,)
-            state = (state[0][src_rows], state[1][src_rows])
-            tokens = torch.cat([tokens[src_rows], y.view(-1, 1)], dim=1)
-            was_finished = finished.gather(1, beam)
-            lengths = lengths.gather(1, beam) + (~was_finished).float()
-            finished = was_finished | (y == c.eos_token_id)
-            y = y.view(-1)
-            if finished.all():
-                break
-        best = (scores / lengths.clamp(min=1)).argmax(1)  # length-normalised log-probability
-        chosen = tokens.view(B, k, -1)[torch.arange(B), best].tolist()  # padding only ever follows eos
-        return [row[: row.index(c.eos_token_id)] if c.eos_token_id in row else row for row in chosen]
+
+        def next_logprobs(y: torch.Tensor) -> torch.Tensor:  # y (B*k,) -> (B*k, V)
+            nonlocal state
+            logp, state, _ = self._next_logprobs(y, state, enc)
+            return logp
+
+        def reorder(survivors: torch.Tensor) -> None:
+            nonlocal state
+            state = (state[0][survivors], state[1][survivors])
+
+        return beam_search(next_logprobs, reorder, B, k, c.bos_token_id, c.eos_token_id, c.pad_token_id,
+                           max_new_tokens, src.device)
 
 
 PRESETS = {

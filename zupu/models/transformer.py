@@ -20,7 +20,7 @@ Masks are boolean, True where a query may look: the source padding mask (B, 1, 1
 self-attention and in cross-attention, the causal mask in decoder self-attention. Decoding keeps a
 `KVCache` per decoder layer for self-attention (one new row per step) and one for cross-attention (the
 encoder's keys and values, projected once). `generate(src, beam_size=1)` is greedy; `beam_size > 1` is
-beam search with length-normalised scores (`zupu.nn.search`), as in seq2seq-attention.
+beam search with length-normalised scores (`zupu.sampling.beam`), as in seq2seq-attention.
 
 Hugging Face: `MarianMTModel` is this model up to layout (post-LN, fixed sinusoids, biased q/k/v/out
 projections); `zupu.hf.transformer` maps it both ways exactly, permuting the model dimension to turn the
@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from zupu.errors import SettingError
-from zupu.nn import Block, FeedForward, KVCache, MultiHeadAttention, beam_search, padding_mask, sinusoidal
+from zupu.nn import Block, FeedForward, KVCache, MultiHeadAttention, padding_mask, sinusoidal
+from zupu.sampling import beam_search
 
 
 @dataclass

@@ -13,18 +13,16 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 from zupu import weights
-from zupu.checkpoint import from_pretrained
 from zupu.errors import CheckpointError
-from zupu.models.bert import mean_pool
-from zupu.tokenizers import WordPiece, load
 
-Encode = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
+if TYPE_CHECKING:  # torch is imported where it is used, so that `zupu --help` does not load it
+    import torch
+    from torch import nn
+
+Encode = Callable[[Sequence[str]], "tuple[torch.Tensor, torch.Tensor]"]
 
 
 def default_model_dir() -> Path:
@@ -39,6 +37,8 @@ def load_tokenizer(model_dir: str | os.PathLike, max_length: int | None = None) 
     library's on the MiniLM files, tested). `max_length` defaults to sentence-transformers'
     `max_seq_length` when the folder has a `sentence_bert_config.json`, else 512.
     """
+    from zupu.tokenizers import WordPiece, load
+
     model_dir = Path(model_dir)
     tok = load(model_dir)
     if not isinstance(tok, WordPiece):
@@ -54,18 +54,25 @@ def load_tokenizer(model_dir: str | os.PathLike, max_length: int | None = None) 
     return encode
 
 
-@torch.no_grad()
 def embed(model: nn.Module, encode: Encode, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
     """(N, C) unit-length sentence vectors."""
+    import torch
+    import torch.nn.functional as F
+
+    from zupu.models.bert import mean_pool
+
     model.eval()
     rows = []
-    for i in range(0, len(texts), batch_size):
-        ids, mask = encode(texts[i:i + batch_size])
-        rows.append(F.normalize(mean_pool(model(ids, mask), mask), dim=-1))
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            ids, mask = encode(texts[i:i + batch_size])
+            rows.append(F.normalize(mean_pool(model(ids, mask), mask), dim=-1))
     return torch.cat(rows)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    from zupu.checkpoint import from_pretrained
+
     model_dir = Path(args.model) if args.model else default_model_dir()
     texts = args.texts or ["A man is eating food.", "A man is eating a piece of bread.",
                            "The new movie is awesome.", "A monkey is playing drums."]
