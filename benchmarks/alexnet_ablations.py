@@ -10,7 +10,7 @@ smaller than the seed noise reads as nil) of final test accuracy, train accuracy
 training images, dropout off), the train-test gap, and the first epoch at which the mean test
 accuracy reaches `--target` ("epochs to target").
 Writes benchmarks/RESULTS-alexnet-ablations.md (or --out; stamped by benchmarks/results.py) and
-benchmarks/alexnet_ablations.png (test accuracy per epoch).
+alexnet_ablations.png beside it (test accuracy per epoch).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> None:
     ax.set_title(f"AlexNet ingredients on Fashion-MNIST ({args.train_size} train images)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.savefig(Path(__file__).with_name("alexnet_ablations.png"), dpi=110, bbox_inches="tight")
+    fig.savefig(args.out.with_name("alexnet_ablations.png"), dpi=110, bbox_inches="tight")
     body = (f"# AlexNet ablations\n\nThe recipe's settings with one switch flipped per row. Fashion-MNIST, first "
             f"{args.train_size} training images, {args.epochs} epochs, full 10k test set, means over seeds "
             f"0-{args.seeds - 1}; 'spread' is max - min test accuracy over the seeds: a difference between rows "

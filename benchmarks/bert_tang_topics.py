@@ -7,7 +7,7 @@ The `tang-topics` recipe of the BERT member (`zupu train bert --recipe tang-topi
 what the task, the pre-training and the fine-tuning protocol are), run here with its settings as flags
 and its pre-trained model optionally saved or loaded, so that one pre-training can be fine-tuned again.
 Writes benchmarks/RESULTS-bert.md (or --out; stamped by benchmarks/results.py) and
-benchmarks/bert_tang_topics_STEPS.png.
+bert_tang_topics_STEPS.png beside it.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> None:
     mean = {arm: float(np.mean(v)) for arm, v in accs.items()}
     wins = sum(x > y for x, y in zip(*accs.values(), strict=True))
     n_labels = s.labels_per_topic * len(TOPICS)
-    fig = Path(__file__).with_name(f"bert_tang_topics_{s.pretrain_steps}.png")
+    fig = a.out.with_name(f"bert_tang_topics_{s.pretrain_steps}.png")  # beside the RESULTS file
     arms_figure(accs, 1 / len(TOPICS), fig, f"Tang poem topics (farewell/temple/frontier/palace): {n_labels} labels "
                 f"per draw, {s.draws} draws, {len(test)} test poems", over="label draws")
     lrs = " / ".join(f"{lr:g}" for lr in FINETUNE_LRS)

@@ -11,7 +11,7 @@ result). It also holds the sha256 of the file without the comment line, so a han
 
 A file that cannot be regenerated yet (its script runs for an hour, or needs a peer's checkout) carries
 a pending stamp instead, over the hand-written record it still holds:
-`python benchmarks/results.py pending RESULTS-x.md "python benchmarks/x.py ..."`.
+`python benchmarks/results.py pending benchmarks/RESULTS-x.md "python benchmarks/x.py ..."`.
 """
 
 from __future__ import annotations
