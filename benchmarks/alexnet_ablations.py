@@ -9,8 +9,8 @@ row. Reports the mean over seeds (and the spread, max - min, of test accuracy, s
 smaller than the seed noise reads as nil) of final test accuracy, train accuracy (10k un-augmented
 training images, dropout off), the train-test gap, and the first epoch at which the mean test
 accuracy reaches `--target` ("epochs to target").
-Writes the table into benchmarks/RESULTS-lenet-alexnet.md (between markers) and
-benchmarks/alexnet_ablations.png (test accuracy per epoch).
+Writes benchmarks/RESULTS-alexnet-ablations.md (or --out; stamped by benchmarks/results.py) and
+alexnet_ablations.png beside it (test accuracy per epoch).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from results import Run  # noqa: E402
 
 from zupu.train import launch  # noqa: E402
 
@@ -37,15 +38,6 @@ ROWS = [
     ("no LRN", {"lrn": False}),
     ("non-overlapping 2x2 pooling", {"pool_kernel": 2}),
 ]
-RESULTS = Path(__file__).with_name("RESULTS-lenet-alexnet.md")
-BEGIN, END = "<!-- ablations:begin -->", "<!-- ablations:end -->"
-
-
-def replace_section(text: str, body: str) -> str:
-    block = f"{BEGIN}\n{body}\n{END}"
-    if BEGIN in text and END in text:
-        return text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    return text + ("\n" if text and not text.endswith("\n") else "") + block + "\n"
 
 
 def main() -> None:
@@ -54,7 +46,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--target", type=float, default=0.80)
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-alexnet-ablations.md"),
+                    help="the RESULTS file to write")
     args = ap.parse_args()
+    run = Run(__file__)
     lines, curves = [], {}
     for label, overrides in ROWS:
         settings = {"train_size": args.train_size, "epochs": args.epochs, **overrides}
@@ -85,15 +80,15 @@ def main() -> None:
     ax.set_title(f"AlexNet ingredients on Fashion-MNIST ({args.train_size} train images)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.savefig(Path(__file__).with_name("alexnet_ablations.png"), dpi=110, bbox_inches="tight")
-    body = (f"## AlexNet ablations\n\nThe recipe's settings with one switch flipped per row. Fashion-MNIST, first "
+    fig.savefig(args.out.with_name("alexnet_ablations.png"), dpi=110, bbox_inches="tight")
+    body = (f"# AlexNet ablations\n\nThe recipe's settings with one switch flipped per row. Fashion-MNIST, first "
             f"{args.train_size} training images, {args.epochs} epochs, full 10k test set, means over seeds "
             f"0-{args.seeds - 1}; 'spread' is max - min test accuracy over the seeds: a difference between rows "
             "smaller than it is noise. Epochs to target: first epoch with mean test accuracy >= "
             f"{args.target}. Time: per run. Figure: alexnet_ablations.png.\n\n"
             "| run | test acc | spread | train acc | train - test gap | epochs to target | acc per epoch | time |\n"
             "|---|---|---|---|---|---|---|---|\n" + "\n".join(lines))
-    RESULTS.write_text(replace_section(RESULTS.read_text() if RESULTS.exists() else "", body))
+    run.write(args.out, body)
 
 
 if __name__ == "__main__":

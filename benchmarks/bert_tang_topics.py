@@ -6,8 +6,8 @@
 The `tang-topics` recipe of the BERT member (`zupu train bert --recipe tang-topics`; its docstrings say
 what the task, the pre-training and the fine-tuning protocol are), run here with its settings as flags
 and its pre-trained model optionally saved or loaded, so that one pre-training can be fine-tuned again.
-Writes a section of benchmarks/RESULTS-bert.md (one per pre-training length and label count) and
-benchmarks/bert_tang_topics_STEPS.png.
+Writes benchmarks/RESULTS-bert.md (or --out; stamped by benchmarks/results.py) and
+bert_tang_topics_STEPS.png beside it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from results import Run  # noqa: E402
 
 from zupu.errors import ZupuError  # noqa: E402
 from zupu.models.bert import BertForPreTraining  # noqa: E402
@@ -34,8 +35,6 @@ from zupu.recipes.bert import (  # noqa: E402
     tang_corpus,
 )
 
-RESULTS = Path(__file__).with_name("RESULTS-bert.md")
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -44,7 +43,10 @@ def main() -> None:
         p.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default)
     p.add_argument("--save", type=Path, help="save the pre-trained model here")
     p.add_argument("--load", type=Path, help="fine-tune a model saved by --save instead of pre-training")
+    p.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-bert.md"),
+                   help="the RESULTS file to write")
     a = p.parse_args()
+    run = Run(__file__)
     s = TangTopics.Settings(**{f.name: getattr(a, f.name) for f in dataclasses.fields(defaults)})
     recipe = TangTopics()
     try:
@@ -78,13 +80,12 @@ def main() -> None:
     mean = {arm: float(np.mean(v)) for arm, v in accs.items()}
     wins = sum(x > y for x, y in zip(*accs.values(), strict=True))
     n_labels = s.labels_per_topic * len(TOPICS)
-    fig = Path(__file__).with_name(f"bert_tang_topics_{s.pretrain_steps}.png")
+    fig = a.out.with_name(f"bert_tang_topics_{s.pretrain_steps}.png")  # beside the RESULTS file
     arms_figure(accs, 1 / len(TOPICS), fig, f"Tang poem topics (farewell/temple/frontier/palace): {n_labels} labels "
                 f"per draw, {s.draws} draws, {len(test)} test poems", over="label draws")
     lrs = " / ".join(f"{lr:g}" for lr in FINETUNE_LRS)
-    body = (f"## BERT on 全唐诗 topics: pre-trained ({s.pretrain_steps} steps) vs from scratch, {n_labels} labels\n\n"
-            f"`python benchmarks/bert_tang_topics.py --pretrain-steps {s.pretrain_steps} --labels-per-topic "
-            f"{s.labels_per_topic} --draws {s.draws}` (the `tang-topics` recipe's settings): hidden {s.hidden_size}, "
+    body = (f"# BERT on 全唐诗 topics: pre-trained ({s.pretrain_steps} steps) vs from scratch, {n_labels} labels\n\n"
+            f"The `tang-topics` recipe's settings: hidden {s.hidden_size}, "
             f"{s.num_hidden_layers} layers, {s.max_length} tokens, vocabulary {tok.vocab_size} characters, "
             f"{len(docs):,} pre-training poems (two halves each). Pre-training: {source}; MLM accuracy "
             f"{pre_acc['mlm_acc']:.3f}, NSP accuracy {pre_acc['nsp_acc']:.3f}. Each draw: {n_labels} labels, "
@@ -95,12 +96,7 @@ def main() -> None:
             f"**{mean[arms[0]] - mean[arms[1]]:+.3f}** (pre-trained ahead in {wins} of {s.draws} draws) | "
             f"{np.mean([d['bag_of_chars'] for d in draws]):.3f} |")
     print(body)
-    text = RESULTS.read_text() if RESULTS.exists() else "# BERT benchmarks\n"
-    key = f"tang-topics-{s.pretrain_steps}-{s.labels_per_topic}"
-    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
-    if begin in text:  # replaced when the same pre-training length and label count are rerun
-        text = text[:text.index(begin)] + text[text.index(end) + len(end):].lstrip("\n")
-    RESULTS.write_text(text.rstrip("\n") + f"\n\n{begin}\n{body}\n{end}\n")
+    run.write(a.out, body, threads=s.threads)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ run alternately in this process with the same thread count. By default the recip
 are used (what `zupu tour --quick` runs); --full runs the recipes' full settings.
 
 The speed section measures training images/s for channels_last on/off, batch size and thread count.
-Writes the tables into benchmarks/RESULTS-lenet-alexnet.md (between markers; the ablation table
-from alexnet_ablations.py is kept).
+Writes benchmarks/RESULTS-lenet-alexnet.md (or --out), stamped by benchmarks/results.py.
 """
 
 from __future__ import annotations
@@ -24,12 +23,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results import Run
 from torch import nn
 
 from zupu import registry
 from zupu.train import launch
-
-RESULTS = Path(__file__).with_name("RESULTS-lenet-alexnet.md")
 
 
 class ExampleCNN(nn.Module):
@@ -146,7 +144,10 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="the recipes' full settings instead of quick")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-lenet-alexnet.md"),
+                    help="the RESULTS file to write")
     args = ap.parse_args()
+    run = Run(__file__)
     torch.set_num_threads(args.threads)
     parts = []
     if not args.skip_speed:
@@ -156,15 +157,8 @@ def main() -> None:
     parts.append(f"## Recipes vs the PyTorch-example CNN ({'full' if args.full else 'quick'} settings, "
                  f"{args.threads} thread(s))\n\nSame training images and epochs for both; one run each, "
                  "alternating; times include zupu's per-epoch evaluation and checkpoints.\n\n" + compare(args.full))
-    body = "\n\n".join(parts)
-    begin, end = "<!-- cnn:begin -->", "<!-- cnn:end -->"
-    text = RESULTS.read_text() if RESULTS.exists() else "# LeNet and AlexNet benchmarks\n"
-    block = f"{begin}\n{body}\n{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    run.write(args.out, "# LeNet and AlexNet beside the PyTorch-example CNN\n\n" + "\n\n".join(parts),
+              threads=args.threads)
 
 
 if __name__ == "__main__":

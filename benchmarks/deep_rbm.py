@@ -12,7 +12,7 @@
 Each pair runs alternately `repeats` times in this process, both on one thread; the table reports
 medians and the zupu/peer time ratio. The zupu recipes run with their own comparisons switched off
 (`peers=false`, `baseline=false`) so that only the pipeline itself is timed.
-Writes benchmarks/RESULTS-rbm-dbn.md.
+Writes benchmarks/RESULTS-rbm-dbn.md (or --out), stamped by benchmarks/results.py.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from results import Run
 
 from zupu.recipes import dbn, rbm
 from zupu.train import launch
@@ -67,7 +69,10 @@ def sklearn_dbn() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-rbm-dbn.md"),
+                    help="the RESULTS file to write")
     args = ap.parse_args()
+    run = Run(__file__)
     pairs = [
         ("rbm digits", "rbm", "digits", {"peers": "false"}, "test_acc", sklearn_digits,
          "BernoulliRBM + LogisticRegression"),
@@ -94,7 +99,7 @@ def main() -> None:
             "on this shared 2-core machine, both sides on one thread. zupu's time "
             "includes its per-epoch monitoring, the run directory and figures; the peers only fit and score. "
             "The dbn peer has no fine-tuning (scikit-learn cannot back-propagate through a stack of RBMs).\n\n")
-    Path(__file__).with_name("RESULTS-rbm-dbn.md").write_text(note + table + "\n")
+    run.write(args.out, note + table, threads=1)
 
 
 if __name__ == "__main__":

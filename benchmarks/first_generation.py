@@ -4,7 +4,7 @@
 
 Each pair runs alternately `repeats` times in this process; the table reports medians and the
 zupu/peer time ratio (absolute times on a shared 2-core machine are noise, ratios less so).
-Writes benchmarks/RESULTS-first-generation.md.
+Writes benchmarks/RESULTS-first-generation.md (or --out), stamped by benchmarks/results.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from results import Run
 
 from zupu.train import launch
 
@@ -43,7 +45,10 @@ def sklearn_mlp(xtr, ytr, xte, yte, epochs):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-first-generation.md"),
+                    help="the RESULTS file to write")
     args = ap.parse_args()
+    run = Run(__file__)
     from zupu.recipes.backprop_mlp import MnistSettings, mnist_tensors
     from zupu.recipes.perceptron import Digits, ImageSettings
 
@@ -71,7 +76,7 @@ def main() -> None:
     note = (f"# First generation vs scikit-learn\n\nSame split (MNIST 5k train / 10k test), same epochs, "
             f"median of {args.repeats} alternating runs on this 2-core machine. zupu's time includes its "
             "per-epoch evaluation, checkpoints and plots; the peers only fit and score.\n\n")
-    Path(__file__).with_name("RESULTS-first-generation.md").write_text(note + table + "\n")
+    run.write(args.out, note + table)
 
 
 if __name__ == "__main__":

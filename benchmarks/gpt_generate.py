@@ -12,6 +12,8 @@ Batch 1 decoding reads every weight once per token, so its ceiling is the memory
 The copy bandwidth is measured here with a large tensor copy (read + write bytes / time).
 
     python benchmarks/gpt_generate.py [--new 64] [--rounds 3] [--threads 2] [--out benchmarks/RESULTS-gpt-generate.md]
+
+Writes benchmarks/RESULTS-gpt-generate.md (or --out), stamped by benchmarks/results.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from results import Run
 
 import zupu
 
@@ -70,8 +73,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=None, help="write the markdown table here")
+    p.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-gpt-generate.md"),
+                   help="the RESULTS file to write")
     a = p.parse_args()
+    run = Run(__file__)
     torch.set_num_threads(a.threads)
     import transformers
 
@@ -105,6 +110,8 @@ def main() -> None:
         rows.append((b, max(zi[0] for zi in z), max(hi[0] for hi in h), wall, cpu))
     bound = bw / per_token
     lines = [
+        "# GPT generation: zupu (KV cache) vs transformers `generate`",
+        "",
         f"GPT-2-124M shape, random weights, fp32, greedy, prompt {a.prompt}, {a.new} new tokens per row, "
         f"{a.threads} threads, {a.rounds} interleaved rounds; torch {torch.__version__}, "
         f"transformers {transformers.__version__}; load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} "
@@ -121,8 +128,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    if a.out:
-        a.out.write_text(text + "\n", encoding="utf-8")
+    run.write(a.out, text)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ Two measurements, each run alternately so that both sides see the same machine l
    and a median of each compares like with like. Every model runs with zupu's Trainer's malloc settings
    (`keep_freed_memory`), which spare ~10% of a step's time in page faults.
 
-Writes benchmarks/RESULTS-gpt-train.md. The machine is shared: the table names the load average
-seen during each measurement, and the comparisons are ratios of runs made one after the other.
+Writes benchmarks/RESULTS-gpt-train.md (or --results), stamped by benchmarks/results.py. The machine is shared:
+the table names the load average seen during each measurement, and the comparisons are ratios of runs
+made one after the other.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results import Run
 
 from zupu.recipes.gpt import CharSettings, make_optimizer, train_step
 from zupu.train.threads import keep_freed_memory
@@ -249,6 +251,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=THREADS, help="threads for every run (default 2)")
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS-gpt-train.md")
     args = ap.parse_args()
+    run = Run(__file__)
     THREADS = args.threads
     torch.set_num_threads(THREADS)
     keep_freed_memory()
@@ -314,8 +317,8 @@ def main() -> None:
                   f"{'-' if r['frac16'] is None else format(r['frac16'], '.0%')} | {zupu['tps'] / r['tps']:.2f}x |"
                   for r in rows]
         lines.append("")
-    args.results.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
+    run.write(args.results, "\n".join(lines), threads=THREADS)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@
    number of requests, then commit concurrently (--commits in all, each on top of the branch, no parent
    pinned); reports requests/s and latency percentiles, and checks every commit landed.
 
-Writes benchmarks/RESULTS-hub.md. Absolute numbers on a shared 2-core machine are noise; ratios less so.
+Writes benchmarks/RESULTS-hub.md (or --out), stamped by benchmarks/results.py. Absolute numbers on a shared
+2-core machine are noise; ratios less so.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from results import Run
 
 
 def free_port() -> int:
@@ -143,7 +146,10 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--downloads", type=int, default=400)
     ap.add_argument("--commits", type=int, default=40)
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-hub.md"),
+                    help="the RESULTS file to write")
     args = ap.parse_args()
+    run = Run(__file__)
 
     os.environ["HF_HUB_DISABLE_XET"] = "1"
     from huggingface_hub import HfApi
@@ -258,9 +264,8 @@ def main() -> None:
         f"Commits: {commit_line}.",
         "",
     ])
-    out = Path(__file__).with_name("RESULTS-hub.md")
-    out.write_text(table)
     print(table)
+    run.write(args.out, table)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Speed: forward + backward of one layer on the same input with the same weights, 
 alternating `repeats` times in this process; the table gives medians and the ours/torch time ratio
 (absolute times on a shared 2-core machine are noise, ratios less so). With --recipes it also trains
 each recipe (`--quick`: its quick settings) and reports seconds and the milestone.
-Writes benchmarks/RESULTS-lstm-seq2seq.md.
+Writes benchmarks/RESULTS-lstm-seq2seq.md (or --out), stamped by benchmarks/results.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from results import Run
 
 from zupu.nn.recurrent import LSTM
 
@@ -78,7 +79,10 @@ def main() -> None:
     ap.add_argument("--recipes", action="store_true", help="also train each recipe and report time and score")
     ap.add_argument("--quick", action="store_true", help="with --recipes: the quick settings")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the layer timings")
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-lstm-seq2seq.md"),
+                    help="the RESULTS file to write")
     args = ap.parse_args()
+    run = Run(__file__)
     torch.set_num_threads(args.threads)
     lines = ["# LSTM and seq2seq-attention benchmarks", "",
              "Forward + backward of one LSTM layer, float32, same weights and input; median of "
@@ -88,9 +92,7 @@ def main() -> None:
     if args.recipes:
         lines += ["", "| member | recipe | milestone | detail | seconds |", "|---|---|---|---|---|",
                   *recipe_rows(args.quick)]
-    path = Path(__file__).with_name("RESULTS-lstm-seq2seq.md")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {path}")
+    run.write(args.out, "\n".join(lines), threads=args.threads)
 
 
 if __name__ == "__main__":

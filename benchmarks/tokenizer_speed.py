@@ -7,7 +7,7 @@ thread each (RAYON_NUM_THREADS=1 for `tokenizers`); the table reports median thr
 zupu/peer time ratio (absolute times on a shared 2-core machine are noise, ratios less so). zupu's
 ids are checked equal to every peer's. "cold" means a fresh tokenizer whose per-word cache
 is empty; "warm" the same tokenizer encoding the text again. Writes
-benchmarks/RESULTS-tokenizers.md.
+benchmarks/RESULTS-tokenizers.md (or --out), stamped by benchmarks/results.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import os
 import statistics
 import time
 from pathlib import Path
+
+from results import Run
 
 os.environ.setdefault("RAYON_NUM_THREADS", "1")  # before `tokenizers` starts its thread pool
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -42,7 +44,10 @@ def race(contenders: list, repeats: int) -> tuple[list, list[float]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-tokenizers.md"),
+                    help="the RESULTS file to write")
     args = ap.parse_args()
+    run = Run(__file__)
     import tiktoken
     import tokenizers
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
@@ -102,7 +107,7 @@ def main() -> None:
             "distinct word merged from bytes; warm: the per-word cache already filled, so only "
             "pre-tokenisation and cache look-ups remain. Line by line: one encode call per line, "
             "`tokenizers` building an Encoding (with offsets) per line.\n\n")
-    Path(__file__).with_name("RESULTS-tokenizers.md").write_text(note + table + "\n")
+    run.write(args.out, note + table, threads=1)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ difference is the architecture's prior. Accuracy is on the full 10,000-image tes
 
 The CNN is LeNet-5's shape (conv 5x5x6, pool, conv 5x5x16, pool, 120, 84, 10) with ReLU and max
 pooling; the MLP is 784-256-256-10 with ReLU. Both are defined here, not the lenet/backprop-mlp members,
-so that the three differ only in architecture. Writes benchmarks/RESULTS-vit.md (or --out).
+so that the three differ only in architecture. Writes benchmarks/RESULTS-vit.md (or --out) after each size,
+stamped by benchmarks/results.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from results import Run
 from torch import nn
 
 from zupu.recipes.vit import Mnist, Settings, accuracy, fit_classifier, image_tensors
@@ -47,6 +49,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(Path(__file__).with_name("RESULTS-vit.md")))
     args = p.parse_args()
+    run = Run(__file__)
     torch.set_num_threads(1)  # one thread: on a shared, busy machine, 2 threads spin and run slower
 
     base = Settings()
@@ -66,16 +69,15 @@ def main() -> None:
             row[name] = (accuracy(model, xte, yte), time.process_time() - t, sum(q.numel() for q in model.parameters()))
             print(n, name, row[name], flush=True)
         rows.append(row)
-        write(rows, args, s)
+        write(run, rows, args, s)
 
 
-def write(rows: list[dict], args, s: Settings) -> None:
+def write(run: Run, rows: list[dict], args, s: Settings) -> None:
     names = ["ViT", "LeNet-5 shape CNN", "MLP"]
     lines = [
         f"# ViT vs CNN vs MLP on {args.dataset}: test accuracy by training-set size",
         "",
-        f"`python benchmarks/vit_vs_cnn.py --dataset {args.dataset} --sizes {args.sizes} --steps {args.steps}` "
-        f"(seed {args.seed}). Same optimiser, schedule, augmentation (random shifts of up to {s.shift} px), "
+        f"Seed {args.seed}. Same optimiser, schedule, augmentation (random shifts of up to {s.shift} px), "
         f"label smoothing and about {args.steps} steps of batch {s.batch_size} for every model; test set: "
         "all 10,000 test images. CPU seconds are process time on one thread of a shared machine: compare "
         "them within a row, not across runs.",
@@ -90,7 +92,7 @@ def write(rows: list[dict], args, s: Settings) -> None:
         gap = (r["ViT"][0] - r["LeNet-5 shape CNN"][0]) * 100
         lines.append(f"| {r['size']:,} | {r['epochs']} | {accs} | {gap:+.1f} pts | {secs} |")
     lines += ["", "Parameters: " + ", ".join(f"{n} {rows[0][n][2]:,}" for n in names) + "."]
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run.write(args.out, "\n".join(lines), threads=1)
 
 
 if __name__ == "__main__":
