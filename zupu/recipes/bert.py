@@ -58,7 +58,6 @@ from zupu.tokenizers import WordPiece
 from zupu.train.batches import TensorBatches
 from zupu.train.optim import make_schedule
 from zupu.train.plots import save
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 SPEAKERS = ("ROMEO", "MENENIUS", "PETRUCHIO", "DUKE VINCENTIO")
@@ -282,10 +281,6 @@ class SpeakerID(Recipe):
         return accuracy(model, *encode_labelled(tok, test, s.max_length))
 
     def train(self, model: BertForSequenceClassification, s: Settings, run) -> dict:
-        with threads(s.threads):
-            return self._train(model, s, run)
-
-    def _train(self, model: BertForSequenceClassification, s: Settings, run) -> dict:
         tok, docs, train, test = corpus(s.train_per_speaker, s.vocab_size)
         tok.save(run.out)
         start = time.perf_counter()
@@ -510,31 +505,30 @@ class TangTopics(Recipe):
 
     def train(self, model: BertForMeanPooledClassification, s: TopicSettings, run) -> dict:
         self.check(s)
-        with threads(s.threads):
-            tok, docs, _, test = tang_corpus()
-            tok.save(run.out)
-            start = time.perf_counter()
-            pre = self.pretrain(s, run, seed=run.seed)
-            pretrain_seconds = time.perf_counter() - start
-            draws = self.compare(pre, s)
-            accs = {arm: [d["arms"][arm]["acc"] for d in draws] for arm in ("pre-trained", "from scratch")}
-            model.load_state_dict(draws[0]["arms"]["pre-trained"]["model"].state_dict())  # draw 0's, saved
-            mean = {arm: sum(a) / len(a) for arm, a in accs.items()}
-            metrics = {"pretrained_acc": mean["pre-trained"], "scratch_acc": mean["from scratch"],
-                       "gain": mean["pre-trained"] - mean["from scratch"],
-                       "pretrained_accs": accs["pre-trained"], "scratch_accs": accs["from scratch"],
-                       "pretrained_lrs": [d["arms"]["pre-trained"]["lr"] for d in draws],
-                       "scratch_lrs": [d["arms"]["from scratch"]["lr"] for d in draws],
-                       "bag_of_chars_acc": float(np.mean([d["bag_of_chars"] for d in draws])),
-                       **{"pretrain_" + k: v for k, v in pretraining_accuracy(pre, tok, docs, s.max_length).items()},
-                       "chance": 1 / len(TOPICS), "labelled_train": s.labels_per_topic * len(TOPICS),
-                       "labelled_test": len(test), "pretrain_seconds": pretrain_seconds,
-                       "seconds": time.perf_counter() - start}
-            run.log(s.pretrain_steps, **{k: v for k, v in metrics.items() if k.endswith("acc") or k == "gain"})
-            arms_figure(accs, 1 / len(TOPICS), run.path("pretrained_vs_scratch.png"),
-                        f"Tang poem topics: {metrics['labelled_train']} labels per draw, {s.draws} draws, "
-                        f"{len(test)} test poems", over="label draws")
-            return metrics
+        tok, docs, _, test = tang_corpus()
+        tok.save(run.out)
+        start = time.perf_counter()
+        pre = self.pretrain(s, run, seed=run.seed)
+        pretrain_seconds = time.perf_counter() - start
+        draws = self.compare(pre, s)
+        accs = {arm: [d["arms"][arm]["acc"] for d in draws] for arm in ("pre-trained", "from scratch")}
+        model.load_state_dict(draws[0]["arms"]["pre-trained"]["model"].state_dict())  # draw 0's, saved
+        mean = {arm: sum(a) / len(a) for arm, a in accs.items()}
+        metrics = {"pretrained_acc": mean["pre-trained"], "scratch_acc": mean["from scratch"],
+                   "gain": mean["pre-trained"] - mean["from scratch"],
+                   "pretrained_accs": accs["pre-trained"], "scratch_accs": accs["from scratch"],
+                   "pretrained_lrs": [d["arms"]["pre-trained"]["lr"] for d in draws],
+                   "scratch_lrs": [d["arms"]["from scratch"]["lr"] for d in draws],
+                   "bag_of_chars_acc": float(np.mean([d["bag_of_chars"] for d in draws])),
+                   **{"pretrain_" + k: v for k, v in pretraining_accuracy(pre, tok, docs, s.max_length).items()},
+                   "chance": 1 / len(TOPICS), "labelled_train": s.labels_per_topic * len(TOPICS),
+                   "labelled_test": len(test), "pretrain_seconds": pretrain_seconds,
+                   "seconds": time.perf_counter() - start}
+        run.log(s.pretrain_steps, **{k: v for k, v in metrics.items() if k.endswith("acc") or k == "gain"})
+        arms_figure(accs, 1 / len(TOPICS), run.path("pretrained_vs_scratch.png"),
+                    f"Tang poem topics: {metrics['labelled_train']} labels per draw, {s.draws} draws, "
+                    f"{len(test)} test poems", over="label draws")
+        return metrics
 
     def evaluate(self, model: BertForMeanPooledClassification, s: TopicSettings) -> dict:
         tok, _, _, test = tang_corpus()

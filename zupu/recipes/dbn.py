@@ -21,7 +21,6 @@ from zupu.models.dbn import DBN, DBNConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
 from zupu.train.plots import image_grid, save
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 
@@ -39,6 +38,7 @@ class FewLabelsSettings:
     momentum: float = 0.9
     label_seed: int = 0  # which 50 images of each class keep their label
     baseline: bool = True  # also fine-tune the random-init net (the milestone compares the two)
+    threads: int = 1  # CD on these small matrices gains nothing from a second thread but its waiting
 
 
 def mnist_tensors() -> tuple[torch.Tensor, ...]:
@@ -118,7 +118,6 @@ class FewLabels(Recipe):
     def build(self, s: FewLabelsSettings) -> DBN:
         return DBN(DBNConfig(tuple(s.sizes)))
 
-    @threads(1)
     def train(self, model: DBN, s: FewLabelsSettings, run) -> dict:
         xtr, ytr, xte, yte = mnist_tensors()
         labelled = labelled_subset(ytr, s.labels_per_class, s.label_seed)
@@ -137,7 +136,6 @@ class FewLabels(Recipe):
         curves_figure({"pre-trained": pre, "random init": rand}, run.path("pretrained_vs_random.png"))
         return {**out, "random_init_test_acc": rand[-1], "pretraining_gain": pre[-1] - rand[-1]}
 
-    @threads(1)
     def evaluate(self, model: DBN, s: FewLabelsSettings) -> dict:
         _, _, xte, yte = mnist_tensors()
         return {"test_acc": accuracy(model, xte, yte)}

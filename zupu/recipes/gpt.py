@@ -38,7 +38,6 @@ from zupu.tokenizers import CharTokenizer
 from zupu.tokenizers import load as load_tokenizer
 from zupu.train.batches import RandomWindows
 from zupu.train.optim import MuonAdamW, make_schedule
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 
@@ -144,10 +143,6 @@ class CharLM(Recipe):
                              attn_pdrop=0.0))
 
     def train(self, model: GPT, s: CharSettings, run) -> dict:
-        with threads(s.threads):
-            return self._train(model, s, run)
-
-    def _train(self, model: GPT, s: CharSettings, run) -> dict:
         tok, train_ids, val_ids = self.data()
         tok.save(run.out)  # tokenizer.json beside the weights: `zupu generate RUN` decodes with it
         batches = RandomWindows(train_ids, s.block_size, s.batch_size, seed=run.seed)

@@ -18,7 +18,6 @@ from torch import nn
 from zupu.models.lstm import LSTM, LSTMConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.plots import save
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 BASELINE_MSE = 1 / 6  # variance of the sum of two U(0, 1) values: the MSE of always answering 1
@@ -88,10 +87,6 @@ class Adding(Recipe):
         return LSTM(LSTMConfig(2, s.hidden, 1, "lstm"))
 
     def train(self, model: LSTM, s: AddingSettings, run) -> dict:
-        with threads(s.threads):
-            return self._train(model, s, run)
-
-    def _train(self, model: LSTM, s: AddingSettings, run) -> dict:
         rnn = LSTM(LSTMConfig(2, s.hidden, 1, "rnn"))
         pair = Pair(model, rnn)
         xte, yte = adding_batch(s.test_size, s.seq_len, torch.Generator().manual_seed(10_007))

@@ -35,7 +35,6 @@ from zupu.recipes.gpt import split, val_loss
 from zupu.tokenizers import CharTokenizer
 from zupu.train.batches import RandomWindows
 from zupu.train.optim import make_schedule
-from zupu.train.threads import threads
 
 
 @dataclass
@@ -124,10 +123,6 @@ class SizeSweep(Recipe):
         return GPT(config(self.data()[0].vocab_size, max(s.widths), s))
 
     def train(self, model: GPT, s: SweepSettings, run) -> dict:
-        with threads(s.threads):
-            return self._train(model, s, run)
-
-    def _train(self, model: GPT, s: SweepSettings, run) -> dict:
         widths = sorted(s.widths)
         if len(widths) < 5:
             raise SettingError(f"a scaling sweep needs at least 5 sizes, got widths={widths}; "

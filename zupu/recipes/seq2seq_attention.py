@@ -29,7 +29,6 @@ from zupu.recipes.translation import (
 )
 from zupu.train.batches import TensorBatches
 from zupu.train.plots import save
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 BLEU_FLOOR_QUICK = 3.0  # the quick run (3 epochs) measured 3.5 BLEU with attention, 2.1 without (tests)
@@ -94,10 +93,6 @@ class Tatoeba(Recipe):
                                s.test_limit if name == "test" else 0)
 
     def train(self, model: Seq2Seq, s: TatoebaSettings, run) -> dict:
-        with threads(s.threads):
-            return self._train(model, s, run)
-
-    def _train(self, model: Seq2Seq, s: TatoebaSettings, run) -> dict:
         baseline = Seq2Seq(self.config(s, attention=False))
         pair = Pair(model, baseline)
         src, tgt, _ = self.tensors(s, "train")

@@ -29,7 +29,6 @@ from zupu.recipe import Milestone, Recipe
 from zupu.recipes.translation import tatoeba_scores, tatoeba_tensors, tokenizers_for, trim
 from zupu.train.batches import TensorBatches
 from zupu.train.optim import make_schedule
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 PAD, BOS, EOS = 0, 1, 2
@@ -117,20 +116,19 @@ class CopyReverse(Recipe):
         return train, test
 
     def train(self, model: Transformer, s: ReverseSettings, run) -> dict:
-        with threads(s.threads):
-            (src, tgt, _), _ = self.data(s)
-            batches = TensorBatches(src, tgt, batch_size=s.batch_size, seed=run.seed)
-            opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.98), eps=1e-9)
+        (src, tgt, _), _ = self.data(s)
+        batches = TensorBatches(src, tgt, batch_size=s.batch_size, seed=run.seed)
+        opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.98), eps=1e-9)
 
-            def step(batch):
-                model.train()
-                return {"loss": model.loss(*batch)}
+        def step(batch):
+            model.train()
+            return {"loss": model.loss(*batch)}
 
-            trainer = Trainer(model, step, batches, opt, s.steps, run=run,
-                              scheduler=make_schedule(opt, s.schedule, s.steps, s.warmup, d_model=s.d_model),
-                              log_every=50, checkpoint_every=max(1, s.steps // 4), desc="transformer copy-reverse")
-            final = trainer.fit()
-            return {**final, **self.evaluate(model, s), "train_strings": len(src)}
+        trainer = Trainer(model, step, batches, opt, s.steps, run=run,
+                          scheduler=make_schedule(opt, s.schedule, s.steps, s.warmup, d_model=s.d_model),
+                          log_every=50, checkpoint_every=max(1, s.steps // 4), desc="transformer copy-reverse")
+        final = trainer.fit()
+        return {**final, **self.evaluate(model, s), "train_strings": len(src)}
 
     def evaluate(self, model: Transformer, s: ReverseSettings) -> dict:
         _, (src, _, strings) = self.data(s)
@@ -184,33 +182,31 @@ class Tatoeba(Recipe):
                                s.test_limit if split == "test" else 0)
 
     def train(self, model: Transformer, s: TatoebaSettings, run) -> dict:
-        with threads(s.threads):
-            src, tgt, _ = self.tensors(s, "train")
-            vsrc, vtgt, _ = self.tensors(s, "val")
-            batches = TensorBatches(src, tgt, batch_size=s.batch_size, seed=run.seed)
-            opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.98), eps=1e-9)
-            steps = s.epochs * batches.steps_per_epoch
+        src, tgt, _ = self.tensors(s, "train")
+        vsrc, vtgt, _ = self.tensors(s, "val")
+        batches = TensorBatches(src, tgt, batch_size=s.batch_size, seed=run.seed)
+        opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.98), eps=1e-9)
+        steps = s.epochs * batches.steps_per_epoch
 
-            def step(batch):
-                model.train()
-                return {"loss": model.loss(*trim(*batch))}
+        def step(batch):
+            model.train()
+            return {"loss": model.loss(*trim(*batch))}
 
-            @torch.no_grad()
-            def evaluate():
-                model.eval()
-                return {"val_loss": model.loss(*trim(vsrc, vtgt)).item()}  # label-smoothed, as trained
+        @torch.no_grad()
+        def evaluate():
+            model.eval()
+            return {"val_loss": model.loss(*trim(vsrc, vtgt)).item()}  # label-smoothed, as trained
 
-            trainer = Trainer(model, step, batches, opt, steps, run=run, evaluate=evaluate,
-                              scheduler=make_schedule(opt, "noam", steps, s.warmup, d_model=s.d_model),
-                              eval_every=batches.steps_per_epoch, log_every=50,
-                              checkpoint_every=batches.steps_per_epoch, desc="transformer en->zh")
-            final = trainer.fit()
-            return {**final, **self.evaluate(model, s), "train_pairs": len(src)}
+        trainer = Trainer(model, step, batches, opt, steps, run=run, evaluate=evaluate,
+                          scheduler=make_schedule(opt, "noam", steps, s.warmup, d_model=s.d_model),
+                          eval_every=batches.steps_per_epoch, log_every=50,
+                          checkpoint_every=batches.steps_per_epoch, desc="transformer en->zh")
+        final = trainer.fit()
+        return {**final, **self.evaluate(model, s), "train_pairs": len(src)}
 
     def evaluate(self, model: Transformer, s: TatoebaSettings) -> dict:
-        with threads(s.threads):
-            return tatoeba_scores(model, s.src_vocab, s.tgt_vocab, s.max_src_tokens, s.max_tgt_tokens, s.beam_size,
-                                  s.test_limit)
+        return tatoeba_scores(model, s.src_vocab, s.tgt_vocab, s.max_src_tokens, s.max_tgt_tokens, s.beam_size,
+                              s.test_limit)
 
 
 RECIPES = [CopyReverse(), Tatoeba()]
