@@ -1,13 +1,12 @@
 """Saving and loading models: `config.json` + `model.safetensors`, and `from_pretrained`.
 
-A zupu run directory's `config.json` holds the model config's fields at the top level (named as in the
-HF architecture's config where one exists) plus a `"zupu"` entry: the member and recipe that made the
-run, its seed and settings, and the saved class (`architecture` in `model_module`), which may belong to
-another member's model module (the scaling sweep saves a `zupu.models.gpt.GPT`). A directory without
-that entry is read as an HF checkpoint and handed to the member whose `hf_model_types` lists its
-`model_type`. Such a member's models are saved in the HF layout, unless its `zupu.hf` module's
-`fits(model)` says the architecture cannot hold this one (a pre-LN encoder-decoder is no MarianMT),
-which then keeps zupu's own layout.
+A zupu run directory's `config.json` holds the model config's fields at the top level (named as in
+the HF architecture's config where one exists) plus a `"zupu"` entry: the member and recipe that
+made the run (not the owner of the class: scaling saves a GPT), seed, settings, and the class
+(`architecture` in `model_module`). A directory without that entry is read as an HF checkpoint and
+handed to the member whose `hf_model_types` lists its `model_type`. Such a member's models are saved in the HF
+layout, unless its `zupu.hf` module's `fits(model)` says the architecture cannot hold this one (a
+pre-LN encoder-decoder is no MarianMT), which then keeps zupu's own layout.
 """
 
 from __future__ import annotations
