@@ -13,6 +13,7 @@ from zupu.data.transforms import images
 from zupu.models.backprop_mlp import MLP, MLPConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
+from zupu.train.metrics import accuracy
 from zupu.train.optim import make_schedule
 from zupu.train.plots import image_grid, save
 from zupu.train.trainer import Trainer
@@ -181,11 +182,11 @@ class Mnist(Recipe):
         steps = s.epochs * batches.steps_per_epoch
         trainer = Trainer(model, lambda b: {"loss": model.backprop(*b, reduction="mean")}, batches, opt, steps,
                           run=run, scheduler=make_schedule(opt, "cosine", steps),
-                          evaluate=lambda: {"test_acc": acc(model, xte, yte)},
+                          evaluate=lambda: {"test_acc": accuracy(model, xte, yte, 0)},
                           eval_every=batches.steps_per_epoch, log_every=50,
                           checkpoint_every=batches.steps_per_epoch, desc="backprop-mlp mnist")
         final = trainer.fit()
-        return {**final, "train_acc": acc(model, xtr, ytr), **self.peer(s, xtr, ytr, xte, yte, run.seed)}
+        return {**final, "train_acc": accuracy(model, xtr, ytr, 0), **self.peer(s, xtr, ytr, xte, yte, run.seed)}
 
     @staticmethod
     def peer(s: MnistSettings, xtr, ytr, xte, yte, seed: int) -> dict:
@@ -202,16 +203,11 @@ class Mnist(Recipe):
 
     def evaluate(self, model: MLP, s: MnistSettings) -> dict:
         _, _, xte, yte = mnist_tensors()
-        return {"test_acc": acc(model, xte, yte)}
+        return {"test_acc": accuracy(model, xte, yte, 0)}
 
     def figures(self, model: MLP, s: MnistSettings, run) -> None:
         w = model.weights[0].detach()[:40].reshape(-1, 28, 28).numpy()
         image_grid(list(w), run.path("hidden_units.png"), suptitle="first-layer weights of 40 hidden units")
-
-
-def acc(model: MLP, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
 
 
 RECIPES = [Mnist(), Xor(), Symmetry()]

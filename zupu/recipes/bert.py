@@ -56,6 +56,7 @@ from zupu.models.bert import (
 from zupu.recipe import Milestone, Recipe
 from zupu.tokenizers import WordPiece
 from zupu.train.batches import TensorBatches
+from zupu.train.metrics import accuracy
 from zupu.train.optim import make_schedule
 from zupu.train.plots import save
 from zupu.train.trainer import Trainer
@@ -230,14 +231,11 @@ def encode_labelled(tok: WordPiece, examples: list[tuple[str, int]], max_length:
     return enc["input_ids"], enc["attention_mask"], torch.tensor([label for _, label in examples])
 
 
-@torch.no_grad()
-def accuracy(model: BertForSequenceClassification, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
-             batch: int = 256) -> float:
-    was_training = model.training
-    model.eval()
-    pred = torch.cat([model(ids[i:i + batch], mask[i:i + batch]).argmax(-1) for i in range(0, len(ids), batch)])
-    model.train(was_training)
-    return (pred == labels).float().mean().item()
+def labelled_accuracy(model: torch.nn.Module, tok: WordPiece, examples: list[tuple[str, int]], max_length: int
+                      ) -> float:
+    """A classifier's accuracy on labelled (text, label) examples."""
+    ids, mask, labels = encode_labelled(tok, examples, max_length)
+    return accuracy(model, (ids, mask), labels, batch_size=256)
 
 
 class SpeakerID(Recipe):
@@ -278,7 +276,7 @@ class SpeakerID(Recipe):
         Trainer(model, step, TensorBatches(ids, mask, labels, batch_size=s.finetune_batch, seed=seed), opt,
                 s.finetune_steps, grad_clip=1.0, desc="bert fine-tune",
                 scheduler=make_schedule(opt, "linear", s.finetune_steps, max(1, s.finetune_steps // 10), 0.0)).fit()
-        return accuracy(model, *encode_labelled(tok, test, s.max_length))
+        return labelled_accuracy(model, tok, test, s.max_length)
 
     def train(self, model: BertForSequenceClassification, s: Settings, run) -> dict:
         tok, docs, train, test = corpus(s.train_per_speaker, s.vocab_size)
@@ -312,7 +310,7 @@ class SpeakerID(Recipe):
 
     def evaluate(self, model: BertForSequenceClassification, s: Settings) -> dict:
         tok, _, _, test = corpus(s.train_per_speaker, s.vocab_size)
-        return {"pretrained_acc": accuracy(model, *encode_labelled(tok, test, s.max_length))}
+        return {"pretrained_acc": labelled_accuracy(model, tok, test, s.max_length)}
 
 
 def arms_figure(accs: dict[str, list[float]], chance: float, path, title: str, over: str = "fine-tuning seeds") -> None:
@@ -468,7 +466,7 @@ class TangTopics(Recipe):
                 TensorBatches(ids, mask, y, batch_size=min(32, len(train)), seed=seed), opt, s.finetune_steps,
                 grad_clip=1.0, desc="bert fine-tune",
                 scheduler=make_schedule(opt, "linear", s.finetune_steps, max(1, s.finetune_steps // 10), 0.0)).fit()
-        return model, accuracy(model, *encode_labelled(tok, test, s.max_length))
+        return model, labelled_accuracy(model, tok, test, s.max_length)
 
     def choose_and_score(self, s: TopicSettings, encoder_state: dict | None, train: list, draw: int) -> dict:
         """Pick the lr by 3-fold CV on `train` alone, then score every lr trained on all of `train`."""
@@ -532,7 +530,7 @@ class TangTopics(Recipe):
 
     def evaluate(self, model: BertForMeanPooledClassification, s: TopicSettings) -> dict:
         tok, _, _, test = tang_corpus()
-        return {"pretrained_acc": accuracy(model, *encode_labelled(tok, test, s.max_length))}
+        return {"pretrained_acc": labelled_accuracy(model, tok, test, s.max_length)}
 
 
 RECIPES = [TangTopics(), SpeakerID()]

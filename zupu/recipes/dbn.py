@@ -20,6 +20,7 @@ from zupu.data.transforms import images
 from zupu.models.dbn import DBN, DBNConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
+from zupu.train.metrics import accuracy
 from zupu.train.plots import image_grid, save
 from zupu.train.trainer import Trainer
 
@@ -83,11 +84,6 @@ def random_init(model: DBN) -> None:
         nn.init.zeros_(rbm.hidden_bias)
 
 
-def accuracy(model: DBN, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
-
-
 def finetune(model: DBN, x: torch.Tensor, y: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
              s: FewLabelsSettings, seed: int, run=None, desc: str = "fine-tune") -> list[float]:
     """Back-propagate cross-entropy through the whole net; returns test accuracy after each epoch."""
@@ -96,7 +92,7 @@ def finetune(model: DBN, x: torch.Tensor, y: torch.Tensor, xte: torch.Tensor, yt
     curve: list[float] = []
 
     def evaluate() -> dict:
-        curve.append(accuracy(model, xte, yte))
+        curve.append(accuracy(model, xte, yte, 0))
         return {"test_acc": curve[-1]}
 
     Trainer(model, lambda b: {"loss": F.cross_entropy(model(b[0]), b[1])}, batches, opt,
@@ -138,7 +134,7 @@ class FewLabels(Recipe):
 
     def evaluate(self, model: DBN, s: FewLabelsSettings) -> dict:
         _, _, xte, yte = mnist_tensors()
-        return {"test_acc": accuracy(model, xte, yte)}
+        return {"test_acc": accuracy(model, xte, yte, 0)}
 
     def figures(self, model: DBN, s: FewLabelsSettings, run) -> None:
         w = model.rbms[0].weight.detach()[:50].reshape(-1, 28, 28).numpy()  # (50, 28, 28)

@@ -12,12 +12,9 @@ from zupu.data.transforms import images, split_indices
 from zupu.models.perceptron import Perceptron, PerceptronConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
+from zupu.train.metrics import accuracy
 from zupu.train.plots import image_grid
 from zupu.train.trainer import Trainer
-
-
-def accuracy(model: Perceptron, x: torch.Tensor, y: torch.Tensor) -> float:
-    return (model.predict(x) == y).float().mean().item()
 
 
 def train_rule(model: Perceptron, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch_size: int,
@@ -62,8 +59,8 @@ class Digits(Recipe):
 
         def evaluate() -> dict:
             avg = model.averaged()
-            return {"test_acc_last": accuracy(model, xte, yte), "train_acc": accuracy(avg, xtr, ytr),
-                    "test_acc_averaged": accuracy(avg, xte, yte)}
+            return {"test_acc_last": accuracy(model, xte, yte, 0), "train_acc": accuracy(avg, xtr, ytr, 0),
+                    "test_acc_averaged": accuracy(avg, xte, yte, 0)}
 
         final = train_rule(model, xtr, ytr, s.epochs, s.lr, s.batch_size, run, evaluate,
                            desc=f"perceptron {self.name}")
@@ -82,7 +79,7 @@ class Digits(Recipe):
 
     def evaluate(self, model: Perceptron, s: ImageSettings) -> dict:
         xtr, ytr, xte, yte = self.data(s)
-        return {"train_acc": accuracy(model, xtr, ytr), "test_acc": accuracy(model, xte, yte)}
+        return {"train_acc": accuracy(model, xtr, ytr, 0), "test_acc": accuracy(model, xte, yte, 0)}
 
     def figures(self, model: Perceptron, s: ImageSettings, run) -> None:
         w = model.weight.detach().reshape(-1, s.size, s.size).numpy()
@@ -176,7 +173,7 @@ class Logic(Recipe):
                     opt.zero_grad()
                     unit.rule(INPUTS[i : i + 1], y[i : i + 1])
                     opt.step()
-                acc = accuracy(unit, INPUTS, y)
+                acc = accuracy(unit, INPUTS, y, predict=unit.predict)
                 best = max(best, acc)
                 run.log(epoch + 1, **{f"{gate}_acc": acc})
                 if acc == 1.0 and epochs_to_zero is None:
@@ -194,7 +191,7 @@ class Logic(Recipe):
         return out
 
     def evaluate(self, model: Perceptron, s: LogicSettings) -> dict:
-        return {"xor_acc": accuracy(model, INPUTS, torch.tensor(GATES["XOR"]))}
+        return {"xor_acc": accuracy(model, INPUTS, torch.tensor(GATES["XOR"]), predict=model.predict)}
 
 
 RECIPES = [Digits(), Letters(), Logic()]
