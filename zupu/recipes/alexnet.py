@@ -65,6 +65,7 @@ class Fashion(Recipe):
     milestone = Milestone("test_acc", 0.91, paper="Xiao et al. (2017) Fashion-MNIST benchmark: 2-conv CNNs "
                           "~91-92%; AlexNet (2012) itself: 15.3% top-5 error on ImageNet")
     quick = {"epochs": 3, "train_size": 5000}  # 76.2% (a warm-up, not the milestone)
+    tiny = {"epochs": 1, "train_size": 512, "channels": (8, 8, 8), "hidden": 32}
 
     def build(self, s: FashionSettings) -> AlexNet:
         return AlexNet(AlexNetConfig(channels=tuple(s.channels), hidden=s.hidden, activation=s.activation,
@@ -87,6 +88,9 @@ class Fashion(Recipe):
     def evaluate(self, model: AlexNet, s: FashionSettings) -> dict:
         _, _, xte, yte = fashion_tensors()
         return {"test_acc": accuracy(model.to(memory_format=torch.channels_last), channels_last(xte), yte)}
+
+    def example(self, s: FashionSettings) -> tuple[torch.Tensor]:
+        return (fashion_tensors()[2][:4],)
 
     def figures(self, model: AlexNet, s: FashionSettings, run) -> None:
         w = model.convs[0].weight.detach()[:, 0]  # (channels[0], 5, 5)

@@ -51,6 +51,7 @@ class Xor(Recipe):
     milestone = Milestone("success_rate", 0.8, paper="Rumelhart et al. (1986): XOR with hidden units; "
                           "occasional local minima")
     quick = {"seeds": 10}
+    tiny = {"seeds": 2, "max_sweeps": 200}
 
     def build(self, s: SmallSettings) -> MLP:
         return MLP(MLPConfig((2, 2, 1), init_scale=1.0))
@@ -77,6 +78,9 @@ class Xor(Recipe):
 
     def evaluate(self, model: MLP, s: SmallSettings) -> dict:
         return {"xor_correct": float(solves(model, XOR_X, XOR_D))}
+
+    def example(self, s: SmallSettings) -> tuple[torch.Tensor]:
+        return (XOR_X,)
 
 
 SYM_X = torch.tensor(list(itertools.product((0.0, 1.0), repeat=6)))
@@ -111,6 +115,7 @@ class Symmetry(Recipe):
     Settings = SymmetrySettings
     milestone = Milestone("paper_solution", 1.0, paper="Rumelhart et al. (1986) fig. 1: 1,425 sweeps, weights "
                           "symmetric with opposite signs, magnitudes 1:2:4")
+    tiny = {"max_tries": 1, "max_sweeps": 200}
 
     def build(self, s: SymmetrySettings) -> MLP:
         return MLP(MLPConfig((6, 2, 1), init_scale=0.3))
@@ -135,6 +140,9 @@ class Symmetry(Recipe):
 
     def evaluate(self, model: MLP, s: SymmetrySettings) -> dict:
         return {"solved": float(solves(model, SYM_X, SYM_D)), **symmetry_shape(model)}
+
+    def example(self, s: SymmetrySettings) -> tuple[torch.Tensor]:
+        return (SYM_X[:4],)
 
     def figures(self, model: MLP, s: SymmetrySettings, run) -> None:
         w = model.weights[0].detach().numpy()
@@ -170,6 +178,7 @@ class Mnist(Recipe):
     summary = "784-128-10 sigmoid net, squared error, momentum, hand-written deltas; MNIST 5k train / 10k test"
     Settings = MnistSettings
     milestone = Milestone("test_acc", 0.93, paper="LeCun et al. (1998): 2-layer NN, 300 hidden, 60k train: 95.3%")
+    tiny = {"epochs": 1, "hidden": 16}
 
     def build(self, s: MnistSettings) -> MLP:
         return MLP(MLPConfig((784, s.hidden, 10), init_scale=s.init_scale))
@@ -204,6 +213,9 @@ class Mnist(Recipe):
     def evaluate(self, model: MLP, s: MnistSettings) -> dict:
         _, _, xte, yte = mnist_tensors()
         return {"test_acc": accuracy(model, xte, yte, 0)}
+
+    def example(self, s: MnistSettings) -> tuple[torch.Tensor]:
+        return (mnist_tensors()[2][:4],)
 
     def figures(self, model: MLP, s: MnistSettings, run) -> None:
         w = model.weights[0].detach()[:40].reshape(-1, 28, 28).numpy()

@@ -244,6 +244,8 @@ class SpeakerID(Recipe):
     Settings = Settings
     milestone = Milestone("gain", 0.10, paper="BERT: pre-training helps most on small labelled sets (GLUE RTE, MRPC)")
     quick = {"pretrain_steps": 400}
+    tiny = {"pretrain_steps": 5, "finetune_steps": 5, "finetune_seeds": 1, "hidden_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 200}
 
     def config(self, s: Settings, vocab_size: int) -> BertConfig:
         return BertConfig(vocab_size=vocab_size, hidden_size=s.hidden_size, num_hidden_layers=s.num_hidden_layers,
@@ -300,6 +302,7 @@ class SpeakerID(Recipe):
         metrics = {"pretrained_acc": mean["pre-trained"], "scratch_acc": mean["from scratch"],
                    "gain": mean["pre-trained"] - mean["from scratch"],
                    "pretrained_accs": accs["pre-trained"], "scratch_accs": accs["from scratch"],
+                   "test_acc": accs["pre-trained"][0],  # the saved model's (the first seed's)
                    **{"pretrain_" + k: v for k, v in self.pretraining_accuracy(pre, s).items()},
                    "chance": 1 / len(SPEAKERS), "labelled_train": len(train), "labelled_test": len(test),
                    "pretrain_seconds": pretrain_seconds, "seconds": time.perf_counter() - start}
@@ -310,7 +313,11 @@ class SpeakerID(Recipe):
 
     def evaluate(self, model: BertForSequenceClassification, s: Settings) -> dict:
         tok, _, _, test = corpus(s.train_per_speaker, s.vocab_size)
-        return {"pretrained_acc": labelled_accuracy(model, tok, test, s.max_length)}
+        return {"test_acc": labelled_accuracy(model, tok, test, s.max_length)}
+
+    def example(self, s: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+        tok, _, _, test = corpus(s.train_per_speaker, s.vocab_size)
+        return encode_labelled(tok, test[:4], s.max_length)[:2]  # input_ids, attention_mask
 
 
 def arms_figure(accs: dict[str, list[float]], chance: float, path, title: str, over: str = "fine-tuning seeds") -> None:
@@ -439,6 +446,8 @@ class TangTopics(Recipe):
     Settings = TopicSettings
     milestone = Milestone("gain", 0.10, paper="BERT: pre-training helps most on small labelled sets (GLUE RTE, MRPC)")
     quick = {"pretrain_steps": 1500, "draws": 1}
+    tiny = {"pretrain_steps": 5, "draws": 1, "labels_per_topic": 3, "finetune_steps": 5, "hidden_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
 
     def config(self, s: TopicSettings, vocab_size: int) -> BertConfig:
         return BertConfig(vocab_size=vocab_size, hidden_size=s.hidden_size, num_hidden_layers=s.num_hidden_layers,
@@ -515,6 +524,7 @@ class TangTopics(Recipe):
         metrics = {"pretrained_acc": mean["pre-trained"], "scratch_acc": mean["from scratch"],
                    "gain": mean["pre-trained"] - mean["from scratch"],
                    "pretrained_accs": accs["pre-trained"], "scratch_accs": accs["from scratch"],
+                   "test_acc": accs["pre-trained"][0],  # the saved model's (draw 0's)
                    "pretrained_lrs": [d["arms"]["pre-trained"]["lr"] for d in draws],
                    "scratch_lrs": [d["arms"]["from scratch"]["lr"] for d in draws],
                    "bag_of_chars_acc": float(np.mean([d["bag_of_chars"] for d in draws])),
@@ -530,7 +540,11 @@ class TangTopics(Recipe):
 
     def evaluate(self, model: BertForMeanPooledClassification, s: TopicSettings) -> dict:
         tok, _, _, test = tang_corpus()
-        return {"pretrained_acc": labelled_accuracy(model, tok, test, s.max_length)}
+        return {"test_acc": labelled_accuracy(model, tok, test, s.max_length)}
+
+    def example(self, s: TopicSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        tok, _, _, test = tang_corpus()
+        return encode_labelled(tok, test[:4], s.max_length)[:2]  # input_ids, attention_mask
 
 
 RECIPES = [TangTopics(), SpeakerID()]

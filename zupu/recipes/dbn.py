@@ -110,6 +110,7 @@ class FewLabels(Recipe):
                           paper="pre-trained beats random init by >= 1 point; Hinton et al. (2006), Bengio et al. "
                                 "(2007): pre-training helps, most when labels are few")
     quick = {"sizes": (784, 256, 256), "pretrain_epochs": 4, "finetune_epochs": 30}
+    tiny = {"sizes": (784, 32, 32), "pretrain_epochs": 1, "finetune_epochs": 2, "baseline": False}
 
     def build(self, s: FewLabelsSettings) -> DBN:
         return DBN(DBNConfig(tuple(s.sizes)))
@@ -135,6 +136,9 @@ class FewLabels(Recipe):
     def evaluate(self, model: DBN, s: FewLabelsSettings) -> dict:
         _, _, xte, yte = mnist_tensors()
         return {"test_acc": accuracy(model, xte, yte, 0)}
+
+    def example(self, s: FewLabelsSettings) -> tuple[torch.Tensor]:
+        return (mnist_tensors()[2][:4],)
 
     def figures(self, model: DBN, s: FewLabelsSettings, run) -> None:
         w = model.rbms[0].weight.detach()[:50].reshape(-1, 28, 28).numpy()  # (50, 28, 28)

@@ -84,6 +84,7 @@ class LeNet5Mnist(Recipe):
     Settings = LeNet5Settings
     milestone = Milestone("test_acc", 0.97, paper="LeCun et al. (1998): LeNet-5, 60k train: 0.95% test error")
     quick = {"epochs": 3}
+    tiny = {"epochs": 1, "batch_size": 250}
 
     def build(self, s: LeNet5Settings) -> LeNet5:
         return LeNet5(LeNet5Config(output=s.output, c3_table=s.c3_table))
@@ -94,6 +95,9 @@ class LeNet5Mnist(Recipe):
     def evaluate(self, model: LeNet5, s: LeNet5Settings) -> dict:
         _, _, xte, yte = mnist_lenet5()
         return {"test_acc": accuracy(model, xte, yte, EVAL_BATCH)}
+
+    def example(self, s: LeNet5Settings) -> tuple[torch.Tensor]:
+        return (mnist_lenet5()[2][:4],)
 
     def figures(self, model: LeNet5, s: LeNet5Settings, run) -> None:
         w = model.c1.weight.detach()[:, 0]  # (6, 5, 5)
@@ -119,6 +123,7 @@ class LeNet1989Mnist(Recipe):
     milestone = Milestone("test_error", 0.05, higher_is_better=False,
                           paper="LeCun et al. (1989): 5.0% test error on 2,007 zip-code digits (7,291 train)")
     quick = {"epochs": 4}
+    tiny = {"epochs": 1, "batch_size": 250}
 
     def build(self, s: LeNet1989Settings) -> LeNet1989:
         return LeNet1989(LeNet1989Config())
@@ -130,6 +135,9 @@ class LeNet1989Mnist(Recipe):
         _, _, xte, yte = mnist_16x16()
         acc = accuracy(model, xte, yte, EVAL_BATCH)
         return {"test_acc": acc, "test_error": 1 - acc}
+
+    def example(self, s: LeNet1989Settings) -> tuple[torch.Tensor]:
+        return (mnist_16x16()[2][:4],)
 
     def figures(self, model: LeNet1989, s: LeNet1989Settings, run) -> None:
         w = model.h1.weight.detach()[:, 0]  # (12, 5, 5)

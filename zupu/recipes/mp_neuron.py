@@ -18,9 +18,13 @@ TRUTH = {
 }
 
 
+def all_inputs(n: int) -> torch.Tensor:
+    """Every 0/1 input of n units: the rows of a truth table, (2^n, n)."""
+    return torch.tensor(list(itertools.product((0, 1), repeat=n)), dtype=torch.float32)
+
+
 def truth_table_acc(net: MPNetwork, fn) -> float:
-    n = net.config.n_inputs
-    rows = torch.tensor(list(itertools.product((0, 1), repeat=n)), dtype=torch.float32)
+    rows = all_inputs(net.config.n_inputs)
     want = torch.tensor([fn(*map(int, r)) for r in rows], dtype=torch.float32)
     return (net(rows)[:, 0] == want).float().mean().item()
 
@@ -50,6 +54,9 @@ class Logic(Recipe):
     def evaluate(self, model: MPNetwork, s: Settings) -> dict:
         fn = TRUTH.get(s.gate, lambda a: 1 - a)
         return {f"{s.gate}_acc": truth_table_acc(model, fn)}
+
+    def example(self, s: Settings) -> tuple[torch.Tensor]:
+        return (all_inputs(PRESETS[s.gate].n_inputs),)
 
 
 RECIPES = [Logic()]

@@ -44,6 +44,7 @@ class Digits(Recipe):
     Settings = ImageSettings
     milestone = Milestone("test_acc", 0.85, paper="a linear classifier on MNIST: 88% (LeCun et al. 1998, 1-layer NN)")
     quick = {"epochs": 3}
+    tiny = {"epochs": 1, "batch_size": 50}
 
     def data(self, s: ImageSettings) -> tuple[torch.Tensor, ...]:
         mnist = data.load("mnist")
@@ -81,6 +82,9 @@ class Digits(Recipe):
         xtr, ytr, xte, yte = self.data(s)
         return {"train_acc": accuracy(model, xtr, ytr, 0), "test_acc": accuracy(model, xte, yte, 0)}
 
+    def example(self, s: ImageSettings) -> tuple[torch.Tensor]:
+        return (self.data(s)[2][:4],)
+
     def figures(self, model: Perceptron, s: ImageSettings, run) -> None:
         w = model.weight.detach().reshape(-1, s.size, s.size).numpy()
         labels = self.labels()
@@ -102,6 +106,7 @@ class Letters(Digits):
     Settings = RetinaSettings
     milestone = Milestone("test_acc", 0.85, paper="Mark-1 (1960): 20x20 photocells, recognised letters")
     quick = {"epochs": 3}
+    tiny = {"epochs": 1, "batch_size": 50}
 
     def data(self, s: ImageSettings) -> tuple[torch.Tensor, ...]:
         letters = data.load("notmnist")["all"]
@@ -157,6 +162,7 @@ class Logic(Recipe):
     Settings = LogicSettings
     milestone = Milestone("separable_gates_acc", 1.0, paper="Minsky & Papert (1969): no single unit computes XOR")
     quick = {}
+    tiny = {"max_epochs": 20}
 
     def build(self, s: LogicSettings) -> Perceptron:
         return Perceptron(PerceptronConfig(2, 1))  # the XOR unit; the others are trained alongside
@@ -188,10 +194,13 @@ class Logic(Recipe):
         out["novikoff_within_bound"] = float(bound["converged"] and bound["mistakes"] <= bound["bound"])
         out["separable_gates_acc"] = min(out[f"{g}_best_acc"] for g in ("AND", "OR", "NAND"))
         out["xor_best_acc"] = out.pop("XOR_best_acc")
-        return out
+        return {**out, **self.evaluate(model, s)}
 
     def evaluate(self, model: Perceptron, s: LogicSettings) -> dict:
         return {"xor_acc": accuracy(model, INPUTS, torch.tensor(GATES["XOR"]), predict=model.predict)}
+
+    def example(self, s: LogicSettings) -> tuple[torch.Tensor]:
+        return (INPUTS,)
 
 
 RECIPES = [Digits(), Letters(), Logic()]

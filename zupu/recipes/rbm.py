@@ -91,6 +91,7 @@ class Digits(Recipe):
                           paper="scikit-learn's BernoulliRBM + LogisticRegression on the same split (within 1 "
                                 "point); raw-pixel logistic regression far below")
     quick = {"epochs": 10}
+    tiny = {"epochs": 1, "n_hidden": 16, "peers": False}
 
     def build(self, s: DigitsSettings) -> RBM:
         return RBM(RBMConfig(64, s.n_hidden))
@@ -132,6 +133,9 @@ class Digits(Recipe):
         with torch.no_grad():
             ftr, fte = model(xtr).numpy(), model(xte).numpy()
         return {"test_acc": logistic_acc(ftr, ytr.numpy(), fte, yte.numpy(), s.logistic_c)}
+
+    def example(self, s: DigitsSettings) -> tuple[torch.Tensor]:
+        return (digits_split(s.test_fraction, s.split_seed)[2][:4],)
 
     def figures(self, model: RBM, s: DigitsSettings, run) -> None:
         w = model.weight.detach().reshape(-1, 8, 8).numpy()  # (H, 8, 8): each hidden unit's filter

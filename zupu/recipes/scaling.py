@@ -112,6 +112,7 @@ class SizeSweep(Recipe):
     milestone = Milestone("r2", 0.95, paper="Kaplan et al. (2020): L(N) a power law, alpha_N ~ 0.076 "
                           "(models to 1.5B, near convergence; ours are tiny and short)")
     quick = {"widths": (16, 24, 32, 48, 64), "steps": 200}
+    tiny = {"widths": (8, 12, 16, 20, 24), "steps": 30, "eval_tokens": 2048, "block_size": 32}
 
     def data(self) -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
         text = data.load("tinyshakespeare")
@@ -143,7 +144,11 @@ class SizeSweep(Recipe):
                 "val_loss_largest": rows[-1]["val_loss"]}
 
     def evaluate(self, model: GPT, s: SweepSettings) -> dict:
-        return {"val_loss": val_loss(model, self.data()[2], s.block_size, s.eval_tokens)}
+        """The saved model is the sweep's largest."""
+        return {"val_loss_largest": val_loss(model, self.data()[2], s.block_size, s.eval_tokens)}
+
+    def example(self, s: SweepSettings) -> tuple[torch.Tensor]:
+        return (self.data()[2][: 2 * s.block_size].view(2, s.block_size),)  # two windows of validation text
 
     def figures(self, model: GPT, s: SweepSettings, run) -> None:
         import matplotlib.pyplot as plt

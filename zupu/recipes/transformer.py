@@ -101,6 +101,8 @@ class CopyReverse(Recipe):
     milestone = Milestone("test_exact_match", 1.0, paper="a sanity task, not in the paper; every string must come "
                           "back reversed, token for token")
     quick = {}
+    tiny = {"steps": 20, "n_train": 500, "n_test": 50, "d_model": 16, "layers": 1, "heads": 2, "ffn_dim": 32,
+            "beam_size": 2}
 
     def build(self, s: ReverseSettings) -> Transformer:
         return Transformer(TransformerConfig(
@@ -136,6 +138,10 @@ class CopyReverse(Recipe):
                 "test_exact_match_beam": exact_match(model, src, strings, s.beam_size),
                 "test_strings": len(src)}
 
+    def example(self, s: ReverseSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        _, (src, tgt, _) = self.data(s)
+        return src[:4], tgt[:4, :-1]  # strings, teacher-forced reversals
+
 
 @dataclass
 class TatoebaSettings:
@@ -155,6 +161,7 @@ class TatoebaSettings:
     max_tgt_tokens: int = 20
     beam_size: int = 5
     test_limit: int = 0  # score only the first N test sentences (0: all)
+    train_limit: int = 0  # train on the first N pairs only (0: all)
     threads: int = 1
 
 
@@ -167,6 +174,8 @@ class Tatoeba(Recipe):
                           f"(6 epochs, batch 64: BLEU {SEQ2SEQ_BLEU}, beam 5, same test set); the paper (tab. 2): "
                           "27.3 (base) / 28.4 (big) vs ConvS2S 25.16 BLEU on WMT'14 en-de")
     quick = {"epochs": 3, "test_limit": 300, "beam_size": 3}
+    tiny = {"epochs": 1, "train_limit": 256, "d_model": 16, "layers": 1, "heads": 2, "ffn_dim": 32, "src_vocab": 300,
+            "tgt_vocab": 300, "test_limit": 20, "beam_size": 2, "warmup": 1}
 
     def build(self, s: TatoebaSettings) -> Transformer:
         src_tok, tgt_tok = tokenizers_for(s.src_vocab, s.tgt_vocab)
@@ -179,7 +188,7 @@ class Tatoeba(Recipe):
 
     def tensors(self, s: TatoebaSettings, split: str):
         return tatoeba_tensors(split, s.src_vocab, s.tgt_vocab, s.max_src_tokens, s.max_tgt_tokens,
-                               s.test_limit if split == "test" else 0)
+                               {"train": s.train_limit, "test": s.test_limit}.get(split, 0))
 
     def train(self, model: Transformer, s: TatoebaSettings, run) -> dict:
         src, tgt, _ = self.tensors(s, "train")
@@ -207,6 +216,10 @@ class Tatoeba(Recipe):
     def evaluate(self, model: Transformer, s: TatoebaSettings) -> dict:
         return tatoeba_scores(model, s.src_vocab, s.tgt_vocab, s.max_src_tokens, s.max_tgt_tokens, s.beam_size,
                               s.test_limit)
+
+    def example(self, s: TatoebaSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        src, tgt, _ = self.tensors(s, "test")
+        return tuple(trim(src[:4], tgt[:4, :-1]))  # source, teacher-forced target input
 
 
 RECIPES = [CopyReverse(), Tatoeba()]

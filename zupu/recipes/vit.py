@@ -82,6 +82,8 @@ class Mnist(Recipe):
     milestone = Milestone("test_acc", 0.95, paper="Dosovitskiy et al. (2020) train on 14M-300M images; on 5k "
                           "digits a ViT must learn the locality a CNN is given (LeNet-5, 60k: 99.05%)")
     quick = {"epochs": 8}
+    tiny = {"train_size": 256, "epochs": 1, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 32, "warmup_epochs": 0}
 
     def config(self, s: Settings) -> ViTConfig:
         return ViTConfig(hidden_size=s.hidden_size, num_hidden_layers=s.num_hidden_layers,
@@ -100,6 +102,9 @@ class Mnist(Recipe):
     def evaluate(self, model: ViTForImageClassification, s: Settings) -> dict:
         _, _, xte, yte = image_tensors(self.dataset, s.train_size)
         return {"test_acc": accuracy(model, xte, yte)}
+
+    def example(self, s: Settings) -> tuple[torch.Tensor]:
+        return (image_tensors(self.dataset, s.train_size)[2][:4],)
 
     def figures(self, model: ViTForImageClassification, s: Settings, run) -> None:
         _, _, xte, yte = image_tensors(self.dataset, s.train_size)
