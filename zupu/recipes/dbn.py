@@ -115,6 +115,9 @@ class FewLabels(Recipe):
     def build(self, s: FewLabelsSettings) -> DBN:
         return DBN(DBNConfig(tuple(s.sizes)))
 
+    def example(self, s: FewLabelsSettings) -> tuple[torch.Tensor]:
+        return (mnist_tensors()[2][:4],)
+
     def train(self, model: DBN, s: FewLabelsSettings, run) -> dict:
         xtr, ytr, xte, yte = mnist_tensors()
         labelled = labelled_subset(ytr, s.labels_per_class, s.label_seed)
@@ -136,9 +139,6 @@ class FewLabels(Recipe):
     def evaluate(self, model: DBN, s: FewLabelsSettings) -> dict:
         _, _, xte, yte = mnist_tensors()
         return {"test_acc": accuracy(model, xte, yte, 0)}
-
-    def example(self, s: FewLabelsSettings) -> tuple[torch.Tensor]:
-        return (mnist_tensors()[2][:4],)
 
     def figures(self, model: DBN, s: FewLabelsSettings, run) -> None:
         w = model.rbms[0].weight.detach()[:50].reshape(-1, 28, 28).numpy()  # (50, 28, 28)

@@ -78,26 +78,39 @@ class LeNet5Settings:
     shift: int = 2  # random translations of up to 2 pixels (the paper's distortions were richer); 0: none
 
 
-class LeNet5Mnist(Recipe):
+class MnistRecipe(Recipe):
+    """What the LeNet recipes share: MNIST as their net saw it (`tensors`), trained by `fit`, scored on the
+    10k test images."""
+
+    tiny = {"epochs": 1, "batch_size": 250}
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def train(self, model: nn.Module, s, run) -> dict:
+        return fit(model, self.tensors(), s, run, f"lenet {self.name}")
+
+    def evaluate(self, model: nn.Module, s) -> dict:
+        _, _, xte, yte = self.tensors()
+        acc = accuracy(model, xte, yte, EVAL_BATCH)
+        return {"test_acc": acc, "test_error": 1 - acc}
+
+    def example(self, s) -> tuple[torch.Tensor]:
+        return (self.tensors()[2][:4],)
+
+
+class LeNet5Mnist(MnistRecipe):
     name = "lenet5-mnist"
     summary = "LeNet-5 (C1-S2-C3-S4-C5-F6, Table I's C3 wiring) on MNIST 5k train / 10k test"
     Settings = LeNet5Settings
     milestone = Milestone("test_acc", 0.97, paper="LeCun et al. (1998): LeNet-5, 60k train: 0.95% test error")
     quick = {"epochs": 3}
-    tiny = {"epochs": 1, "batch_size": 250}
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return mnist_lenet5()
 
     def build(self, s: LeNet5Settings) -> LeNet5:
         return LeNet5(LeNet5Config(output=s.output, c3_table=s.c3_table))
-
-    def train(self, model: LeNet5, s: LeNet5Settings, run) -> dict:
-        return fit(model, mnist_lenet5(), s, run, "lenet5 mnist")
-
-    def evaluate(self, model: LeNet5, s: LeNet5Settings) -> dict:
-        _, _, xte, yte = mnist_lenet5()
-        return {"test_acc": accuracy(model, xte, yte, EVAL_BATCH)}
-
-    def example(self, s: LeNet5Settings) -> tuple[torch.Tensor]:
-        return (mnist_lenet5()[2][:4],)
 
     def figures(self, model: LeNet5, s: LeNet5Settings, run) -> None:
         w = model.c1.weight.detach()[:, 0]  # (6, 5, 5)
@@ -116,28 +129,19 @@ class LeNet1989Settings:
     momentum: float = 0.9
 
 
-class LeNet1989Mnist(Recipe):
+class LeNet1989Mnist(MnistRecipe):
     name = "lenet1989-mnist16"
     summary = "the 1989 zip-code net (16x16 input, H1-H2-H3, tanh, MSE) on MNIST 5k train / 10k test at 16x16"
     Settings = LeNet1989Settings
     milestone = Milestone("test_error", 0.05, higher_is_better=False,
                           paper="LeCun et al. (1989): 5.0% test error on 2,007 zip-code digits (7,291 train)")
     quick = {"epochs": 4}
-    tiny = {"epochs": 1, "batch_size": 250}
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return mnist_16x16()
 
     def build(self, s: LeNet1989Settings) -> LeNet1989:
         return LeNet1989(LeNet1989Config())
-
-    def train(self, model: LeNet1989, s: LeNet1989Settings, run) -> dict:
-        return fit(model, mnist_16x16(), s, run, "lenet1989 mnist16")
-
-    def evaluate(self, model: LeNet1989, s: LeNet1989Settings) -> dict:
-        _, _, xte, yte = mnist_16x16()
-        acc = accuracy(model, xte, yte, EVAL_BATCH)
-        return {"test_acc": acc, "test_error": 1 - acc}
-
-    def example(self, s: LeNet1989Settings) -> tuple[torch.Tensor]:
-        return (mnist_16x16()[2][:4],)
 
     def figures(self, model: LeNet1989, s: LeNet1989Settings, run) -> None:
         w = model.h1.weight.detach()[:, 0]  # (12, 5, 5)

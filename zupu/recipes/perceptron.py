@@ -105,8 +105,6 @@ class Letters(Digits):
     summary = "the Mark-1's task: notMNIST letters A-J on a 20x20 'retina' of photocells, 80/20 split"
     Settings = RetinaSettings
     milestone = Milestone("test_acc", 0.85, paper="Mark-1 (1960): 20x20 photocells, recognised letters")
-    quick = {"epochs": 3}
-    tiny = {"epochs": 1, "batch_size": 50}
 
     def data(self, s: ImageSettings) -> tuple[torch.Tensor, ...]:
         letters = data.load("notmnist")["all"]
