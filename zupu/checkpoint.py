@@ -1,9 +1,10 @@
 """Saving and loading models: `config.json` + `model.safetensors`, models made of parts, and `from_pretrained`.
 
 A zupu run directory's `config.json` holds the model config's fields at the top level (named as in
-the HF architecture's config where one exists) plus a `"zupu"` entry: member, architecture,
-recipe and settings. A directory without that entry is read as an HF checkpoint and handed to the
-member whose `hf_model_types` lists its `model_type`. Such a member's models are saved in the HF
+the HF architecture's config where one exists) plus a `"zupu"` entry: the member and recipe that
+made the run (not the owner of the class: scaling saves a GPT), seed, settings, and the class
+(`architecture` in `model_module`). A directory without that entry is read as an HF checkpoint and
+handed to the member whose `hf_model_types` lists its `model_type`. Such a member's models are saved in the HF
 layout, unless its `zupu.hf` module's `fits(model)` says the architecture cannot hold this one (a
 pre-LN encoder-decoder is no MarianMT), which then keeps zupu's own layout.
 
@@ -58,9 +59,11 @@ DIFFUSERS_LAYOUT = "0.42.0"  # the diffusers release whose pipeline layout save_
 
 
 def member_of(model: nn.Module) -> registry.Member:
-    module = type(model).__module__.rsplit(".", 1)[-1]
+    """The member whose model module defines the model's class: `zupu.models.<module>`, or a module inside it
+    when the member is a package (`zupu.models.diffusion.unet`)."""
+    module = type(model).__module__
     for m in registry.members():
-        if m.module_name == module:
+        if module == f"zupu.models.{m.module_name}" or module.startswith(f"zupu.models.{m.module_name}."):
             return m
     raise ZupuError(f"{type(model).__name__} is not a zupu member's model (module {module})")
 
@@ -101,10 +104,14 @@ def check_keys(model: nn.Module, where: str, missing: list[str], unexpected: lis
 
 
 def save_model(model: nn.Module, out: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
-    """Write `config.json` and `model.safetensors` for `model` into directory `out`."""
+    """Write `config.json` and `model.safetensors` for `model` into directory `out`.
+
+    The class's own member decides the layout (HF or zupu's); `meta` (a run's member, recipe, seed, settings)
+    overrides the member the entry names, so a run records what made it, not whose class it saved."""
     out = Path(out)
     member = member_of(model)
-    zupu_meta = {"member": member.name, "architecture": type(model).__name__, **(meta or {})}
+    zupu_meta = {"member": member.name, "architecture": type(model).__name__,
+                 "model_module": type(model).__module__, **(meta or {})}
     hf = _hf_module(member)
     if hf is not None and hasattr(hf, "save_pretrained") and getattr(hf, "fits", lambda m: True)(model):
         hf.save_pretrained(model, out, zupu_meta)
@@ -138,6 +145,21 @@ def _hf_module(member: registry.Member):
         return None
 
 
+def _model_module(meta: dict[str, Any], member: registry.Member, where: Path):
+    """The module that defines the saved class: the one the entry names, else (a run saved before entries
+    named it) the member's own."""
+    name = meta.get("model_module")
+    if name is None:
+        return member.model_module()
+    if not isinstance(name, str) or not name.startswith("zupu.models."):
+        raise CheckpointError(f"{where}: model_module {name!r} is not a zupu model module (zupu.models.*)")
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        raise CheckpointError(f"{where}: model_module {name!r} does not exist in this zupu; "
+                              "upgrade zupu or load the run where it was made") from None
+
+
 def load_model(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> nn.Module:
     """Load a zupu run directory or an HF checkpoint directory, its floating-point weights as `dtype`
     (`None` keeps the checkpoint's own dtype)."""
@@ -156,11 +178,11 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | None = torch.float3
             f"(got model_type={model_type!r}); is this a zupu run or HF checkpoint directory?"
         )
     member = registry.get(meta["member"])
-    mod = member.model_module()
+    mod = _model_module(meta, member, path / CONFIG)
     arch = meta.get("architecture") or member.model
     cls = getattr(mod, arch, None)
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
-        raise CheckpointError(f"{path / CONFIG}: {member.name} has no architecture {arch!r}")
+        raise CheckpointError(f"{path / CONFIG}: {mod.__name__} has no architecture {arch!r}")
     config = config_from_dict(cls.config_class, {k: v for k, v in cfg.items() if k != "zupu"}, str(path / CONFIG))
     try:
         model = cls(config)

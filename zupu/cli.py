@@ -31,7 +31,7 @@ def cmd_tree(args: argparse.Namespace) -> int:
                            "recipes": list(m.recipes()) if m.works else []} for m in rows], ensure_ascii=False))
         return 0
     era = None
-    for m in sorted(rows, key=lambda m: (["1943–1986", "1983–2012", "2017–", "tools"].index(m.era), m.year)):
+    for m in sorted(rows, key=lambda m: (registry.ERAS.index(m.era), m.year)):
         if m.era != era:
             era = m.era
             print(f"\n{era}")

@@ -51,6 +51,9 @@ class Recipe:
     Settings: ClassVar[type]  # a dataclass of defaults; `--set key=value` overrides fields
     milestone: ClassVar[Milestone]
     quick: ClassVar[dict[str, Any]] = {}  # overrides for `--quick` and the tour
+    # overrides that train, evaluate and save in seconds, for the contract test (tests/test_contract.py);
+    # {} when the defaults already do; None (the default) is a recipe that has not declared them
+    tiny: ClassVar[dict[str, Any] | None] = None
     in_tour: ClassVar[bool] = True
 
     def settings(self, quick: bool = False, overrides: dict[str, Any] | None = None) -> Any:
@@ -66,7 +69,14 @@ class Recipe:
         raise NotImplementedError
 
     def evaluate(self, model: nn.Module, s: Any) -> dict[str, Any]:
+        """Score a trained model; `zupu eval RUN` calls this, and each metric it returns must be in what
+        `train` returned, with the same value (the contract test checks it)."""
         raise NotImplementedError
+
+    def example(self, s: Any) -> tuple[Any, ...]:
+        """The positional arguments of one forward call of the model `build(s)` makes: a few real inputs,
+        so that `zupu.from_pretrained(run)(*recipe.example(settings))` runs (the contract test checks it)."""
+        raise NotImplementedError(f"recipe {self.name!r} gives no example input; define {type(self).__name__}.example")
 
     def figures(self, model: nn.Module, s: Any, run: Run) -> None:
         """Write the recipe's own PNGs into the run directory (optional)."""

@@ -65,7 +65,8 @@ class Member:
         return importlib.import_module(f"zupu.models.{self.module_name}")
 
 
-_ERA1, _ERA2, _ERA3, _TOOLS = "1943–1986", "1983–2012", "2017–", "tools"
+ERAS: tuple[str, ...] = ("1943–1986", "1983–2012", "2017–", "tools")  # the tree's lanes, oldest first
+_ERA1, _ERA2, _ERA3, _TOOLS = ERAS
 
 MEMBERS: tuple[Member, ...] = (
     Member("mp-neuron", 1943, "A Logical Calculus of the Ideas Immanent in Nervous Activity",

@@ -26,12 +26,11 @@ from zupu.train.plots import save
 def family_tree_figure(path: Path) -> None:
     """Members by year, one lane per era, arrows from parents; filled dots are members that work."""
     members = registry.members()
-    eras = ["1943–1986", "1983–2012", "2017–", "tools"]
     pos: dict[str, tuple[float, float]] = {}
-    lanes = {"2017–": 6}  # the crowded modern era gets more rows
+    lanes = {registry.ERAS[2]: 6}  # the crowded modern era gets more rows
     top = 0.0
     lane_centres = []
-    for era in eras:
+    for era in registry.ERAS:
         row = sorted((m for m in members if m.era == era), key=lambda m: m.year)
         n = lanes.get(era, 3)
         for k, m in enumerate(row):
@@ -47,7 +46,7 @@ def family_tree_figure(path: Path) -> None:
         x, y = pos[m.name]
         ax.scatter([x], [y], s=90, zorder=3, color="C2" if m.works else "white", edgecolors="C2")
         ax.annotate(m.name, (x, y), xytext=(5, 5), textcoords="offset points", fontsize=8)
-    ax.set_yticks(lane_centres, eras)
+    ax.set_yticks(lane_centres, registry.ERAS)
     ax.set_xlabel("year")
     ax.set_title("the family tree (filled: works in zupu, hollow: planned)")
     ax.grid(axis="x", alpha=0.3)

@@ -13,6 +13,7 @@ from zupu.data.transforms import images
 from zupu.models.backprop_mlp import MLP, MLPConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
+from zupu.train.metrics import accuracy
 from zupu.train.optim import make_schedule
 from zupu.train.plots import image_grid, save
 from zupu.train.trainer import Trainer
@@ -50,6 +51,7 @@ class Xor(Recipe):
     milestone = Milestone("success_rate", 0.8, paper="Rumelhart et al. (1986): XOR with hidden units; "
                           "occasional local minima")
     quick = {"seeds": 10}
+    tiny = {"seeds": 2, "max_sweeps": 200}
 
     def build(self, s: SmallSettings) -> MLP:
         return MLP(MLPConfig((2, 2, 1), init_scale=1.0))
@@ -76,6 +78,9 @@ class Xor(Recipe):
 
     def evaluate(self, model: MLP, s: SmallSettings) -> dict:
         return {"xor_correct": float(solves(model, XOR_X, XOR_D))}
+
+    def example(self, s: SmallSettings) -> tuple[torch.Tensor]:
+        return (XOR_X,)
 
 
 SYM_X = torch.tensor(list(itertools.product((0.0, 1.0), repeat=6)))
@@ -110,6 +115,7 @@ class Symmetry(Recipe):
     Settings = SymmetrySettings
     milestone = Milestone("paper_solution", 1.0, paper="Rumelhart et al. (1986) fig. 1: 1,425 sweeps, weights "
                           "symmetric with opposite signs, magnitudes 1:2:4")
+    tiny = {"max_tries": 1, "max_sweeps": 200}
 
     def build(self, s: SymmetrySettings) -> MLP:
         return MLP(MLPConfig((6, 2, 1), init_scale=0.3))
@@ -134,6 +140,9 @@ class Symmetry(Recipe):
 
     def evaluate(self, model: MLP, s: SymmetrySettings) -> dict:
         return {"solved": float(solves(model, SYM_X, SYM_D)), **symmetry_shape(model)}
+
+    def example(self, s: SymmetrySettings) -> tuple[torch.Tensor]:
+        return (SYM_X[:4],)
 
     def figures(self, model: MLP, s: SymmetrySettings, run) -> None:
         w = model.weights[0].detach().numpy()
@@ -169,6 +178,7 @@ class Mnist(Recipe):
     summary = "784-128-10 sigmoid net, squared error, momentum, hand-written deltas; MNIST 5k train / 10k test"
     Settings = MnistSettings
     milestone = Milestone("test_acc", 0.93, paper="LeCun et al. (1998): 2-layer NN, 300 hidden, 60k train: 95.3%")
+    tiny = {"epochs": 1, "hidden": 16}
 
     def build(self, s: MnistSettings) -> MLP:
         return MLP(MLPConfig((784, s.hidden, 10), init_scale=s.init_scale))
@@ -181,11 +191,11 @@ class Mnist(Recipe):
         steps = s.epochs * batches.steps_per_epoch
         trainer = Trainer(model, lambda b: {"loss": model.backprop(*b, reduction="mean")}, batches, opt, steps,
                           run=run, scheduler=make_schedule(opt, "cosine", steps),
-                          evaluate=lambda: {"test_acc": acc(model, xte, yte)},
+                          evaluate=lambda: {"test_acc": accuracy(model, xte, yte, 0)},
                           eval_every=batches.steps_per_epoch, log_every=50,
                           checkpoint_every=batches.steps_per_epoch, desc="backprop-mlp mnist")
         final = trainer.fit()
-        return {**final, "train_acc": acc(model, xtr, ytr), **self.peer(s, xtr, ytr, xte, yte, run.seed)}
+        return {**final, "train_acc": accuracy(model, xtr, ytr, 0), **self.peer(s, xtr, ytr, xte, yte, run.seed)}
 
     @staticmethod
     def peer(s: MnistSettings, xtr, ytr, xte, yte, seed: int) -> dict:
@@ -202,16 +212,14 @@ class Mnist(Recipe):
 
     def evaluate(self, model: MLP, s: MnistSettings) -> dict:
         _, _, xte, yte = mnist_tensors()
-        return {"test_acc": acc(model, xte, yte)}
+        return {"test_acc": accuracy(model, xte, yte, 0)}
+
+    def example(self, s: MnistSettings) -> tuple[torch.Tensor]:
+        return (mnist_tensors()[2][:4],)
 
     def figures(self, model: MLP, s: MnistSettings, run) -> None:
         w = model.weights[0].detach()[:40].reshape(-1, 28, 28).numpy()
         image_grid(list(w), run.path("hidden_units.png"), suptitle="first-layer weights of 40 hidden units")
-
-
-def acc(model: MLP, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
 
 
 RECIPES = [Mnist(), Xor(), Symmetry()]

@@ -56,9 +56,9 @@ from zupu.models.bert import (
 from zupu.recipe import Milestone, Recipe
 from zupu.tokenizers import WordPiece
 from zupu.train.batches import TensorBatches
+from zupu.train.metrics import accuracy
 from zupu.train.optim import make_schedule
 from zupu.train.plots import save
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 SPEAKERS = ("ROMEO", "MENENIUS", "PETRUCHIO", "DUKE VINCENTIO")
@@ -231,14 +231,11 @@ def encode_labelled(tok: WordPiece, examples: list[tuple[str, int]], max_length:
     return enc["input_ids"], enc["attention_mask"], torch.tensor([label for _, label in examples])
 
 
-@torch.no_grad()
-def accuracy(model: BertForSequenceClassification, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
-             batch: int = 256) -> float:
-    was_training = model.training
-    model.eval()
-    pred = torch.cat([model(ids[i:i + batch], mask[i:i + batch]).argmax(-1) for i in range(0, len(ids), batch)])
-    model.train(was_training)
-    return (pred == labels).float().mean().item()
+def labelled_accuracy(model: torch.nn.Module, tok: WordPiece, examples: list[tuple[str, int]], max_length: int
+                      ) -> float:
+    """A classifier's accuracy on labelled (text, label) examples."""
+    ids, mask, labels = encode_labelled(tok, examples, max_length)
+    return accuracy(model, (ids, mask), labels, batch_size=256)
 
 
 class SpeakerID(Recipe):
@@ -247,6 +244,8 @@ class SpeakerID(Recipe):
     Settings = Settings
     milestone = Milestone("gain", 0.10, paper="BERT: pre-training helps most on small labelled sets (GLUE RTE, MRPC)")
     quick = {"pretrain_steps": 400}
+    tiny = {"pretrain_steps": 5, "finetune_steps": 5, "finetune_seeds": 1, "hidden_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 200}
 
     def config(self, s: Settings, vocab_size: int) -> BertConfig:
         return BertConfig(vocab_size=vocab_size, hidden_size=s.hidden_size, num_hidden_layers=s.num_hidden_layers,
@@ -279,13 +278,9 @@ class SpeakerID(Recipe):
         Trainer(model, step, TensorBatches(ids, mask, labels, batch_size=s.finetune_batch, seed=seed), opt,
                 s.finetune_steps, grad_clip=1.0, desc="bert fine-tune",
                 scheduler=make_schedule(opt, "linear", s.finetune_steps, max(1, s.finetune_steps // 10), 0.0)).fit()
-        return accuracy(model, *encode_labelled(tok, test, s.max_length))
+        return labelled_accuracy(model, tok, test, s.max_length)
 
     def train(self, model: BertForSequenceClassification, s: Settings, run) -> dict:
-        with threads(s.threads):
-            return self._train(model, s, run)
-
-    def _train(self, model: BertForSequenceClassification, s: Settings, run) -> dict:
         tok, docs, train, test = corpus(s.train_per_speaker, s.vocab_size)
         tok.save(run.out)
         start = time.perf_counter()
@@ -307,6 +302,7 @@ class SpeakerID(Recipe):
         metrics = {"pretrained_acc": mean["pre-trained"], "scratch_acc": mean["from scratch"],
                    "gain": mean["pre-trained"] - mean["from scratch"],
                    "pretrained_accs": accs["pre-trained"], "scratch_accs": accs["from scratch"],
+                   "test_acc": accs["pre-trained"][0],  # the saved model's (the first seed's)
                    **{"pretrain_" + k: v for k, v in self.pretraining_accuracy(pre, s).items()},
                    "chance": 1 / len(SPEAKERS), "labelled_train": len(train), "labelled_test": len(test),
                    "pretrain_seconds": pretrain_seconds, "seconds": time.perf_counter() - start}
@@ -317,7 +313,11 @@ class SpeakerID(Recipe):
 
     def evaluate(self, model: BertForSequenceClassification, s: Settings) -> dict:
         tok, _, _, test = corpus(s.train_per_speaker, s.vocab_size)
-        return {"pretrained_acc": accuracy(model, *encode_labelled(tok, test, s.max_length))}
+        return {"test_acc": labelled_accuracy(model, tok, test, s.max_length)}
+
+    def example(self, s: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+        tok, _, _, test = corpus(s.train_per_speaker, s.vocab_size)
+        return encode_labelled(tok, test[:4], s.max_length)[:2]  # input_ids, attention_mask
 
 
 def arms_figure(accs: dict[str, list[float]], chance: float, path, title: str, over: str = "fine-tuning seeds") -> None:
@@ -446,6 +446,8 @@ class TangTopics(Recipe):
     Settings = TopicSettings
     milestone = Milestone("gain", 0.10, paper="BERT: pre-training helps most on small labelled sets (GLUE RTE, MRPC)")
     quick = {"pretrain_steps": 1500, "draws": 1}
+    tiny = {"pretrain_steps": 5, "draws": 1, "labels_per_topic": 3, "finetune_steps": 5, "hidden_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
 
     def config(self, s: TopicSettings, vocab_size: int) -> BertConfig:
         return BertConfig(vocab_size=vocab_size, hidden_size=s.hidden_size, num_hidden_layers=s.num_hidden_layers,
@@ -473,7 +475,7 @@ class TangTopics(Recipe):
                 TensorBatches(ids, mask, y, batch_size=min(32, len(train)), seed=seed), opt, s.finetune_steps,
                 grad_clip=1.0, desc="bert fine-tune",
                 scheduler=make_schedule(opt, "linear", s.finetune_steps, max(1, s.finetune_steps // 10), 0.0)).fit()
-        return model, accuracy(model, *encode_labelled(tok, test, s.max_length))
+        return model, labelled_accuracy(model, tok, test, s.max_length)
 
     def choose_and_score(self, s: TopicSettings, encoder_state: dict | None, train: list, draw: int) -> dict:
         """Pick the lr by 3-fold CV on `train` alone, then score every lr trained on all of `train`."""
@@ -510,35 +512,39 @@ class TangTopics(Recipe):
 
     def train(self, model: BertForMeanPooledClassification, s: TopicSettings, run) -> dict:
         self.check(s)
-        with threads(s.threads):
-            tok, docs, _, test = tang_corpus()
-            tok.save(run.out)
-            start = time.perf_counter()
-            pre = self.pretrain(s, run, seed=run.seed)
-            pretrain_seconds = time.perf_counter() - start
-            draws = self.compare(pre, s)
-            accs = {arm: [d["arms"][arm]["acc"] for d in draws] for arm in ("pre-trained", "from scratch")}
-            model.load_state_dict(draws[0]["arms"]["pre-trained"]["model"].state_dict())  # draw 0's, saved
-            mean = {arm: sum(a) / len(a) for arm, a in accs.items()}
-            metrics = {"pretrained_acc": mean["pre-trained"], "scratch_acc": mean["from scratch"],
-                       "gain": mean["pre-trained"] - mean["from scratch"],
-                       "pretrained_accs": accs["pre-trained"], "scratch_accs": accs["from scratch"],
-                       "pretrained_lrs": [d["arms"]["pre-trained"]["lr"] for d in draws],
-                       "scratch_lrs": [d["arms"]["from scratch"]["lr"] for d in draws],
-                       "bag_of_chars_acc": float(np.mean([d["bag_of_chars"] for d in draws])),
-                       **{"pretrain_" + k: v for k, v in pretraining_accuracy(pre, tok, docs, s.max_length).items()},
-                       "chance": 1 / len(TOPICS), "labelled_train": s.labels_per_topic * len(TOPICS),
-                       "labelled_test": len(test), "pretrain_seconds": pretrain_seconds,
-                       "seconds": time.perf_counter() - start}
-            run.log(s.pretrain_steps, **{k: v for k, v in metrics.items() if k.endswith("acc") or k == "gain"})
-            arms_figure(accs, 1 / len(TOPICS), run.path("pretrained_vs_scratch.png"),
-                        f"Tang poem topics: {metrics['labelled_train']} labels per draw, {s.draws} draws, "
-                        f"{len(test)} test poems", over="label draws")
-            return metrics
+        tok, docs, _, test = tang_corpus()
+        tok.save(run.out)
+        start = time.perf_counter()
+        pre = self.pretrain(s, run, seed=run.seed)
+        pretrain_seconds = time.perf_counter() - start
+        draws = self.compare(pre, s)
+        accs = {arm: [d["arms"][arm]["acc"] for d in draws] for arm in ("pre-trained", "from scratch")}
+        model.load_state_dict(draws[0]["arms"]["pre-trained"]["model"].state_dict())  # draw 0's, saved
+        mean = {arm: sum(a) / len(a) for arm, a in accs.items()}
+        metrics = {"pretrained_acc": mean["pre-trained"], "scratch_acc": mean["from scratch"],
+                   "gain": mean["pre-trained"] - mean["from scratch"],
+                   "pretrained_accs": accs["pre-trained"], "scratch_accs": accs["from scratch"],
+                   "test_acc": accs["pre-trained"][0],  # the saved model's (draw 0's)
+                   "pretrained_lrs": [d["arms"]["pre-trained"]["lr"] for d in draws],
+                   "scratch_lrs": [d["arms"]["from scratch"]["lr"] for d in draws],
+                   "bag_of_chars_acc": float(np.mean([d["bag_of_chars"] for d in draws])),
+                   **{"pretrain_" + k: v for k, v in pretraining_accuracy(pre, tok, docs, s.max_length).items()},
+                   "chance": 1 / len(TOPICS), "labelled_train": s.labels_per_topic * len(TOPICS),
+                   "labelled_test": len(test), "pretrain_seconds": pretrain_seconds,
+                   "seconds": time.perf_counter() - start}
+        run.log(s.pretrain_steps, **{k: v for k, v in metrics.items() if k.endswith("acc") or k == "gain"})
+        arms_figure(accs, 1 / len(TOPICS), run.path("pretrained_vs_scratch.png"),
+                    f"Tang poem topics: {metrics['labelled_train']} labels per draw, {s.draws} draws, "
+                    f"{len(test)} test poems", over="label draws")
+        return metrics
 
     def evaluate(self, model: BertForMeanPooledClassification, s: TopicSettings) -> dict:
         tok, _, _, test = tang_corpus()
-        return {"pretrained_acc": accuracy(model, *encode_labelled(tok, test, s.max_length))}
+        return {"test_acc": labelled_accuracy(model, tok, test, s.max_length)}
+
+    def example(self, s: TopicSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        tok, _, _, test = tang_corpus()
+        return encode_labelled(tok, test[:4], s.max_length)[:2]  # input_ids, attention_mask
 
 
 RECIPES = [TangTopics(), SpeakerID()]

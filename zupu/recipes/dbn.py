@@ -20,8 +20,8 @@ from zupu.data.transforms import images
 from zupu.models.dbn import DBN, DBNConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
+from zupu.train.metrics import accuracy
 from zupu.train.plots import image_grid, save
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 
@@ -39,6 +39,7 @@ class FewLabelsSettings:
     momentum: float = 0.9
     label_seed: int = 0  # which 50 images of each class keep their label
     baseline: bool = True  # also fine-tune the random-init net (the milestone compares the two)
+    threads: int = 1  # CD on these small matrices gains nothing from a second thread but its waiting
 
 
 def mnist_tensors() -> tuple[torch.Tensor, ...]:
@@ -83,11 +84,6 @@ def random_init(model: DBN) -> None:
         nn.init.zeros_(rbm.hidden_bias)
 
 
-def accuracy(model: DBN, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
-
-
 def finetune(model: DBN, x: torch.Tensor, y: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
              s: FewLabelsSettings, seed: int, run=None, desc: str = "fine-tune") -> list[float]:
     """Back-propagate cross-entropy through the whole net; returns test accuracy after each epoch."""
@@ -96,7 +92,7 @@ def finetune(model: DBN, x: torch.Tensor, y: torch.Tensor, xte: torch.Tensor, yt
     curve: list[float] = []
 
     def evaluate() -> dict:
-        curve.append(accuracy(model, xte, yte))
+        curve.append(accuracy(model, xte, yte, 0))
         return {"test_acc": curve[-1]}
 
     Trainer(model, lambda b: {"loss": F.cross_entropy(model(b[0]), b[1])}, batches, opt,
@@ -114,11 +110,14 @@ class FewLabels(Recipe):
                           paper="pre-trained beats random init by >= 1 point; Hinton et al. (2006), Bengio et al. "
                                 "(2007): pre-training helps, most when labels are few")
     quick = {"sizes": (784, 256, 256), "pretrain_epochs": 4, "finetune_epochs": 30}
+    tiny = {"sizes": (784, 32, 32), "pretrain_epochs": 1, "finetune_epochs": 2, "baseline": False}
 
     def build(self, s: FewLabelsSettings) -> DBN:
         return DBN(DBNConfig(tuple(s.sizes)))
 
-    @threads(1)
+    def example(self, s: FewLabelsSettings) -> tuple[torch.Tensor]:
+        return (mnist_tensors()[2][:4],)
+
     def train(self, model: DBN, s: FewLabelsSettings, run) -> dict:
         xtr, ytr, xte, yte = mnist_tensors()
         labelled = labelled_subset(ytr, s.labels_per_class, s.label_seed)
@@ -137,10 +136,9 @@ class FewLabels(Recipe):
         curves_figure({"pre-trained": pre, "random init": rand}, run.path("pretrained_vs_random.png"))
         return {**out, "random_init_test_acc": rand[-1], "pretraining_gain": pre[-1] - rand[-1]}
 
-    @threads(1)
     def evaluate(self, model: DBN, s: FewLabelsSettings) -> dict:
         _, _, xte, yte = mnist_tensors()
-        return {"test_acc": accuracy(model, xte, yte)}
+        return {"test_acc": accuracy(model, xte, yte, 0)}
 
     def figures(self, model: DBN, s: FewLabelsSettings, run) -> None:
         w = model.rbms[0].weight.detach()[:50].reshape(-1, 28, 28).numpy()  # (50, 28, 28)

@@ -38,7 +38,6 @@ from zupu.tokenizers import CharTokenizer
 from zupu.tokenizers import load as load_tokenizer
 from zupu.train.batches import RandomWindows
 from zupu.train.optim import MuonAdamW, make_schedule
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 
@@ -144,10 +143,6 @@ class CharLM(Recipe):
                              attn_pdrop=0.0))
 
     def train(self, model: GPT, s: CharSettings, run) -> dict:
-        with threads(s.threads):
-            return self._train(model, s, run)
-
-    def _train(self, model: GPT, s: CharSettings, run) -> dict:
         tok, train_ids, val_ids = self.data()
         tok.save(run.out)  # tokenizer.json beside the weights: `zupu generate RUN` decodes with it
         batches = RandomWindows(train_ids, s.block_size, s.batch_size, seed=run.seed)
@@ -180,6 +175,9 @@ class CharLM(Recipe):
             val_ids = self.data()[2]
         return {"val_loss": val_loss(model, val_ids, s.block_size, s.eval_tokens)}
 
+    def example(self, s: CharSettings) -> tuple[torch.Tensor]:
+        return (self.data()[2][: 2 * s.block_size].view(2, s.block_size),)  # two windows of validation text
+
     def sample_texts(self, model: GPT, tok: CharTokenizer, prompt: str, n: int, max_tokens: int,
                      seed: int, stop: str | None = None) -> list[str]:
         """`n` samples continuing `prompt` at temperature 1 (top-k off), each cut at `stop` if given."""
@@ -199,6 +197,8 @@ class ShakespeareChar(CharLM):
     milestone = Milestone("val_loss", 1.886, higher_is_better=False,
                           paper="nanoGPT's documented CPU run: val loss 1.8857 after 2000 iterations (239 s here)")
     quick = {"steps": 150, "warmup": 15}
+    tiny = {"steps": 10, "warmup": 2, "n_layer": 1, "n_embd": 32, "n_head": 2, "batch_size": 8, "eval_tokens": 4096,
+            "samples": 1, "sample_tokens": 20}
 
     def text(self) -> str:
         return data.load("tinyshakespeare")
@@ -254,6 +254,8 @@ class TangPoems(CharLM):
     milestone = Milestone("quatrain_fraction", 0.8,
                           paper="a 五言绝句 is 4 lines x 5 characters; the fraction of 100 samples with that shape")
     quick = {"steps": 200, "samples": 50}
+    tiny = {"steps": 10, "warmup": 2, "n_layer": 1, "n_embd": 32, "n_head": 2, "batch_size": 8, "eval_tokens": 4000,
+            "samples": 4}
 
     def text(self) -> str:
         return "".join(q + "\n" for q in quatrains(data.load("tang-poems")))

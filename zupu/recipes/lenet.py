@@ -12,10 +12,11 @@ from zupu import data
 from zupu.data.transforms import images, shift_and_flip
 from zupu.models.lenet import LeNet5, LeNet5Config, LeNet1989, LeNet1989Config
 from zupu.recipe import Milestone, Recipe
-from zupu.train.batches import AugmentedBatches, TensorBatches
-from zupu.train.optim import make_schedule
+from zupu.train.classifier import fit_classifier
+from zupu.train.metrics import accuracy
 from zupu.train.plots import image_grid
-from zupu.train.trainer import Trainer
+
+EVAL_BATCH = 2000  # test images per forward when scoring
 
 
 def mnist_lenet5() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -47,35 +48,20 @@ def mnist_16x16(margin: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
             prep(mnist["test"].x), torch.from_numpy(mnist["test"].y))
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
-    was = model.training
-    model.eval()
-    right = sum((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item() for i in range(0, len(x), batch))
-    model.train(was)
-    return right / len(x)
-
-
 def fit(model: nn.Module, tensors, s, run, desc: str) -> dict:
     """SGD with momentum and a cosine schedule on the model's own loss; test accuracy every epoch."""
     xtr, ytr, xte, yte = tensors
-    batches = TensorBatches(xtr, ytr, batch_size=s.batch_size, seed=run.seed)
+    augment = None
     if getattr(s, "shift", 0):  # random translations; the background is the images' minimum
         background = xtr.min().item()
-        batches = AugmentedBatches(batches, lambda x, g: shift_and_flip(x, s.shift, False, g, background), run.seed)
+
+        def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+            return shift_and_flip(x, s.shift, False, g, background)
+
     opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum)
-    steps = s.epochs * batches.steps_per_epoch
-
-    def step(batch):
-        x, y = batch
-        return {"loss": model.loss(model(x), y)}
-
-    trainer = Trainer(model, step, batches, opt, steps, run=run, scheduler=make_schedule(opt, "cosine", steps),
-                      evaluate=lambda: {"test_acc": accuracy(model, xte, yte)},
-                      eval_every=batches.steps_per_epoch, log_every=50,
-                      checkpoint_every=batches.steps_per_epoch, desc=desc)
-    final = trainer.fit()
-    return {**final, "test_error": 1 - final["test_acc"], "train_acc": accuracy(model, xtr, ytr)}
+    final = fit_classifier(model, (xtr, ytr), (xte, yte), opt, s.epochs, s.batch_size, run.seed, run,
+                           loss=model.loss, augment=augment, eval_batch=EVAL_BATCH, desc=desc)
+    return {**final, "test_error": 1 - final["test_acc"], "train_acc": accuracy(model, xtr, ytr, EVAL_BATCH)}
 
 
 @dataclass
@@ -92,22 +78,39 @@ class LeNet5Settings:
     shift: int = 2  # random translations of up to 2 pixels (the paper's distortions were richer); 0: none
 
 
-class LeNet5Mnist(Recipe):
+class MnistRecipe(Recipe):
+    """What the LeNet recipes share: MNIST as their net saw it (`tensors`), trained by `fit`, scored on the
+    10k test images."""
+
+    tiny = {"epochs": 1, "batch_size": 250}
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def train(self, model: nn.Module, s, run) -> dict:
+        return fit(model, self.tensors(), s, run, f"lenet {self.name}")
+
+    def evaluate(self, model: nn.Module, s) -> dict:
+        _, _, xte, yte = self.tensors()
+        acc = accuracy(model, xte, yte, EVAL_BATCH)
+        return {"test_acc": acc, "test_error": 1 - acc}
+
+    def example(self, s) -> tuple[torch.Tensor]:
+        return (self.tensors()[2][:4],)
+
+
+class LeNet5Mnist(MnistRecipe):
     name = "lenet5-mnist"
     summary = "LeNet-5 (C1-S2-C3-S4-C5-F6, Table I's C3 wiring) on MNIST 5k train / 10k test"
     Settings = LeNet5Settings
     milestone = Milestone("test_acc", 0.97, paper="LeCun et al. (1998): LeNet-5, 60k train: 0.95% test error")
     quick = {"epochs": 3}
 
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return mnist_lenet5()
+
     def build(self, s: LeNet5Settings) -> LeNet5:
         return LeNet5(LeNet5Config(output=s.output, c3_table=s.c3_table))
-
-    def train(self, model: LeNet5, s: LeNet5Settings, run) -> dict:
-        return fit(model, mnist_lenet5(), s, run, "lenet5 mnist")
-
-    def evaluate(self, model: LeNet5, s: LeNet5Settings) -> dict:
-        _, _, xte, yte = mnist_lenet5()
-        return {"test_acc": accuracy(model, xte, yte)}
 
     def figures(self, model: LeNet5, s: LeNet5Settings, run) -> None:
         w = model.c1.weight.detach()[:, 0]  # (6, 5, 5)
@@ -126,7 +129,7 @@ class LeNet1989Settings:
     momentum: float = 0.9
 
 
-class LeNet1989Mnist(Recipe):
+class LeNet1989Mnist(MnistRecipe):
     name = "lenet1989-mnist16"
     summary = "the 1989 zip-code net (16x16 input, H1-H2-H3, tanh, MSE) on MNIST 5k train / 10k test at 16x16"
     Settings = LeNet1989Settings
@@ -134,16 +137,11 @@ class LeNet1989Mnist(Recipe):
                           paper="LeCun et al. (1989): 5.0% test error on 2,007 zip-code digits (7,291 train)")
     quick = {"epochs": 4}
 
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return mnist_16x16()
+
     def build(self, s: LeNet1989Settings) -> LeNet1989:
         return LeNet1989(LeNet1989Config())
-
-    def train(self, model: LeNet1989, s: LeNet1989Settings, run) -> dict:
-        return fit(model, mnist_16x16(), s, run, "lenet1989 mnist16")
-
-    def evaluate(self, model: LeNet1989, s: LeNet1989Settings) -> dict:
-        _, _, xte, yte = mnist_16x16()
-        acc = accuracy(model, xte, yte)
-        return {"test_acc": acc, "test_error": 1 - acc}
 
     def figures(self, model: LeNet1989, s: LeNet1989Settings, run) -> None:
         w = model.h1.weight.detach()[:, 0]  # (12, 5, 5)

@@ -18,7 +18,6 @@ from torch import nn
 from zupu.models.lstm import LSTM, LSTMConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.plots import save
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 BASELINE_MSE = 1 / 6  # variance of the sum of two U(0, 1) values: the MSE of always answering 1
@@ -83,15 +82,12 @@ class Adding(Recipe):
     milestone = Milestone("test_mse", 0.01, higher_is_better=False,
                           paper="Hochreiter & Schmidhuber (1997) exp. 4: T=100 solved, error < 0.04 per sequence")
     quick = {"seq_len": 30, "steps": 800}
+    tiny = {"steps": 20, "seq_len": 10, "hidden": 8, "test_size": 100, "eval_every": 10}
 
     def build(self, s: AddingSettings) -> LSTM:
         return LSTM(LSTMConfig(2, s.hidden, 1, "lstm"))
 
     def train(self, model: LSTM, s: AddingSettings, run) -> dict:
-        with threads(s.threads):
-            return self._train(model, s, run)
-
-    def _train(self, model: LSTM, s: AddingSettings, run) -> dict:
         rnn = LSTM(LSTMConfig(2, s.hidden, 1, "rnn"))
         pair = Pair(model, rnn)
         xte, yte = adding_batch(s.test_size, s.seq_len, torch.Generator().manual_seed(10_007))
@@ -122,6 +118,9 @@ class Adding(Recipe):
     def evaluate(self, model: LSTM, s: AddingSettings) -> dict:
         xte, yte = adding_batch(s.test_size, s.seq_len, torch.Generator().manual_seed(10_007))
         return {"test_mse": mse(model, xte, yte)}
+
+    def example(self, s: AddingSettings) -> tuple[torch.Tensor]:
+        return (adding_batch(4, s.seq_len, torch.Generator().manual_seed(0))[0],)
 
     def figures(self, model: LSTM, s: AddingSettings, run) -> None:
         history = [r for r in run.history() if "test_mse" in r]

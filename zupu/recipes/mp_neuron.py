@@ -18,9 +18,13 @@ TRUTH = {
 }
 
 
+def all_inputs(n: int) -> torch.Tensor:
+    """Every 0/1 input of n units: the rows of a truth table, (2^n, n)."""
+    return torch.tensor(list(itertools.product((0, 1), repeat=n)), dtype=torch.float32)
+
+
 def truth_table_acc(net: MPNetwork, fn) -> float:
-    n = net.config.n_inputs
-    rows = torch.tensor(list(itertools.product((0, 1), repeat=n)), dtype=torch.float32)
+    rows = all_inputs(net.config.n_inputs)
     want = torch.tensor([fn(*map(int, r)) for r in rows], dtype=torch.float32)
     return (net(rows)[:, 0] == want).float().mean().item()
 
@@ -36,6 +40,7 @@ class Logic(Recipe):
     Settings = Settings
     milestone = Milestone("truth_tables_correct", 1.0, paper="McCulloch & Pitts (1943): nets realise any logical "
                           "expression")
+    tiny = {}  # nothing is learned: the recipe takes milliseconds as it is
 
     def build(self, s: Settings) -> MPNetwork:
         return MPNetwork(PRESETS[s.gate])
@@ -50,6 +55,9 @@ class Logic(Recipe):
     def evaluate(self, model: MPNetwork, s: Settings) -> dict:
         fn = TRUTH.get(s.gate, lambda a: 1 - a)
         return {f"{s.gate}_acc": truth_table_acc(model, fn)}
+
+    def example(self, s: Settings) -> tuple[torch.Tensor]:
+        return (all_inputs(PRESETS[s.gate].n_inputs),)
 
 
 RECIPES = [Logic()]

@@ -12,12 +12,9 @@ from zupu.data.transforms import images, split_indices
 from zupu.models.perceptron import Perceptron, PerceptronConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
+from zupu.train.metrics import accuracy
 from zupu.train.plots import image_grid
 from zupu.train.trainer import Trainer
-
-
-def accuracy(model: Perceptron, x: torch.Tensor, y: torch.Tensor) -> float:
-    return (model.predict(x) == y).float().mean().item()
 
 
 def train_rule(model: Perceptron, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch_size: int,
@@ -47,6 +44,7 @@ class Digits(Recipe):
     Settings = ImageSettings
     milestone = Milestone("test_acc", 0.85, paper="a linear classifier on MNIST: 88% (LeCun et al. 1998, 1-layer NN)")
     quick = {"epochs": 3}
+    tiny = {"epochs": 1, "batch_size": 50}
 
     def data(self, s: ImageSettings) -> tuple[torch.Tensor, ...]:
         mnist = data.load("mnist")
@@ -62,8 +60,8 @@ class Digits(Recipe):
 
         def evaluate() -> dict:
             avg = model.averaged()
-            return {"test_acc_last": accuracy(model, xte, yte), "train_acc": accuracy(avg, xtr, ytr),
-                    "test_acc_averaged": accuracy(avg, xte, yte)}
+            return {"test_acc_last": accuracy(model, xte, yte, 0), "train_acc": accuracy(avg, xtr, ytr, 0),
+                    "test_acc_averaged": accuracy(avg, xte, yte, 0)}
 
         final = train_rule(model, xtr, ytr, s.epochs, s.lr, s.batch_size, run, evaluate,
                            desc=f"perceptron {self.name}")
@@ -82,7 +80,10 @@ class Digits(Recipe):
 
     def evaluate(self, model: Perceptron, s: ImageSettings) -> dict:
         xtr, ytr, xte, yte = self.data(s)
-        return {"train_acc": accuracy(model, xtr, ytr), "test_acc": accuracy(model, xte, yte)}
+        return {"train_acc": accuracy(model, xtr, ytr, 0), "test_acc": accuracy(model, xte, yte, 0)}
+
+    def example(self, s: ImageSettings) -> tuple[torch.Tensor]:
+        return (self.data(s)[2][:4],)
 
     def figures(self, model: Perceptron, s: ImageSettings, run) -> None:
         w = model.weight.detach().reshape(-1, s.size, s.size).numpy()
@@ -104,7 +105,6 @@ class Letters(Digits):
     summary = "the Mark-1's task: notMNIST letters A-J on a 20x20 'retina' of photocells, 80/20 split"
     Settings = RetinaSettings
     milestone = Milestone("test_acc", 0.85, paper="Mark-1 (1960): 20x20 photocells, recognised letters")
-    quick = {"epochs": 3}
 
     def data(self, s: ImageSettings) -> tuple[torch.Tensor, ...]:
         letters = data.load("notmnist")["all"]
@@ -160,6 +160,7 @@ class Logic(Recipe):
     Settings = LogicSettings
     milestone = Milestone("separable_gates_acc", 1.0, paper="Minsky & Papert (1969): no single unit computes XOR")
     quick = {}
+    tiny = {"max_epochs": 20}
 
     def build(self, s: LogicSettings) -> Perceptron:
         return Perceptron(PerceptronConfig(2, 1))  # the XOR unit; the others are trained alongside
@@ -176,7 +177,7 @@ class Logic(Recipe):
                     opt.zero_grad()
                     unit.rule(INPUTS[i : i + 1], y[i : i + 1])
                     opt.step()
-                acc = accuracy(unit, INPUTS, y)
+                acc = accuracy(unit, INPUTS, y, predict=unit.predict)
                 best = max(best, acc)
                 run.log(epoch + 1, **{f"{gate}_acc": acc})
                 if acc == 1.0 and epochs_to_zero is None:
@@ -191,10 +192,13 @@ class Logic(Recipe):
         out["novikoff_within_bound"] = float(bound["converged"] and bound["mistakes"] <= bound["bound"])
         out["separable_gates_acc"] = min(out[f"{g}_best_acc"] for g in ("AND", "OR", "NAND"))
         out["xor_best_acc"] = out.pop("XOR_best_acc")
-        return out
+        return {**out, **self.evaluate(model, s)}
 
     def evaluate(self, model: Perceptron, s: LogicSettings) -> dict:
-        return {"xor_acc": accuracy(model, INPUTS, torch.tensor(GATES["XOR"]))}
+        return {"xor_acc": accuracy(model, INPUTS, torch.tensor(GATES["XOR"]), predict=model.predict)}
+
+    def example(self, s: LogicSettings) -> tuple[torch.Tensor]:
+        return (INPUTS,)
 
 
 RECIPES = [Digits(), Letters(), Logic()]

@@ -23,7 +23,6 @@ from zupu.models.rbm import RBM, RBMConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
 from zupu.train.plots import image_grid
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 
@@ -40,6 +39,7 @@ class DigitsSettings:
     test_fraction: float = 0.2
     split_seed: int = 0
     peers: bool = True  # also fit raw-pixel logistic regression and scikit-learn's BernoulliRBM (the milestone)
+    threads: int = 1  # tiny matrices: a second thread only adds synchronisation
 
 
 def nudge(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,11 +91,11 @@ class Digits(Recipe):
                           paper="scikit-learn's BernoulliRBM + LogisticRegression on the same split (within 1 "
                                 "point); raw-pixel logistic regression far below")
     quick = {"epochs": 10}
+    tiny = {"epochs": 1, "n_hidden": 16, "peers": False}
 
     def build(self, s: DigitsSettings) -> RBM:
         return RBM(RBMConfig(64, s.n_hidden))
 
-    @threads(1)  # tiny matrices: a second thread only adds synchronisation
     def train(self, model: RBM, s: DigitsSettings, run) -> dict:
         xtr, ytr, xte, yte = digits_split(s.test_fraction, s.split_seed)
         batches = TensorBatches(xtr, batch_size=s.batch_size, seed=run.seed)
@@ -128,14 +128,15 @@ class Digits(Recipe):
         return {**final, **ours, "raw_pixel_test_acc": raw, "sklearn_rbm_test_acc": peer,
                 "acc_minus_sklearn_rbm": ours["test_acc"] - peer, "acc_minus_raw": ours["test_acc"] - raw}
 
-    @threads(1)  # tiny matrices: a second thread only adds synchronisation
     def evaluate(self, model: RBM, s: DigitsSettings) -> dict:
         xtr, ytr, xte, yte = digits_split(s.test_fraction, s.split_seed)
         with torch.no_grad():
             ftr, fte = model(xtr).numpy(), model(xte).numpy()
         return {"test_acc": logistic_acc(ftr, ytr.numpy(), fte, yte.numpy(), s.logistic_c)}
 
-    @threads(1)  # tiny matrices: a second thread only adds synchronisation
+    def example(self, s: DigitsSettings) -> tuple[torch.Tensor]:
+        return (digits_split(s.test_fraction, s.split_seed)[2][:4],)
+
     def figures(self, model: RBM, s: DigitsSettings, run) -> None:
         w = model.weight.detach().reshape(-1, 8, 8).numpy()  # (H, 8, 8): each hidden unit's filter
         image_grid(list(w), run.path("filters.png"), suptitle=f"the {len(w)} RBM filters W_j (8x8)")

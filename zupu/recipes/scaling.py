@@ -34,7 +34,6 @@ from zupu.recipes.gpt import split, val_loss
 from zupu.tokenizers import CharTokenizer
 from zupu.train.batches import RandomWindows
 from zupu.train.optim import make_schedule
-from zupu.train.threads import threads
 
 
 @dataclass
@@ -112,6 +111,7 @@ class SizeSweep(Recipe):
     milestone = Milestone("r2", 0.95, paper="Kaplan et al. (2020): L(N) a power law, alpha_N ~ 0.076 "
                           "(models to 1.5B, near convergence; ours are tiny and short)")
     quick = {"widths": (16, 24, 32, 48, 64), "steps": 200}
+    tiny = {"widths": (8, 12, 16, 20, 24), "steps": 30, "eval_tokens": 2048, "block_size": 32}
 
     def data(self) -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
         text = data.load("tinyshakespeare")
@@ -123,10 +123,6 @@ class SizeSweep(Recipe):
         return GPT(config(self.data()[0].vocab_size, max(s.widths), s))
 
     def train(self, model: GPT, s: SweepSettings, run) -> dict:
-        with threads(s.threads):
-            return self._train(model, s, run)
-
-    def _train(self, model: GPT, s: SweepSettings, run) -> dict:
         widths = sorted(s.widths)
         if len(widths) < 5:
             raise SettingError(f"a scaling sweep needs at least 5 sizes, got widths={widths}; "
@@ -147,7 +143,11 @@ class SizeSweep(Recipe):
                 "val_loss_largest": rows[-1]["val_loss"]}
 
     def evaluate(self, model: GPT, s: SweepSettings) -> dict:
-        return {"val_loss": val_loss(model, self.data()[2], s.block_size, s.eval_tokens)}
+        """The saved model is the sweep's largest."""
+        return {"val_loss_largest": val_loss(model, self.data()[2], s.block_size, s.eval_tokens)}
+
+    def example(self, s: SweepSettings) -> tuple[torch.Tensor]:
+        return (self.data()[2][: 2 * s.block_size].view(2, s.block_size),)  # two windows of validation text
 
     def figures(self, model: GPT, s: SweepSettings, run) -> None:
         import matplotlib.pyplot as plt

@@ -29,7 +29,6 @@ from zupu.recipes.translation import (
 )
 from zupu.train.batches import TensorBatches
 from zupu.train.plots import save
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 BLEU_FLOOR_QUICK = 3.0  # the quick run (3 epochs) measured 3.5 BLEU with attention, 2.1 without (tests)
@@ -65,6 +64,7 @@ class TatoebaSettings:
     grad_clip: float = 1.0  # per model, inside the step
     beam_size: int = 5
     test_limit: int = 0  # score only the first N test sentences (0: all)
+    train_limit: int = 0  # train on the first N pairs only (0: all)
     threads: int = 1  # a loop of small ops: one thread was far faster than two on the shared 2-core machine
 
 
@@ -80,6 +80,8 @@ class Tatoeba(Recipe):
                           paper="Bahdanau et al. (2015) tab. 1: RNNsearch-50 26.75 vs RNNencdec-50 17.82 BLEU "
                           "(WMT'14 en-fr, all sentences); fig. 2: the gap widens with sentence length")
     quick = {"epochs": 3, "test_limit": 300, "beam_size": 3}
+    tiny = {"epochs": 1, "train_limit": 256, "embed_size": 16, "hidden_size": 16, "attention_size": 16,
+            "src_vocab": 300, "tgt_vocab": 300, "test_limit": 20, "beam_size": 2}
 
     def config(self, s: TatoebaSettings, attention: bool) -> Seq2SeqConfig:
         src_tok, tgt_tok = tokenizers_for(s.src_vocab, s.tgt_vocab)
@@ -91,13 +93,9 @@ class Tatoeba(Recipe):
 
     def tensors(self, s: TatoebaSettings, name: str):
         return tatoeba_tensors(name, s.src_vocab, s.tgt_vocab, s.max_src_tokens, s.max_tgt_tokens,
-                               s.test_limit if name == "test" else 0)
+                               {"train": s.train_limit, "test": s.test_limit}.get(name, 0))
 
     def train(self, model: Seq2Seq, s: TatoebaSettings, run) -> dict:
-        with threads(s.threads):
-            return self._train(model, s, run)
-
-    def _train(self, model: Seq2Seq, s: TatoebaSettings, run) -> dict:
         baseline = Seq2Seq(self.config(s, attention=False))
         pair = Pair(model, baseline)
         src, tgt, _ = self.tensors(s, "train")
@@ -139,6 +137,10 @@ class Tatoeba(Recipe):
 
     def evaluate(self, model: Seq2Seq, s: TatoebaSettings) -> dict:
         return self.scores(model, s)
+
+    def example(self, s: TatoebaSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        src, tgt, _ = self.tensors(s, "test")
+        return tuple(trim(src[:4], tgt[:4, :-1]))  # source, teacher-forced target input
 
     def figures(self, model: Seq2Seq, s: TatoebaSettings, run) -> None:
         src_tok, tgt_tok = tokenizers_for(s.src_vocab, s.tgt_vocab)

@@ -29,7 +29,6 @@ from zupu.recipe import Milestone, Recipe
 from zupu.recipes.translation import tatoeba_scores, tatoeba_tensors, tokenizers_for, trim
 from zupu.train.batches import TensorBatches
 from zupu.train.optim import make_schedule
-from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 PAD, BOS, EOS = 0, 1, 2
@@ -102,6 +101,8 @@ class CopyReverse(Recipe):
     milestone = Milestone("test_exact_match", 1.0, paper="a sanity task, not in the paper; every string must come "
                           "back reversed, token for token")
     quick = {}
+    tiny = {"steps": 20, "n_train": 500, "n_test": 50, "d_model": 16, "layers": 1, "heads": 2, "ffn_dim": 32,
+            "beam_size": 2}
 
     def build(self, s: ReverseSettings) -> Transformer:
         return Transformer(TransformerConfig(
@@ -117,26 +118,29 @@ class CopyReverse(Recipe):
         return train, test
 
     def train(self, model: Transformer, s: ReverseSettings, run) -> dict:
-        with threads(s.threads):
-            (src, tgt, _), _ = self.data(s)
-            batches = TensorBatches(src, tgt, batch_size=s.batch_size, seed=run.seed)
-            opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.98), eps=1e-9)
+        (src, tgt, _), _ = self.data(s)
+        batches = TensorBatches(src, tgt, batch_size=s.batch_size, seed=run.seed)
+        opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.98), eps=1e-9)
 
-            def step(batch):
-                model.train()
-                return {"loss": model.loss(*batch)}
+        def step(batch):
+            model.train()
+            return {"loss": model.loss(*batch)}
 
-            trainer = Trainer(model, step, batches, opt, s.steps, run=run,
-                              scheduler=make_schedule(opt, s.schedule, s.steps, s.warmup, d_model=s.d_model),
-                              log_every=50, checkpoint_every=max(1, s.steps // 4), desc="transformer copy-reverse")
-            final = trainer.fit()
-            return {**final, **self.evaluate(model, s), "train_strings": len(src)}
+        trainer = Trainer(model, step, batches, opt, s.steps, run=run,
+                          scheduler=make_schedule(opt, s.schedule, s.steps, s.warmup, d_model=s.d_model),
+                          log_every=50, checkpoint_every=max(1, s.steps // 4), desc="transformer copy-reverse")
+        final = trainer.fit()
+        return {**final, **self.evaluate(model, s), "train_strings": len(src)}
 
     def evaluate(self, model: Transformer, s: ReverseSettings) -> dict:
         _, (src, _, strings) = self.data(s)
         return {"test_exact_match": exact_match(model, src, strings),
                 "test_exact_match_beam": exact_match(model, src, strings, s.beam_size),
                 "test_strings": len(src)}
+
+    def example(self, s: ReverseSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        _, (src, tgt, _) = self.data(s)
+        return src[:4], tgt[:4, :-1]  # strings, teacher-forced reversals
 
 
 @dataclass
@@ -157,6 +161,7 @@ class TatoebaSettings:
     max_tgt_tokens: int = 20
     beam_size: int = 5
     test_limit: int = 0  # score only the first N test sentences (0: all)
+    train_limit: int = 0  # train on the first N pairs only (0: all)
     threads: int = 1
 
 
@@ -169,6 +174,8 @@ class Tatoeba(Recipe):
                           f"(6 epochs, batch 64: BLEU {SEQ2SEQ_BLEU}, beam 5, same test set); the paper (tab. 2): "
                           "27.3 (base) / 28.4 (big) vs ConvS2S 25.16 BLEU on WMT'14 en-de")
     quick = {"epochs": 3, "test_limit": 300, "beam_size": 3}
+    tiny = {"epochs": 1, "train_limit": 256, "d_model": 16, "layers": 1, "heads": 2, "ffn_dim": 32, "src_vocab": 300,
+            "tgt_vocab": 300, "test_limit": 20, "beam_size": 2, "warmup": 1}
 
     def build(self, s: TatoebaSettings) -> Transformer:
         src_tok, tgt_tok = tokenizers_for(s.src_vocab, s.tgt_vocab)
@@ -181,36 +188,38 @@ class Tatoeba(Recipe):
 
     def tensors(self, s: TatoebaSettings, split: str):
         return tatoeba_tensors(split, s.src_vocab, s.tgt_vocab, s.max_src_tokens, s.max_tgt_tokens,
-                               s.test_limit if split == "test" else 0)
+                               {"train": s.train_limit, "test": s.test_limit}.get(split, 0))
 
     def train(self, model: Transformer, s: TatoebaSettings, run) -> dict:
-        with threads(s.threads):
-            src, tgt, _ = self.tensors(s, "train")
-            vsrc, vtgt, _ = self.tensors(s, "val")
-            batches = TensorBatches(src, tgt, batch_size=s.batch_size, seed=run.seed)
-            opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.98), eps=1e-9)
-            steps = s.epochs * batches.steps_per_epoch
+        src, tgt, _ = self.tensors(s, "train")
+        vsrc, vtgt, _ = self.tensors(s, "val")
+        batches = TensorBatches(src, tgt, batch_size=s.batch_size, seed=run.seed)
+        opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.98), eps=1e-9)
+        steps = s.epochs * batches.steps_per_epoch
 
-            def step(batch):
-                model.train()
-                return {"loss": model.loss(*trim(*batch))}
+        def step(batch):
+            model.train()
+            return {"loss": model.loss(*trim(*batch))}
 
-            @torch.no_grad()
-            def evaluate():
-                model.eval()
-                return {"val_loss": model.loss(*trim(vsrc, vtgt)).item()}  # label-smoothed, as trained
+        @torch.no_grad()
+        def evaluate():
+            model.eval()
+            return {"val_loss": model.loss(*trim(vsrc, vtgt)).item()}  # label-smoothed, as trained
 
-            trainer = Trainer(model, step, batches, opt, steps, run=run, evaluate=evaluate,
-                              scheduler=make_schedule(opt, "noam", steps, s.warmup, d_model=s.d_model),
-                              eval_every=batches.steps_per_epoch, log_every=50,
-                              checkpoint_every=batches.steps_per_epoch, desc="transformer en->zh")
-            final = trainer.fit()
-            return {**final, **self.evaluate(model, s), "train_pairs": len(src)}
+        trainer = Trainer(model, step, batches, opt, steps, run=run, evaluate=evaluate,
+                          scheduler=make_schedule(opt, "noam", steps, s.warmup, d_model=s.d_model),
+                          eval_every=batches.steps_per_epoch, log_every=50,
+                          checkpoint_every=batches.steps_per_epoch, desc="transformer en->zh")
+        final = trainer.fit()
+        return {**final, **self.evaluate(model, s), "train_pairs": len(src)}
 
     def evaluate(self, model: Transformer, s: TatoebaSettings) -> dict:
-        with threads(s.threads):
-            return tatoeba_scores(model, s.src_vocab, s.tgt_vocab, s.max_src_tokens, s.max_tgt_tokens, s.beam_size,
-                                  s.test_limit)
+        return tatoeba_scores(model, s.src_vocab, s.tgt_vocab, s.max_src_tokens, s.max_tgt_tokens, s.beam_size,
+                              s.test_limit)
+
+    def example(self, s: TatoebaSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        src, tgt, _ = self.tensors(s, "test")
+        return tuple(trim(src[:4], tgt[:4, :-1]))  # source, teacher-forced target input
 
 
 RECIPES = [CopyReverse(), Tatoeba()]

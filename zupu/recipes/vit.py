@@ -13,10 +13,10 @@ from zupu import data
 from zupu.data.transforms import images
 from zupu.models.vit import ViT, ViTConfig, ViTForImageClassification
 from zupu.recipe import Milestone, Recipe
-from zupu.train.batches import TensorBatches
-from zupu.train.optim import make_optimizer, make_schedule
+from zupu.train import classifier
+from zupu.train.metrics import accuracy
+from zupu.train.optim import make_optimizer
 from zupu.train.plots import save
-from zupu.train.trainer import Trainer
 
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics; inputs are standardised with them
 
@@ -63,32 +63,15 @@ def image_tensors(name: str, train_size: int) -> tuple[torch.Tensor, ...]:
     return xtr[keep], ytr[keep], xte, yte
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    model.eval()
-    right = sum((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
-                for i in range(0, len(x), batch_size))
-    return right / len(x)
-
-
 def fit_classifier(model: nn.Module, xtr, ytr, xte, yte, s: Settings, seed: int, run=None, desc: str = "vit",
                    optimizer: str = "adamw") -> dict:
     """Train any image classifier with the recipe's schedule, augmentation and loss (the benchmark reuses it)."""
-    batches = TensorBatches(xtr, ytr, batch_size=s.batch_size, seed=seed)
-    steps = s.epochs * batches.steps_per_epoch
     opt = make_optimizer(optimizer, model.parameters(), s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.999))
-    sched = make_schedule(opt, "cosine", steps, warmup=s.warmup_epochs * batches.steps_per_epoch)
-
-    def step(batch):
-        x, y = batch
-        g = torch.Generator().manual_seed(seed * 7_919 + sched.last_epoch)  # augmentation is a function of the step
-        return {"loss": F.cross_entropy(model(random_shift(x, s.shift, g)), y, label_smoothing=s.label_smoothing)}
-
-    trainer = Trainer(model, step, batches, opt, steps, run=run, scheduler=sched,
-                      evaluate=lambda: {"test_acc": accuracy(model, xte, yte)},
-                      eval_every=max(1, s.epochs // 4) * batches.steps_per_epoch, log_every=20,
-                      checkpoint_every=batches.steps_per_epoch, grad_clip=1.0, desc=desc)
-    return trainer.fit()
+    return classifier.fit_classifier(
+        model, (xtr, ytr), (xte, yte), opt, s.epochs, s.batch_size, seed, run,
+        loss=lambda logits, y: F.cross_entropy(logits, y, label_smoothing=s.label_smoothing),
+        augment=lambda x, g: random_shift(x, s.shift, g), augment_stride=7_919,  # the seeding its results were run with
+        warmup_epochs=s.warmup_epochs, eval_every_epochs=max(1, s.epochs // 4), log_every=20, grad_clip=1.0, desc=desc)
 
 
 class Mnist(Recipe):
@@ -99,6 +82,8 @@ class Mnist(Recipe):
     milestone = Milestone("test_acc", 0.95, paper="Dosovitskiy et al. (2020) train on 14M-300M images; on 5k "
                           "digits a ViT must learn the locality a CNN is given (LeNet-5, 60k: 99.05%)")
     quick = {"epochs": 8}
+    tiny = {"train_size": 256, "epochs": 1, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 32, "warmup_epochs": 0}
 
     def config(self, s: Settings) -> ViTConfig:
         return ViTConfig(hidden_size=s.hidden_size, num_hidden_layers=s.num_hidden_layers,
@@ -117,6 +102,9 @@ class Mnist(Recipe):
     def evaluate(self, model: ViTForImageClassification, s: Settings) -> dict:
         _, _, xte, yte = image_tensors(self.dataset, s.train_size)
         return {"test_acc": accuracy(model, xte, yte)}
+
+    def example(self, s: Settings) -> tuple[torch.Tensor]:
+        return (image_tensors(self.dataset, s.train_size)[2][:4],)
 
     def figures(self, model: ViTForImageClassification, s: Settings, run) -> None:
         _, _, xte, yte = image_tensors(self.dataset, s.train_size)

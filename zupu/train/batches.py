@@ -58,14 +58,14 @@ class RandomWindows:
 
 
 class AugmentedBatches:
-    """Another batch source with `augment(x, generator)` applied to x; the generator is seeded by the step,
-    so the batches stay a pure function of (seed, step) and --resume stays exact."""
+    """Another batch source with `augment(x, generator)` applied to x; the generator is seeded with
+    `seed * stride + step`, so the batches stay a pure function of (seed, step) and --resume stays exact."""
 
-    def __init__(self, batches: TensorBatches, augment, seed: int = 0):
-        self.batches, self.augment, self.seed = batches, augment, seed
+    def __init__(self, batches: TensorBatches, augment, seed: int = 0, stride: int = 1_000_003):
+        self.batches, self.augment, self.seed, self.stride = batches, augment, seed, stride
         self.steps_per_epoch = batches.steps_per_epoch
 
     def __call__(self, step: int) -> tuple[torch.Tensor, ...]:
         x, *rest = self.batches(step)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed(self.seed * self.stride + step)
         return (self.augment(x, g), *rest)

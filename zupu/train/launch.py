@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,20 @@ from zupu import registry
 from zupu.checkpoint import load_model, read_config
 from zupu.errors import CheckpointError
 from zupu.train.run import Run
+from zupu.train.threads import threads
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def recipe_threads(settings: Any) -> AbstractContextManager[None]:
+    """`threads(settings.threads)` for recipes whose settings have a `threads` field (the count measured to
+    suit their maths: one for small matrices and step-by-step loops), else the process's own count."""
+    n = getattr(settings, "threads", None)
+    return threads(n) if n else nullcontext()
 
 
 def train(member: str, recipe: str | None = None, out: str | Path | None = None, seed: int = 0,
@@ -35,16 +44,17 @@ def train(member: str, recipe: str | None = None, out: str | Path | None = None,
             raise CheckpointError(f"--resume: {out} holds no interrupted run (no resume.safetensors/run.json)")
         meta = json.loads(meta_path.read_text())
         settings, seed = r.settings(overrides=meta["settings"]), meta["seed"]
-    seed_everything(seed)
-    model = r.build(settings)
-    run = Run(out, m.name, r.name, settings, seed, resume=resume)
-    if resume:
-        run.meta_check()
-    else:
-        run.write_meta()
-    metrics = r.train(model, settings, run)
-    result = run.finish(model, metrics, r.milestone)
-    r.figures(model, settings, run)
+    with recipe_threads(settings):
+        seed_everything(seed)
+        model = r.build(settings)
+        run = Run(out, m.name, r.name, settings, seed, resume=resume)
+        if resume:
+            run.meta_check()
+        else:
+            run.write_meta()
+        metrics = r.train(model, settings, run)
+        result = run.finish(model, metrics, r.milestone)
+        r.figures(model, settings, run)
     return result
 
 
@@ -59,4 +69,5 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
     r = m.recipe(meta["recipe"])
     settings = r.settings(overrides=meta.get("settings") or {})
     model = load_model(run_dir)
-    return {"member": m.name, "recipe": r.name, "metrics": r.evaluate(model, settings)}
+    with recipe_threads(settings):
+        return {"member": m.name, "recipe": r.name, "metrics": r.evaluate(model, settings)}

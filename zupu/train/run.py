@@ -44,11 +44,13 @@ class Run:
 
     @property
     def meta(self) -> dict[str, Any]:
-        return {"recipe": self.recipe, "seed": self.seed, "settings": dataclasses.asdict(self.settings)}
+        """What made this run: config.json's zupu entry and run.json hold it."""
+        return {"member": self.member, "recipe": self.recipe, "seed": self.seed,
+                "settings": dataclasses.asdict(self.settings)}
 
     def write_meta(self) -> None:
         """run.json: what this run is, written at the start so --resume can keep its settings."""
-        write_json(self.out / "run.json", {"member": self.member, **self.meta})
+        write_json(self.out / "run.json", self.meta)
 
     def meta_check(self) -> None:
         saved = json.loads((self.out / "run.json").read_text()) if (self.out / "run.json").exists() else {}

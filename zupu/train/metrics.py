@@ -1,0 +1,30 @@
+"""Metrics that recipes compute the same way: one `accuracy` for every classifier."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor,
+             batch_size: int = 1000, predict: Callable[..., torch.Tensor] | None = None) -> float:
+    """The fraction of `labels` the model gets right: `predict(*inputs)`, by default the argmax of
+    `model(*inputs)` over its last dimension, on `batch_size` rows at a time (0: all at once, for models
+    whose whole test set fits in one product). Dropout is off while it runs; the model's mode is restored.
+
+    `inputs` is one tensor or several aligned ones (e.g. BERT's input_ids and attention_mask)."""
+    inputs = (inputs,) if torch.is_tensor(inputs) else tuple(inputs)
+    predict = predict or (lambda *x: model(*x).argmax(-1))
+    n = len(labels)
+    step = batch_size or n
+    was_training = model.training
+    model.eval()
+    try:
+        right = sum(int((predict(*(t[i:i + step] for t in inputs)) == labels[i:i + step]).sum())
+                    for i in range(0, n, step))
+    finally:
+        model.train(was_training)
+    return right / n
