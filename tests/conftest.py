@@ -4,6 +4,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from reference import unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("ZUPU_DATA_MIRROR", str((ROOT / ".." / "shared" / "data").resolve()))
@@ -44,7 +45,7 @@ def minilm_dir():
     try:
         return fetch("all-minilm-l6-v2")
     except PackageMissing as e:
-        pytest.skip(str(e))
+        unavailable(str(e))
 
 
 @pytest.fixture(scope="module")

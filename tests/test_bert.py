@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import need
 
 import zupu
 from zupu import create
@@ -14,7 +15,7 @@ from zupu.errors import CheckpointError
 from zupu.hf import bert as hf_bert
 from zupu.models.bert import Bert, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, mean_pool
 
-transformers = pytest.importorskip("transformers")
+transformers = need("transformers")
 
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
             max_position_embeddings=64)
@@ -156,7 +157,7 @@ def test_minilm_matches_transformers(minilm):
 
 
 def test_minilm_matches_sentence_transformers(minilm):
-    st = pytest.importorskip("sentence_transformers")
+    st = need("sentence_transformers")
     from zupu.apps.embed import embed
 
     d, model, encode = minilm

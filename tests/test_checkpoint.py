@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import pytest
 import torch
+from reference import need
 from safetensors.torch import save_file
 
 import zupu
@@ -24,7 +25,7 @@ from zupu.checkpoint import (
 from zupu.errors import CheckpointError
 from zupu.hf.tensors import read_tensors
 
-transformers = pytest.importorskip("transformers")
+transformers = need("transformers")
 
 HF = {
     "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
@@ -196,7 +197,7 @@ def test_every_member_config_round_trips(member, tmp_path):
 
 
 # Models made of parts, in diffusers' layout
-diffusers = pytest.importorskip("diffusers")
+diffusers = need("diffusers")
 
 
 def _ddpm():

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from reference import need
 
 import zupu
 from zupu.cli import add_commands, command_modules
@@ -18,7 +19,7 @@ def python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_hub_server_imports_without_torch():
-    pytest.importorskip("fastapi")
+    need("fastapi")
     r = python("import sys, zupu.hub.server; assert 'torch' not in sys.modules, 'torch was imported'")
     assert r.returncode == 0, r.stderr
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from reference import need
 
 import zupu
 from zupu import create
@@ -14,7 +15,7 @@ from zupu.errors import CheckpointError, SettingError
 from zupu.models.gpt import GPT, GPTConfig
 from zupu.sampling import sample
 
-transformers = pytest.importorskip("transformers")
+transformers = need("transformers")
 
 HF = {
     # an odd MLP width and 3 layers so that no shape is accidentally square

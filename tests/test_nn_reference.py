@@ -6,6 +6,7 @@ from functools import partial
 
 import pytest
 import torch
+from reference import need
 
 from zupu.errors import CheckpointError, SettingError, UnknownName
 from zupu.hf import keymap
@@ -22,9 +23,9 @@ from zupu.nn import (
     timestep_embedding,
 )
 
-transformers = pytest.importorskip("transformers")
-diffusers = pytest.importorskip("diffusers")
-llama = pytest.importorskip("transformers.models.llama.modeling_llama")
+transformers = need("transformers")
+diffusers = need("diffusers")
+llama = need("transformers.models.llama.modeling_llama")
 
 LLAMA3 = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
           "high_freq_factor": 4.0, "original_max_position_embeddings": 256}

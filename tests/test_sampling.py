@@ -3,11 +3,12 @@ top-k and top-p filters equal to its logits warpers)."""
 
 import pytest
 import torch
+from reference import need
 
 import zupu
 from zupu.sampling import generate
 
-transformers = pytest.importorskip("transformers")
+transformers = need("transformers")
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+from reference import need
 
 from zupu.errors import ZupuError
 from zupu.tokenizers import ByteBPE, CharTokenizer, TokenizerError, WordPiece, load
@@ -49,7 +50,7 @@ def test_char_save_load_round_trip(tmp_path):
 
 
 def test_char_tokenizer_json_is_read_by_hf_tokenizers(tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = need("tokenizers")
     text = "To be, or not to be: that is the question.\n春眠不觉晓，处处闻啼鸟。"
     tok = CharTokenizer.from_text(text)
     hf = tokenizers.Tokenizer.from_file(str(tok.save(tmp_path)))
@@ -88,7 +89,7 @@ def gpt2(gpt2_files):
 @pytest.fixture(scope="module")
 def tiktoken_gpt2(gpt2_files):
     """tiktoken's own gpt2 Encoding, built offline from the same two files it would download."""
-    tiktoken = pytest.importorskip("tiktoken")
+    tiktoken = need("tiktoken")
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
     from tiktoken_ext.openai_public import r50k_pat_str
 
@@ -147,7 +148,7 @@ def test_gpt2_known_ids_and_special_token(gpt2):
 
 
 def test_gpt2_ids_equal_tiktoken_and_hf_tokenizers_on_whole_corpora(gpt2, tiktoken_gpt2, parity_texts, tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = need("tokenizers")
     hf = tokenizers.Tokenizer.from_file(str(gpt2.save(tmp_path)))
     for name, text in parity_texts.items():
         ids = gpt2.encode(text)
@@ -223,7 +224,7 @@ def test_bpe_training_equals_naive_recount(parity_texts):
 
 
 def test_bpe_trained_on_shakespeare_compresses_round_trips_and_hf_agrees(parity_texts, tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = need("tokenizers")
     text = parity_texts["tinyshakespeare"]
     train, held_out = text[:1_000_000], text[1_000_000:]
     tok = ByteBPE.train(train, vocab_size=1024)
@@ -253,7 +254,7 @@ def test_bpe_trained_on_shakespeare_compresses_round_trips_and_hf_agrees(parity_
 
 
 def test_zupu_loads_what_hf_tokenizers_trains(tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = need("tokenizers")
     hf = tokenizers.Tokenizer(tokenizers.models.BPE())
     hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = tokenizers.decoders.ByteLevel()
@@ -273,7 +274,7 @@ def test_zupu_loads_what_hf_tokenizers_trains(tmp_path):
 
 @pytest.fixture(scope="module")
 def minilm_hf(minilm_dir):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = need("tokenizers")
     hf = tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
     hf.no_padding()
     hf.no_truncation()
@@ -281,7 +282,7 @@ def minilm_hf(minilm_dir):
 
 
 def test_wordpiece_minilm_ids_equal_hf_on_whole_corpora(minilm_dir, minilm_hf, parity_texts):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = need("tokenizers")
     from_json, from_vocab = load(minilm_dir), WordPiece.from_vocab_txt(minilm_dir / "vocab.txt")
     assert isinstance(from_json, WordPiece) and from_json.vocab_size == 30522 == from_vocab.vocab_size
     for name, text in parity_texts.items():
@@ -340,7 +341,7 @@ def test_wordpiece_pairs_padding_truncation_match_hf(minilm_dir, minilm_hf):
 
 
 def test_wordpiece_training_scores_by_likelihood_and_round_trips_through_hf(parity_texts, tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = need("tokenizers")
     # "ab" is the most frequent pair, but x and ##q only ever occur together: WordPiece merges "xq" first
     corpus = " ".join(["ab"] * 10 + ["a"] * 90 + ["b"] * 90 + ["xq"] * 3)
     tiny = WordPiece.train(corpus, vocab_size=11, min_frequency=1)
@@ -363,7 +364,7 @@ def test_wordpiece_training_scores_by_likelihood_and_round_trips_through_hf(pari
 
 
 def test_zupu_loads_what_hf_bert_wordpiece_trains_and_refuses_unknown_shapes(tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = need("tokenizers")
     hf = tokenizers.BertWordPieceTokenizer(lowercase=True)
     hf.train_from_iterator(["The quick brown fox jumps over the lazy dog. 床前明月光，疑是地上霜。"] * 20,
                            vocab_size=120, min_frequency=1)

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import need
 
 import zupu
 from zupu.errors import SettingError
@@ -209,7 +210,7 @@ def _marian_logits(ref, src, tgt_in):
 
 @pytest.mark.parametrize("shared, act", [(True, "swish"), (False, "relu")])
 def test_marian_checkpoints_both_ways(shared, act, tmp_path):
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     from zupu.checkpoint import save_model
 
     torch.manual_seed(0)
@@ -235,7 +236,7 @@ def test_marian_checkpoints_both_ways(shared, act, tmp_path):
 def test_a_zupu_model_runs_unchanged_in_marian(tmp_path):
     """zupu's paper layout (interleaved sinusoids, separate vocabularies) -> MarianMTModel: same logits and the
     same greedy translation."""
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     from zupu.checkpoint import load_model, save_model
 
     m = _model()
@@ -256,7 +257,7 @@ def test_a_zupu_model_runs_unchanged_in_marian(tmp_path):
 
 
 def test_pre_ln_keeps_zupus_layout_and_an_output_bias_is_refused(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     import json
 
     from zupu.checkpoint import load_model, save_model
@@ -278,7 +279,7 @@ def test_pre_ln_keeps_zupus_layout_and_an_output_bias_is_refused(tmp_path):
 def test_tatoeba_pipeline_smoke(tmp_path):
     """One epoch of a small model through the shared en->zh pipeline (split, BPE, sacrebleu): it learns something,
     decodes greedy and beam, and its run directory is a MarianMT checkpoint that `transformers` loads."""
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     from zupu.recipes import translation
 
     small = {"epochs": 1, "d_model": 64, "layers": 1, "heads": 2, "ffn_dim": 128, "warmup": 100, "test_limit": 60,

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from reference import need
 
 import zupu
 from zupu import create
@@ -11,7 +12,7 @@ from zupu.checkpoint import load_model, save_model
 from zupu.errors import CheckpointError
 from zupu.models.vit import ViT, ViTForImageClassification
 
-transformers = pytest.importorskip("transformers")
+transformers = need("transformers")
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=16,
             patch_size=4, num_channels=3)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import unavailable
 
 from zupu import weights
 from zupu.cli import main
@@ -40,7 +41,7 @@ def smollm2_gguf():
     try:
         return weights.fetch("smollm2")
     except PackageMissing as e:
-        pytest.skip(str(e))
+        unavailable(str(e))
 
 
 def test_smollm2_is_the_real_gguf_found_without_running_its_package(smollm2_gguf):

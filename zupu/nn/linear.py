@@ -3,7 +3,7 @@
 y = x W^T + b, as `nn.Linear` (same parameters, same state-dict keys). Decoding a few rows at a time
 spends most of its time in these matmuls, and on the project's CPU (AMD EPYC, AVX-512) the default
 float32 GEMM (MKL) runs the (8 x 768) @ (768 x 3072) shapes of GPT-2 decoding at about half the rate of
-oneDNN on a weight reordered once into oneDNN's blocked layout (`benchmarks/RESULTS-gpt-generate.md`).
+oneDNN on a weight reordered once into oneDNN's blocked layout (`benchmarks/history/RESULTS-gpt-generate.md`).
 That is the kernel `torch.compile` uses for CPU inference with frozen weights; here it is taken directly.
 
 The packed copy is memory the size of the weight again, so it is opt-in (`pack_linears(model)`, which

@@ -394,7 +394,7 @@ def draw_labels(pool: list, per_topic: int, draw: int) -> list:
 def topic_classifier(config: BertConfig, encoder_state: dict | None = None, seed: int = 0
                      ) -> BertForMeanPooledClassification:
     """A mean-pooling classifier (with 200 labels mean pooling served both arms better than the [CLS] pooler,
-    benchmarks/RESULTS-bert.md, stop 12) on `encoder_state`, or on a fresh encoder; the same `seed` gives both
+    benchmarks/history/RESULTS-bert.md, stop 12) on `encoder_state`, or on a fresh encoder; the same `seed` gives both
     arms the same classifier layer."""
     torch.manual_seed(seed)
     model = BertForMeanPooledClassification(config)
@@ -439,7 +439,8 @@ class TangTopics(Recipe):
     encoder's, so the arms need not share a best rate), then trains on all of them and is scored on the 1,000
     test poems. Both arms see the same labels, batches and seeds; the milestone is the gain of the means
     over the draws. A bag-of-characters logistic regression on the same labels is reported beside them.
-    The whole run takes about an hour on one thread, 44 minutes of it pre-training (benchmarks/RESULTS-bert.md)."""
+    The whole run takes about an hour on one thread, 44 minutes of it pre-training
+    (benchmarks/history/RESULTS-bert.md)."""
 
     name = "tang-topics"
     summary = "pre-train (MLM + NSP) on 全唐诗, fine-tune to tell 4 poem topics apart from 80 labels"

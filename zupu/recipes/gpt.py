@@ -5,7 +5,7 @@ dropout) to nanoGPT's final validation loss, aiming at half its time or less (th
 `benchmarks/gpt_train.py`). The model is the same; the saving comes from how it is trained:
 - Muon on the blocks' weight matrices (AdamW on embeddings, biases and gains; `MuonAdamW`), which
   reaches the loss in far fewer tokens: 300 x 32 x 64 = 0.61M against nanoGPT's 2000 x 12 x 64 = 1.54M
-  (`benchmarks/RESULTS-gpt-train.md` has the runs; the previous AdamW recipe needed 2-3x the tokens);
+  (`benchmarks/history/RESULTS-gpt-train.md` has the runs; the previous AdamW recipe needed 2-3x the tokens);
 - batches of 32 windows, split over the two cores as two shards of 16 trained side by side (the Trainer's
   `workers`: a 128-wide model's matmuls split badly inside one matmul, whole shards do not), which also
   spreads Muon's per-step work over twice the tokens of a batch of 16; a 12x higher learning rate than
