@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from results import Run
 
 from zupu.recipes.gpt import CharSettings, make_optimizer, train_step
+from zupu.train.precision import resolve as resolve_precision
 from zupu.train.threads import keep_freed_memory
 
 HERE = Path(__file__).resolve().parent
@@ -215,7 +216,7 @@ def throughput(nanogpt: Path, batch: int, block: int, vocab: int, repeats: int, 
     except ImportError:
         print("transformers is not installed: the HF column is left out", file=sys.stderr)
     rows = {name: {"tps": [], "frac": [], "frac16": []} for name in makers}
-    bf16 = CharSettings().precision == "bf16"
+    bf16 = resolve_precision(CharSettings().precision) == "bf16"  # "auto": what this CPU does natively
     for _ in range(repeats):
         for name, make in makers.items():
             torch.manual_seed(0)

@@ -88,7 +88,7 @@ def test_train_step_precision():
     """bf16: the loss comes from bfloat16 matmuls but is float32, as are the gradients of the float32 weights;
     fp32: exactly the model's loss; anything else is refused before training."""
     torch.manual_seed(0)
-    s = CharSettings(n_layer=1, block_size=16)
+    s = CharSettings(n_layer=1, block_size=16, precision="bf16")
     model = ShakespeareChar().build(s)
     batch = torch.randint(0, 65, (2, 16)), torch.randint(0, 65, (2, 16))
     fp32 = train_step(model, CharSettings(precision="fp32"))(batch)["loss"]
@@ -98,7 +98,7 @@ def test_train_step_precision():
     assert bf16.item() == pytest.approx(fp32.item(), rel=0.02)
     bf16.backward()
     assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
-    with pytest.raises(SettingError, match="precision 'fp16'"):
+    with pytest.raises(SettingError, match="precision 'fp16'; choose auto, bf16, fp32"):
         train_step(model, CharSettings(precision="fp16"))
 
 

@@ -10,8 +10,9 @@ dropout) to nanoGPT's final validation loss, aiming at half its time or less (th
   `workers`: a 128-wide model's matmuls split badly inside one matmul, whole shards do not), which also
   spreads Muon's per-step work over twice the tokens of a batch of 16; a 12x higher learning rate than
   nanoGPT's, a short warm-up and a linear decay to zero that ends exactly at the budget;
-- matmuls in bfloat16 under autocast (this CPU's AVX-512 BF16 runs them ~2.5x faster than float32;
-  weights, gradients, optimiser state and attention stay float32);
+- matmuls in bfloat16 under autocast where the CPU has native bfloat16 (AVX-512 BF16 runs them ~2.5x
+  faster than float32; weights, gradients, optimiser state and attention stay float32), float32 where it
+  has not (an AVX2 CPU emulates bfloat16 10-100x slower): `precision="auto"`, `zupu.train.precision`;
 - fused AdamW, Newton-Schulz batched over same-shaped matrices, malloc that keeps freed memory, and no
   evaluation during training unless asked for (`--set eval_every=...`): the one evaluation at the end
   reads the whole validation split.
@@ -38,6 +39,8 @@ from zupu.tokenizers import CharTokenizer
 from zupu.tokenizers import load as load_tokenizer
 from zupu.train.batches import RandomWindows
 from zupu.train.optim import MuonAdamW, make_schedule
+from zupu.train.precision import dtype_of
+from zupu.train.precision import resolve as resolve_precision
 from zupu.train.trainer import Trainer
 
 
@@ -62,7 +65,9 @@ class CharSettings:
     eval_tokens: int = 0  # validation tokens per evaluation (a fixed prefix of the split); 0: the whole split
     threads: int = 2
     workers: int = 2  # batch shards trained side by side, one thread each; 1: the whole batch on `threads` threads
-    precision: str = "bf16"  # matmuls in bfloat16 (autocast; weights, optimiser, attention in float32), or "fp32"
+    # "auto": matmuls (and Muon's Newton-Schulz) in bfloat16 where the CPU has it natively, else float32;
+    # "bf16": bfloat16 autocast (weights, optimiser state, attention stay float32); "fp32": float32 throughout
+    precision: str = "auto"
     samples: int = 4  # texts sampled into samples.txt
     sample_tokens: int = 300
 
@@ -74,14 +79,13 @@ def split(ids: torch.Tensor, train_fraction: float = 0.9) -> tuple[torch.Tensor,
 
 
 def train_step(model: GPT, s: CharSettings):
-    """The recipe's loss on one batch of (inputs, targets): under bfloat16 autocast when `precision` is "bf16"
-    (on this CPU bfloat16 matmuls run ~2.5x faster than float32 ones; weights, gradients and optimiser
+    """The recipe's loss on one batch of (inputs, targets): under bfloat16 autocast when the precision resolves
+    to "bf16" (native bfloat16 matmuls run ~2.5x faster than float32 ones; weights, gradients and optimiser
     state stay float32)."""
-    if s.precision not in ("bf16", "fp32"):
-        raise SettingError(f"unknown precision {s.precision!r}; choose bf16 or fp32")
+    bf16 = resolve_precision(s.precision) == "bf16"
 
     def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        with torch.autocast(batch[0].device.type, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+        with torch.autocast(batch[0].device.type, dtype=torch.bfloat16, enabled=bf16):
             return {"loss": model.loss(*batch)}
     return step
 
@@ -100,7 +104,8 @@ def make_optimizer(model: GPT, s: CharSettings) -> torch.optim.Optimizer:
         return MuonAdamW([{"params": [p for p in params if id(p) in hidden]}],
                          [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": s.weight_decay},
                           {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
-                         lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, s.beta2))
+                         lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, s.beta2),
+                         ns_dtype=dtype_of(resolve_precision(s.precision)))
     raise SettingError(f"unknown optimizer {s.optimizer!r}; choose muon or adamw")
 
 

@@ -73,7 +73,8 @@ class Muon(torch.optim.Muon):
             bufs = [self.state[p]["momentum_buffer"] for p in params]
             torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
             updates = torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] else bufs
-            updates = orthogonalise(updates, group["ns_coefficients"], group["ns_steps"], group["eps"])
+            updates = orthogonalise(updates, group["ns_coefficients"], group["ns_steps"], group["eps"],
+                                    getattr(torch, group.get("ns_dtype", "bfloat16")))
             torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
             for p, u in zip(params, updates, strict=True):
                 p.add_(u, alpha=-group["lr"] * _lr_ratio(group["adjust_lr_fn"], *p.shape))
@@ -88,15 +89,16 @@ def _lr_ratio(adjust: str | None, rows: int, cols: int) -> float:
 
 
 def orthogonalise(matrices: list[torch.Tensor], coefficients: tuple[float, float, float], steps: int,
-                  eps: float) -> list[torch.Tensor]:
-    """torch.optim.Muon's Newton-Schulz iteration (bfloat16, on the wide orientation of each matrix, from
-    the matrix over its norm), batched over matrices of one shape; the results in bfloat16, in order."""
+                  eps: float, dtype: torch.dtype = torch.bfloat16) -> list[torch.Tensor]:
+    """torch.optim.Muon's Newton-Schulz iteration (on the wide orientation of each matrix, from the matrix
+    over its norm), batched over matrices of one shape; the results in `dtype`, in order. torch runs it in
+    bfloat16, which a CPU without native bfloat16 emulates 10-100x slower: there float32 is the fast choice."""
     a, b, c = coefficients
     wide = [m.mT if m.size(0) > m.size(1) else m for m in matrices]
     out: list[torch.Tensor | None] = [None] * len(matrices)
     for shape in dict.fromkeys(w.shape for w in wide):
         idx = [i for i, w in enumerate(wide) if w.shape == shape]
-        x = torch.stack([wide[i] for i in idx]).bfloat16()
+        x = torch.stack([wide[i] for i in idx]).to(dtype)
         x.div_(torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True).clamp(min=eps))
         for _ in range(steps):
             gram = x @ x.mT
@@ -121,11 +123,13 @@ class MuonAdamW(torch.optim.Optimizer):
     """
 
     def __init__(self, muon_groups: list[dict], adamw_groups: list[dict], lr: float, weight_decay: float = 0.1,
-                 momentum: float = 0.95, betas: tuple[float, float] = (0.9, 0.95)):
+                 momentum: float = 0.95, betas: tuple[float, float] = (0.9, 0.95),
+                 ns_dtype: torch.dtype = torch.bfloat16):
         muon = Muon(muon_groups, lr=lr, weight_decay=weight_decay, momentum=momentum, adjust_lr_fn="match_rms_adamw")
         adamw = torch.optim.AdamW(adamw_groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=True)
         for g in muon.param_groups:
-            g["muon"] = True
+            # Newton-Schulz in bfloat16 (torch's) or float32, named so the group stays plain data for checkpoints
+            g["muon"], g["ns_dtype"] = True, str(ns_dtype).removeprefix("torch.")
         for g in adamw.param_groups:
             g["muon"] = False
         self._parts = (muon, adamw)
