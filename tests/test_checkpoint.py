@@ -8,6 +8,7 @@ import pytest
 import torch
 from reference import need
 from safetensors.torch import save_file
+from test_gpt import HF as GPT_MODELS
 
 import zupu
 from zupu import create, registry
@@ -28,9 +29,7 @@ from zupu.hf.tensors import read_tensors
 transformers = need("transformers")
 
 HF = {
-    "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=101, n_positions=48, n_embd=48, n_layer=3, n_head=4, n_inner=120, bos_token_id=None,
-        eos_token_id=None)),
+    "gpt2": GPT_MODELS["gpt2"],  # the GPT parity tests' own tiny GPT-2 (odd widths, no square shapes)
     "bert": lambda: transformers.BertModel(transformers.BertConfig(
         vocab_size=101, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)),
 }
