@@ -52,11 +52,12 @@ class Settings:
 
 
 @functools.cache
-def solved(name: str) -> tuple[list, dict[str, float]]:
-    """The game's non-terminal positions (in a fixed order) and every position's minimax value."""
+def solved(name: str) -> tuple[list, list[list[int]]]:
+    """The game's non-terminal positions (in a fixed order) and the optimal moves in each."""
     game = board_game(name).new_game()
-    found = solve.positions(game)
-    return [found[k] for k in sorted(found) if not found[k].is_terminal()], solve.solve(game)
+    found, values = solve.positions(game), solve.solve(game)
+    states = [found[k] for k in sorted(found) if not found[k].is_terminal()]
+    return states, [solve.optimal_actions(state, values) for state in states]
 
 
 def policy_loss(logits: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
@@ -119,21 +120,21 @@ class TicTacToe(Recipe):
     @torch.no_grad()
     def network_optimal_fraction(self, model: PolicyValueNet, s: Settings) -> float:
         """The share of positions where the network alone (its most probable legal move, no search) is optimal."""
-        states, values = solved(s.game)
+        states, optimal = solved(s.game)
         logits, _ = model(board_game(s.game).encode(states))
         hits = 0
-        for state, row in zip(states, logits, strict=True):
+        for state, row, best in zip(states, logits, optimal, strict=True):
             legal = state.legal_actions()
-            hits += legal[int(row[legal].argmax())] in solve.optimal_actions(state, values)
+            hits += legal[int(row[legal].argmax())] in best
         return hits / len(states)
 
     def evaluate(self, model: PolicyValueNet, s: Settings) -> dict:
         game = board_game(s.game)
-        states, values = solved(s.game)
-        table = dict(zip(map(solve.key, states), Agent(model, game, s.eval_simulations, s.c_puct).moves(states),
-                         strict=True))
-        optimal = sum(table[solve.key(state)] in solve.optimal_actions(state, values) for state in states)
-        out: dict[str, float] = {"positions": len(states), "optimal_move_fraction": optimal / len(states)}
+        states, optimal = solved(s.game)
+        moves = Agent(model, game, s.eval_simulations, s.c_puct).moves(states)
+        table = dict(zip(map(solve.key, states), moves, strict=True))
+        hits = sum(move in best for move, best in zip(moves, optimal, strict=True))
+        out: dict[str, float] = {"positions": len(states), "optimal_move_fraction": hits / len(states)}
         for player, side in enumerate("xo"):
             lines = solve.lines_against(game.new_game(), lambda state: table[solve.key(state)], player)
             out[f"losses_as_{side}"] = lines["loss"]
