@@ -67,8 +67,10 @@ def optimal_actions(state: Any, values: dict[str, float]) -> list[int]:
 
 def lines_against(game: Any, policy: Callable[[Any], int], player: int) -> Counter:
     """Play `policy` as `player` against every possible sequence of the opponent's moves; count how the lines end
-    for `player`: {"win": n, "draw": n, "loss": n}. One line per distinct sequence of opponent moves."""
+    for `player`: {"win": n, "draw": n, "loss": n}. One line per distinct sequence of opponent moves. The
+    policy is asked once per position (it must be a function of the position, as a deterministic agent is)."""
     outcomes: Counter = Counter({"win": 0, "draw": 0, "loss": 0})
+    chosen: dict[str, int] = {}
     stack = [game.new_initial_state()]
     while stack:
         state = stack.pop()
@@ -76,7 +78,10 @@ def lines_against(game: Any, policy: Callable[[Any], int], player: int) -> Count
             r = state.returns()[player]
             outcomes["win" if r > 0 else "loss" if r < 0 else "draw"] += 1
         elif state.current_player() == player:
-            stack.append(child(state, policy(state)))
+            k = key(state)
+            if k not in chosen:
+                chosen[k] = policy(state)
+            stack.append(child(state, chosen[k]))
         else:
             stack.extend(child(state, a) for a in state.legal_actions())
     return outcomes
