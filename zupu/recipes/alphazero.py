@@ -72,6 +72,8 @@ class TicTacToe(Recipe):
     Settings = Settings
     milestone = Milestone("optimal_if_unbeaten", 0.99, paper="perfect play is a draw; AlphaZero (2018) "
                           "learned chess, shogi and Go from the rules alone")
+    # measured (128 simulations a move): 15 generations reach it at seeds 0 and 1 (0.993, 0.995), not at seed 2
+    # (as o it answers a corner opening with a corner: 10 lost lines); 30 reach it at seeds 0 and 2 (0.996, 0.999)
     quick = {"generations": 15}
     tiny = {"channels": 8, "blocks": 1, "generations": 1, "games_per_generation": 4, "simulations": 4,
             "eval_simulations": 2, "train_steps": 2, "batch_size": 16}
