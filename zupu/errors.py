@@ -83,3 +83,11 @@ class PackageMissing(ZupuError):
 
 class CheckpointError(ZupuError):
     """A run directory or checkpoint that is missing, malformed or does not fit the model."""
+
+
+class GameError(ZupuError, ValueError):
+    """A state of a game the agent does not play, or a finished game asked for a move."""
+
+
+class IllegalMove(GameError):
+    """A move that the rules do not allow in this position (an occupied cell, a finished game)."""
