@@ -186,6 +186,20 @@ def test_transformers_checkpoints_both_ways(name, tmp_path):
                                                  strict=True))
 
 
+def test_older_configs_with_text_config_dict_load_as_transformers_reads_them(tmp_path):
+    hf_clip("quick_gelu").save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["text_config_dict"] = cfg["text_config"]
+    cfg["text_config"] = {**cfg["text_config"], "hidden_size": 999}  # transformers ignores it when the dict is there
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    ref = transformers.CLIPModel.from_pretrained(tmp_path).eval()
+    model = zupu.from_pretrained(tmp_path)
+    assert model.config.text_config.hidden_size == ref.config.text_config.hidden_size == 32
+    ids, mask, pixels = inputs(CONFIGS["quick_gelu"])
+    torch.testing.assert_close(outputs(model, ids, mask, pixels)[1], outputs(ref, ids, mask, pixels)[1],
+                               atol=1e-5, rtol=0)
+
+
 def test_loss_is_transformers_symmetric_cross_entropy(tmp_path):
     ref = hf_clip("quick_gelu")
     ref.save_pretrained(tmp_path)

@@ -66,6 +66,10 @@ def names(key: str) -> list[str]:
 
 def config_from_hf(cfg: dict[str, Any], where: str) -> CLIPConfig:
     """An HF CLIPModel config.json -> CLIPConfig; image and patch sizes must be single numbers (square)."""
+    cfg = dict(cfg)
+    for part in ("text_config", "vision_config"):
+        if isinstance(cfg.get(f"{part}_dict"), dict):  # older configs: transformers builds the part from it alone
+            cfg[part] = cfg[f"{part}_dict"]
     vision = cfg.get("vision_config") or {}
     for name in ("image_size", "patch_size"):
         if name in vision and not isinstance(vision[name], int):
