@@ -47,11 +47,15 @@ def parts(names: Names, key: str, rows: int) -> dict[str, int]:
     return hf
 
 
+def _rows(value: torch.Tensor) -> int:
+    return value.shape[0] if value.dim() else 1  # a scalar (CLIP's logit_scale) is one piece of itself
+
+
 def to_hf(state: dict[str, torch.Tensor], names: Names) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
-        hf = parts(names, key, value.shape[0])
-        out.update(zip(hf, value.split(list(hf.values()), dim=0), strict=True))
+        hf = parts(names, key, _rows(value))
+        out.update(zip(hf, value.split(list(hf.values()), dim=0) if value.dim() else [value], strict=True))
     return out
 
 
@@ -61,15 +65,16 @@ def from_hf(model: nn.Module, state: dict[str, torch.Tensor], names: Names, wher
     own = model.state_dict()
     expected: dict[str, tuple[str, tuple[int, ...]]] = {}  # hf key -> (zupu key, expected shape)
     for key, value in own.items():
-        for name, rows in parts(names, key, value.shape[0]).items():
-            expected[name] = (key, (rows, *value.shape[1:]))
+        for name, rows in parts(names, key, _rows(value)).items():
+            expected[name] = (key, (rows, *value.shape[1:]) if value.dim() else ())
     state = {k: v for k, v in state.items() if k not in set(ignore)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {expected[k][1]}"
               for k in sorted(expected.keys() & state.keys()) if tuple(state[k].shape) != expected[k][1]]
     check_keys(model, where, missing, unexpected, shapes)
-    load_into(model, {key: torch.cat([state[n] for n in names(key)]) for key in own}, where)
+    load_into(model, {key: torch.cat([state[n] for n in names(key)]) if own[key].dim()
+                      else state[next(iter(names(key)))] for key in own}, where)
 
 
 def save_hf(model: nn.Module, out: str | os.PathLike, names: Names, architectures: dict[str, type], family: str,

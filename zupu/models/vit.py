@@ -46,17 +46,22 @@ class ViTConfig:
 
 
 class ViT(nn.Module):
-    """The encoder: `forward(pixel_values)` (B, C, H, W) returns LN(z_L), (B, 1 + N, D); row 0 is [class]."""
+    """The encoder: `forward(pixel_values)` (B, C, H, W) returns LN(z_L), (B, 1 + N, D); row 0 is [class].
+
+    CLIP's image encoder is this ViT with an unbiased patch projection (`patch_bias=False`) and one more
+    LayerNorm on z_0 before the blocks (`pre_norm=True`)."""
 
     config_class = ViTConfig
 
-    def __init__(self, config: ViTConfig, add_pooling_layer: bool = True):
+    def __init__(self, config: ViTConfig, add_pooling_layer: bool = True, patch_bias: bool = True,
+                 pre_norm: bool = False):
         super().__init__()
         self.config = c = config
-        self.patch = PatchEmbed(c.image_size, c.patch_size, c.num_channels, c.hidden_size)
+        self.patch = PatchEmbed(c.image_size, c.patch_size, c.num_channels, c.hidden_size, bias=patch_bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.hidden_size))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patch.n_patches, c.hidden_size))
         self.drop = nn.Dropout(c.hidden_dropout_prob)
+        self.pre_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps) if pre_norm else nn.Identity()
         self.layers = nn.ModuleList(
             Block(c.hidden_size,
                   attn=MultiHeadAttention(c.hidden_size, c.num_attention_heads, dropout=c.attention_probs_dropout_prob),
@@ -73,7 +78,7 @@ class ViT(nn.Module):
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = self.patch(pixel_values)  # (B, N, D)
         cls = self.cls_token.expand(x.size(0), -1, -1)  # (B, 1, D)
-        return self.drop(torch.cat([cls, x], 1) + self.pos_embed)  # (B, 1 + N, D)
+        return self.pre_norm(self.drop(torch.cat([cls, x], 1) + self.pos_embed))  # (B, 1 + N, D)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = self.embed(pixel_values)

@@ -210,15 +210,7 @@ class ByteBPE:
         return len(self.vocab)
 
     def _encode_word(self, word: str) -> list[int]:
-        ids = [self.byte_id[b] for b in word.encode("utf-8")]
-        ranks = self.ranks
-        while len(ids) > 1:
-            # the adjacent pair learned earliest; every occurrence of it merges at once
-            pair = min((p for p in pairwise(ids) if p in ranks), key=ranks.__getitem__, default=None)
-            if pair is None:
-                break
-            ids = _merge(ids, pair, ranks[pair][1])
-        return ids
+        return apply_merges([self.byte_id[b] for b in word.encode("utf-8")], self.ranks)
 
     def _encode_ordinary(self, text: str, out: list[int]) -> None:
         cache = self._cache
@@ -312,6 +304,17 @@ class ByteBPE:
 
     def __repr__(self) -> str:
         return f"ByteBPE(vocab_size={self.vocab_size}, merges={len(self.merges)}, special={list(self.special_tokens)})"
+
+
+def apply_merges(ids: list[int], ranks: dict[tuple[int, int], tuple[int, int]]) -> list[int]:
+    """Encode one word's starting ids: merge the adjacent pair learned earliest (`ranks`: pair -> (rank, id of
+    the merged token)), every occurrence of it at once, until no adjacent pair has a rank."""
+    while len(ids) > 1:
+        pair = min((p for p in pairwise(ids) if p in ranks), key=ranks.__getitem__, default=None)
+        if pair is None:
+            break
+        ids = _merge(ids, pair, ranks[pair][1])
+    return ids
 
 
 def _merge(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
