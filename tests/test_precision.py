@@ -19,9 +19,8 @@ def test_auto_asks_the_hardware(monkeypatch, native):
         precision.resolve("fp16")
 
 
-def test_native_bf16_is_onednns_answer():
-    assert precision.native_bf16() == torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert precision.native_bf16("mps") is False
+def test_only_cpus_and_cuda_devices_are_asked():
+    assert precision.resolve("auto", "mps") == "fp32"  # no other device is assumed to multiply bf16 natively
 
 
 @pytest.mark.parametrize("native", [True, False])
