@@ -51,10 +51,18 @@ class Recipe:
     Settings: ClassVar[type]  # a dataclass of defaults; `--set key=value` overrides fields
     milestone: ClassVar[Milestone]
     quick: ClassVar[dict[str, Any]] = {}  # overrides for `--quick` and the tour
+    # what the quick settings reach, measured at seeds 0, 1 and 2 (None: judged by the full `milestone`)
+    quick_milestone: ClassVar[Milestone | None] = None
+    # seconds the quick run takes on 2 idle cores, declared so that the tour's total budget is a sum, not a timing
+    quick_seconds: ClassVar[float | None] = None
     # overrides that train, evaluate and save in seconds, for the contract test (tests/test_contract.py);
     # {} when the defaults already do; None (the default) is a recipe that has not declared them
     tiny: ClassVar[dict[str, Any] | None] = None
     in_tour: ClassVar[bool] = True
+
+    def milestone_for(self, quick: bool) -> Milestone:
+        """The milestone a run is judged by: the quick one for `--quick` runs where the recipe states one."""
+        return self.quick_milestone if quick and self.quick_milestone is not None else self.milestone
 
     def settings(self, quick: bool = False, overrides: dict[str, Any] | None = None) -> Any:
         values = dict(self.quick) if quick else {}

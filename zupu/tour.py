@@ -134,7 +134,7 @@ def tour(out: str | Path = "tour", quick: bool = True, only: list[str] | None = 
             result = train(m.name, r.name, run_dir, seed=0, quick=quick)
             entry.update(milestone=result["milestone"], metrics=result["metrics"], seconds=result["seconds"])
         except (ZupuError, Exception) as e:  # one broken member must not sink the whole report
-            entry.update(milestone={**r.milestone.judge({}), "passed": False}, metrics={},
+            entry.update(milestone={**r.milestone_for(quick).judge({}), "passed": False}, metrics={},
                          seconds=round(time.perf_counter() - t0, 2),
                          error="".join(traceback.format_exception_only(type(e), e)).strip())
             print(f"    failed: {entry['error']}", file=sys.stderr)

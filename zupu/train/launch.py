@@ -53,7 +53,7 @@ def train(member: str, recipe: str | None = None, out: str | Path | None = None,
         else:
             run.write_meta()
         metrics = r.train(model, settings, run)
-        result = run.finish(model, metrics, r.milestone)
+        result = run.finish(model, metrics, r.milestone_for(quick))
         r.figures(model, settings, run)
     return result
 
