@@ -1,27 +1,23 @@
 """The hub's web pages: routing beside the clients, escaping, sign-in, and a walk through headless Chromium.
 
-The repos are uploaded with the real `huggingface_hub`. The browser test drives Debian's chromium
-(/usr/bin/chromium) with Playwright and never downloads a browser; it skips when either is missing,
-except under CI=true, where .ci/hub-services.sh installs chromium and a skip would hide a failure.
-Screenshots land in the test's tmp dir, and also in $ZUPU_SCREENSHOTS when that is set.
+The repos are uploaded with the real `huggingface_hub`. The browser test drives Debian's chromium through
+Playwright as tests/browser.py says (skipped where either is missing, except under CI=true).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS, browser_or_skip, check_screenshot
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 from sqlalchemy import update
 
 from zupu.hub import web
 from zupu.hub.db import Token, token_digest
 
-CHROMIUM = "/usr/bin/chromium"
 XSS_NAME = "<img src=x onerror=alert(1)>.txt"
 README = """---
 license: mit
@@ -182,47 +178,12 @@ def test_private_repos_need_a_token_cookie(live, hub_repos):
 
 
 # --- the browser -------------------------------------------------------------------------------------------
-def _browser_or_skip():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    missing = ("playwright is not installed (pip install -e '.[test]')" if sync_playwright is None else
-               None if Path(CHROMIUM).exists() else
-               f"{CHROMIUM} is missing (apt-get install chromium; .ci/hub-services.sh does)")
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the browser test: {missing}")
-        pytest.skip(missing)
-    return sync_playwright
-
-
-def check_screenshot(png: bytes, path: Path, width: int, height: int, region: tuple[int, int, int, int]) -> None:
-    """A real page, not a blank or broken capture: decodes, has the viewport's size, many colours, ink in `region`."""
-    from PIL import Image, ImageStat
-
-    path.write_bytes(png)
-    if os.environ.get("ZUPU_SCREENSHOTS"):
-        out = Path(os.environ["ZUPU_SCREENSHOTS"])
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, out / path.name)
-    img = Image.open(io.BytesIO(png)).convert("RGB")
-    assert img.size == (width, height), (path, img.size)
-    colours = img.getcolors(maxcolors=1 << 20)
-    assert len(colours) >= 50, f"{path} has only {len(colours)} colours: blank?"
-    crop = img.crop(region).convert("L")
-    assert ImageStat.Stat(crop).stddev[0] > 10, f"{path}: the region {region} is uniform"
-    assert sum(crop.histogram()[:128]) > 200, f"{path}: no text in {region}"
-
-
 def test_browse_in_headless_chromium(live, hub_repos, tmp_path):
-    sync_playwright = _browser_or_skip()
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    sync_playwright = browser_or_skip()
     width, height = 1100, 760
     dialogs, errors = [], []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
             page = context.new_page()

@@ -69,13 +69,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_tour(args: argparse.Namespace) -> int:
-    from zupu.tour import tour
+    from zupu.tour import tour, why
 
-    report = tour(args.out, quick=args.quick, only=args.only)
-    failed = [m["name"] for m in report["members"] if not m["milestone"]["passed"]]
-    print(f"report: {args.out}/report.html ({len(report['members'])} recipes, {len(failed)} milestones missed"
-          + (f": {', '.join(failed)}" if failed else "") + ")")
-    return 0
+    try:
+        report = tour(args.out, quick=args.quick, only=args.only, skip=args.skip, jobs=args.jobs)
+    except KeyboardInterrupt:
+        again = "" if args.quick else "; run the same command again to continue where it stopped"
+        print(f"interrupted{again}", file=sys.stderr)
+        return 130
+    missed = [m for m in report["members"] if not m["milestone"]["passed"]]
+    print(f"report: {args.out}/report.html ({len(report['members'])} recipes, {len(missed)} milestones missed, "
+          f"{report['seconds']:.0f} s)")
+    for m in missed:
+        print(f"missed: {m['name']} · {m['recipe']}: {why(m)}", file=sys.stderr)
+    return 1 if missed else 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -117,10 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("tour", help="run every working member's quick recipe; write report.html/json")
+    s = sub.add_parser("tour", help="run every working member's recipes (exit 1 if a milestone is missed); "
+                       "write report.html/json")
     s.add_argument("--quick", action="store_true", help="quick settings (minutes in all)")
     s.add_argument("--out", default="tour")
-    s.add_argument("--only", nargs="*", help="limit to these members")
+    s.add_argument("--only", nargs="+", metavar="MEMBER", help="run only these members")
+    s.add_argument("--skip", nargs="+", metavar="MEMBER", help="leave these members out")
+    s.add_argument("--jobs", type=int, help="recipes side by side (default: the cores this process may use)")
     s.set_defaults(func=cmd_tour)
 
     s = sub.add_parser("data", help="datasets: list, fetch NAME|all")

@@ -1,153 +1,193 @@
-"""`zupu tour`: run every working member's recipes and write one report with figures.
+"""`zupu tour`: run every working member's recipes, side by side where they can, and write one report.
 
-report.json follows the contract in DESIGN.md; report.html is self-contained (figures embedded as
-base64 PNG), so it can be mailed or opened offline.
+Recipes whose settings ask for one thread (`threads=1`: small matrices, step-by-step loops) run in a pool
+of processes, one per usable core; the others run one after another in this process with every thread.
+A full tour (no --quick) continues where it stopped: a finished run (metrics.json made by the same
+settings) is reused, an interrupted one resumes where its recipe left a resume checkpoint, others restart.
+report.json follows the contract in DESIGN.md; report.html (zupu/report.py) is drawn from it.
 """
 
 from __future__ import annotations
 
-import base64
-import html
+import dataclasses
+import json
+import multiprocessing
+import os
 import sys
 import time
 import traceback
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-
 from zupu import registry
-from zupu.atomic import atomic_open, write_json
-from zupu.errors import ZupuError
-from zupu.train.launch import train
-from zupu.train.plots import save
+from zupu.atomic import write_json
+from zupu.errors import MemberNotReady
+from zupu.recipe import Recipe
+
+# What a quick tour may take on 2 idle cores, summed from the recipes' declared quick_seconds
+# (tests/test_tour.py holds every working recipe to it).
+QUICK_BUDGET_SECONDS = 600
 
 
-def family_tree_figure(path: Path) -> None:
-    """Members by year, one lane per era, arrows from parents; filled dots are members that work."""
-    members = registry.members()
-    pos: dict[str, tuple[float, float]] = {}
-    lanes = {registry.ERAS[2]: 6}  # the crowded modern era gets more rows
-    top = 0.0
-    lane_centres = []
-    for era in registry.ERAS:
-        row = sorted((m for m in members if m.era == era), key=lambda m: m.year)
-        n = lanes.get(era, 3)
-        for k, m in enumerate(row):
-            pos[m.name] = (m.year, top - (k % n) * 0.9)
-        lane_centres.append(top - (n - 1) * 0.45)
-        top -= n * 0.9 + 0.6
-    fig, ax = plt.subplots(figsize=(13, 7.5))
-    for m in members:
-        for p in m.parents:
-            (x0, y0), (x1, y1) = pos[p], pos[m.name]
-            ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "0.6", "lw": 0.8})
-    for m in members:
-        x, y = pos[m.name]
-        ax.scatter([x], [y], s=90, zorder=3, color="C2" if m.works else "white", edgecolors="C2")
-        ax.annotate(m.name, (x, y), xytext=(5, 5), textcoords="offset points", fontsize=8)
-    ax.set_yticks(lane_centres, registry.ERAS)
-    ax.set_xlabel("year")
-    ax.set_title("the family tree (filled: works in zupu, hollow: planned)")
-    ax.grid(axis="x", alpha=0.3)
-    save(fig, path)
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, a container's CPU set), not the machine's count."""
+    if hasattr(os, "process_cpu_count"):
+        return os.process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">' \
-           f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
+def select(only: Iterable[str] | None = None, skip: Iterable[str] | None = None) -> list[registry.Member]:
+    """The working members a tour runs, by year. Names are checked before any work starts: an unknown one
+    raises UnknownMember (with a did-you-mean), a planned one MemberNotReady."""
+    only, skip = list(only or []), list(skip or [])
+    for name in only + skip:
+        registry.get(name)
+    for name in only:
+        if not registry.get(name).works:
+            raise MemberNotReady(f"--only {name}: member {name!r} is planned, not implemented (see `zupu tree`)")
+    return sorted((m for m in registry.members() if m.works and (not only or m.name in only) and m.name not in skip),
+                  key=lambda m: m.year)
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
+def one_thread(recipe: Recipe, quick: bool) -> bool:
+    """Whether the recipe's settings keep it on one thread, so that it may run beside others."""
+    return getattr(recipe.settings(quick=quick), "threads", None) == 1
 
 
-def _verdict(e: dict[str, Any]) -> tuple[str, str]:
-    """(row class, mark): a quick run below its full recipe's target is shown as such, not as a failure."""
-    if e["milestone"]["passed"]:
-        return "pass", "✓"
-    if e.get("quick") and not e.get("error"):
-        return "short", "✗ quick"
-    return "fail", "✗"
+def planned_seconds(recipes: Iterable[tuple[float, bool]], cores: int) -> float:
+    """Wall time of a tour from (seconds, one_thread) per recipe: the one-thread recipes spread over `cores`
+    workers, longest first (the pool's order), then the others one after another."""
+    recipes = list(recipes)
+    workers = [0.0] * max(1, cores)
+    for s in sorted((s for s, solo in recipes if solo), reverse=True):
+        workers[workers.index(min(workers))] += s
+    return max(workers) + sum(s for s, solo in recipes if not solo)
 
 
-def write_html(out: Path, entries: list[dict[str, Any]], seconds: float) -> None:
-    rows, sections = [], []
+def _as_json(settings: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(settings)))
+
+
+def _state(run_dir: Path, member: str, recipe: str, settings: dict[str, Any]) -> str:
+    """"done", "resume" or "fresh" for a full tour's run directory: only a run of these very settings counts."""
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return "fresh"
+    made_by = (meta.get("member"), meta.get("recipe"), meta.get("seed"), meta.get("settings"))
+    if made_by != (member, recipe, 0, settings):
+        return "fresh"
+    if (run_dir / "metrics.json").is_file() and (run_dir / "model.safetensors").is_file():
+        return "done"
+    return "resume" if (run_dir / "resume.safetensors").is_file() else "fresh"
+
+
+def run_one(member: str, recipe: str, run_dir: str, quick: bool) -> dict[str, Any]:
+    """Train (or reuse, or resume) one recipe and return its report entry; an error is recorded, not raised,
+    so one broken member does not sink the tour. Module-level so a worker process can run it."""
+    from zupu.train.launch import train
+
+    m = registry.get(member)
+    r = m.recipe(recipe)
+    settings = r.settings(quick=quick)
+    out = Path(run_dir)
+    state = "fresh" if quick else _state(out, member, recipe, _as_json(settings))
+    entry: dict[str, Any] = {"name": member, "recipe": recipe, "quick": dict(r.quick) if quick else {},
+                             "settings": _as_json(settings), "run": state}
+    t0 = time.perf_counter()
+    try:
+        if state == "done":
+            result = json.loads((out / "metrics.json").read_text())
+        else:
+            result = train(member, recipe, out, seed=0, quick=quick, resume=state == "resume")
+        entry.update(milestone=result["milestone"], metrics=result["metrics"], seconds=result["seconds"])
+    except Exception as e:  # noqa: BLE001 - the report names it; the tour goes on
+        entry.update(milestone={**r.milestone_for(quick).judge({}), "passed": False}, metrics={},
+                     seconds=round(time.perf_counter() - t0, 2),
+                     error="".join(traceback.format_exception_only(type(e), e)).strip())
+    return entry
+
+
+def why(entry: dict[str, Any]) -> str:
+    """One line: the milestone's value against its target, or the error that stopped the run."""
+    ms = entry["milestone"]
+    if entry.get("error"):
+        return f"error: {entry['error'].splitlines()[-1]}"
+    value = "no value" if ms["value"] is None else f"{ms['value']:.4g}"
+    verdict = "reached" if ms["passed"] else "MISSED"
+    return f"{ms['name']} = {value}, target {ms['op']} {ms['target']:.4g}: {verdict}"
+
+
+def _line(i: int, n: int, entry: dict[str, Any]) -> str:
+    reused = {"done": " (reused)", "resume": " (resumed)"}.get(entry.get("run", ""), "")
+    return f"[{i}/{n}] {entry['name']} · {entry['recipe']}: {why(entry)} in {entry['seconds']:.0f} s{reused}"
+
+
+def _quiet_worker() -> None:
+    os.environ["ZUPU_PROGRESS"] = "0"  # side by side, bars would interleave: each recipe gets one line instead
+
+
+def table(entries: list[dict[str, Any]]) -> str:
+    """The final table printed after a tour."""
+    rows = [("member", "recipe", "milestone", "value", "target", "", "s")]
     for e in entries:
         ms = e["milestone"]
-        cls, ok = _verdict(e)
-        settings = ", ".join(f"{k}={v}" for k, v in e.get("quick", {}).items()) or "full recipe"
-        rows.append(
-            f"<tr class={cls}><td>{e['year']}</td><td>{html.escape(e['name'])}</td>"
-            f"<td>{html.escape(e['recipe'])}</td><td>{html.escape(settings)}</td><td>{html.escape(ms['name'])}</td>"
-            f"<td>{_fmt(ms['value'])}</td><td>{ms.get('op', '')} {_fmt(ms['target'])}</td><td>{ok}</td>"
-            f"<td>{html.escape(ms.get('paper', ''))}</td><td>{_fmt(e['seconds'])}</td></tr>")
-        figs = "".join(_img(out / f) for f in e.get("figures", []))
-        metrics = ", ".join(f"{html.escape(k)} = {_fmt(v)}" for k, v in e.get("metrics", {}).items())
-        err = f"<pre class=err>{html.escape(e['error'])}</pre>" if e.get("error") else ""
-        sections.append(
-            f"<section><h2>{e['year']} · {html.escape(e['name'])} · {html.escape(e['recipe'])}</h2>"
-            f"<p class=paper>{html.escape(e['paper'])} — {html.escape(e['authors'])}</p>"
-            f"<p>{html.escape(e['summary'])}</p><p class=metrics>{metrics}</p>{err}<div class=figs>{figs}</div>"
-            "</section>")
-    passed = sum(e["milestone"]["passed"] for e in entries)
-    short = sum(_verdict(e)[0] == "short" for e in entries)
-    runs, their = ("runs", "their") if short > 1 else ("run", "its")
-    quick_note = (f" {short} quick {runs} ended below {their} target: the targets are the full recipes', and "
-                  "the settings column says how each run was shortened; <code>zupu tour</code> without --quick "
-                  "(or <code>zupu train MEMBER --recipe R</code>) runs the full recipe." if short else "")
-    page = f"""<!doctype html><html lang=en><meta charset=utf-8><title>zupu tour</title>
-<style>body{{font:15px/1.45 system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;width:100%;font-size:13px}}td,th{{border-bottom:1px solid #ddd;padding:4px 6px;
-text-align:left}}tr.fail td{{background:#fff0f0}}tr.short td{{background:#fff8e6}}tr.pass td:nth-child(8){{color:#080}}
-.figs{{display:flex;flex-wrap:wrap;gap:12px}}figure{{margin:0}}img{{max-width:540px;border:1px solid #eee}}
-figcaption{{font-size:12px;color:#666}}.paper{{color:#555;font-style:italic}}.metrics{{font-size:12px;color:#444}}
-.err{{background:#fee;padding:8px;overflow:auto}}section{{margin-top:2em}}</style>
-<h1>zupu (族谱) tour — the neural-network family tree, run</h1>
-<p>{passed} of {len(entries)} milestones reached in {seconds:.0f} s on this machine.{quick_note}</p>
-{_img(out / "family_tree.png")}
-<table><tr><th>year</th><th>member</th><th>recipe</th><th>settings</th><th>milestone</th><th>value</th><th>target</th><th></th>
-<th>the paper / reference</th><th>s</th></tr>{''.join(rows)}</table>{''.join(sections)}</html>"""
-    with atomic_open(out / "report.html", "w") as f:
-        f.write(page)
+        value = "error" if e.get("error") else "-" if ms["value"] is None else f"{ms['value']:.4g}"
+        rows.append((e["name"], e["recipe"], ms["name"], value, f"{ms['op']} {ms['target']:.4g}",
+                     "ok" if ms["passed"] else "MISSED", f"{e['seconds']:.0f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
-def tour(out: str | Path = "tour", quick: bool = True, only: list[str] | None = None) -> dict[str, Any]:
+def tour(out: str | Path = "tour", quick: bool = True, only: list[str] | None = None,
+         skip: list[str] | None = None, jobs: int | None = None) -> dict[str, Any]:
+    """Run the selected members' tour recipes into `out` and write report.json and report.html there."""
+    from zupu.report import write_html
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in only or []:
-        registry.get(name)  # unknown names fail before hours of work, not after
-    chosen = [m for m in registry.members() if m.works and (not only or m.name in only)]
-    jobs = [(m, r) for m in sorted(chosen, key=lambda m: m.year) for r in m.recipes().values() if r.in_tour]
+    chosen = select(only, skip)
+    work = [(m, r) for m in chosen for r in m.recipes().values() if r.in_tour]
+    cores = jobs or usable_cores()
+    side = [(m, r) for m, r in work if cores > 1 and one_thread(r, quick)]
+    alone = [(m, r) for m, r in work if (m, r) not in side]
+    side.sort(key=lambda mr: -(mr[1].quick_seconds or 0))  # longest first: the pool ends together
+    print(f"zupu tour: {len(work)} recipes; {len(side)} side by side on {cores} cores, {len(alone)} one at a time",
+          file=sys.stderr, flush=True)
     started, entries = time.perf_counter(), []
-    family_tree_figure(out / "family_tree.png")
-    for i, (m, r) in enumerate(jobs, 1):
-        print(f"[{i}/{len(jobs)}] {m.name} · {r.name}: {r.summary}", file=sys.stderr, flush=True)
-        run_dir = out / m.name / r.name
-        entry = {"name": m.name, "recipe": r.name, "year": m.year, "paper": m.paper, "authors": m.authors,
-                 "summary": r.summary, "quick": dict(r.quick) if quick else {}}
-        t0 = time.perf_counter()
-        try:
-            result = train(m.name, r.name, run_dir, seed=0, quick=quick)
-            entry.update(milestone=result["milestone"], metrics=result["metrics"], seconds=result["seconds"])
-        except (ZupuError, Exception) as e:  # one broken member must not sink the whole report
-            entry.update(milestone={**r.milestone_for(quick).judge({}), "passed": False}, metrics={},
-                         seconds=round(time.perf_counter() - t0, 2),
-                         error="".join(traceback.format_exception_only(type(e), e)).strip())
-            print(f"    failed: {entry['error']}", file=sys.stderr)
-        entry["figures"] = sorted(str(p.relative_to(out)) for p in run_dir.glob("*.png")) if run_dir.exists() else []
-        ms = entry["milestone"]
-        verdict = {"pass": "reached", "short": "below target at quick settings", "fail": "MISSED"}[_verdict(entry)[0]]
-        print(f"    {ms['name']} = {_fmt(ms['value'])} (target {ms.get('op', '')} {ms['target']}) {verdict} "
-              f"in {entry['seconds']} s", file=sys.stderr, flush=True)
+
+    def record(entry: dict[str, Any]) -> None:
         entries.append(entry)
+        print(_line(len(entries), len(work), entry), file=sys.stderr, flush=True)
+
+    if side:
+        with ProcessPoolExecutor(min(cores, len(side)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_quiet_worker) as pool:
+            futures = [pool.submit(run_one, m.name, r.name, str(out / m.name / r.name), quick) for m, r in side]
+            try:
+                for f in as_completed(futures):
+                    record(f.result())
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    for m, r in alone:
+        print(f"[{len(entries) + 1}/{len(work)}] {m.name} · {r.name}: running", file=sys.stderr, flush=True)
+        record(run_one(m.name, r.name, str(out / m.name / r.name), quick))
     seconds = time.perf_counter() - started
-    report = {"members": [{k: e[k] for k in ("name", "recipe", "milestone", "seconds", "metrics", "figures", "quick")}
-                          | ({"error": e["error"]} if "error" in e else {}) for e in entries],
-              "seconds": round(seconds, 2), "quick": quick}
+    order = {(m.name, r.name): i for i, (m, r) in enumerate(work)}
+    entries.sort(key=lambda e: order[e["name"], e["recipe"]])
+    for e in entries:
+        run_dir = out / e["name"] / e["recipe"]
+        e["figures"] = sorted(str(p.relative_to(out)) for p in run_dir.glob("*.png"))
+        e["texts"] = sorted(str(p.relative_to(out)) for p in run_dir.glob("*.txt"))
+    report = {"members": entries, "seconds": round(seconds, 2), "quick": quick, "cores": cores,
+              "only": list(only or []), "skip": list(skip or [])}
     write_json(out / "report.json", report)
-    write_html(out, entries, seconds)
+    write_html(out, report)
+    print(table(entries), file=sys.stderr, flush=True)
     return report

@@ -149,8 +149,7 @@ class Tatoeba(Recipe):
         picks = by_length[:40:10]  # four of the longest test sentences, where alignment matters most
         (chunk,) = trim(src[picks])
         seqs, weights = model.eval().generate(chunk, 40, return_attention=True)
-        with plt.rc_context(cjk_font()):
-            self._heat_maps(picks, chunk, seqs, weights, pairs, src_tok, tgt_tok, run)
+        self._heat_maps(picks, chunk, seqs, weights, pairs, src_tok, tgt_tok, run)
 
     @staticmethod
     def _heat_maps(picks, chunk, seqs, weights, pairs, src_tok, tgt_tok, run) -> None:
@@ -167,20 +166,6 @@ class Tatoeba(Recipe):
                      fontsize=10)
         fig.tight_layout()
         save(fig, run.path("alignment.png"))
-
-
-def cjk_font() -> dict:
-    """Matplotlib settings that put an installed font with Chinese glyphs first, if there is one."""
-    from matplotlib import font_manager
-
-    names = [f.name for f in font_manager.fontManager.ttflist]
-    if not any("WenQuanYi" in n or "CJK" in n for n in names):  # installed after matplotlib cached its list
-        for path in font_manager.findSystemFonts():
-            if any(k in path.lower() for k in ("wqy", "cjk")):
-                font_manager.fontManager.addfont(path)
-        names = [f.name for f in font_manager.fontManager.ttflist]
-    cjk = [n for n in names if any(k in n for k in ("CJK", "WenQuanYi", "Hei", "Song", "Ming", "Kai"))]
-    return {"font.sans-serif": [cjk[0], *plt.rcParams["font.sans-serif"]]} if cjk else {}
 
 
 RECIPES = [Tatoeba()]

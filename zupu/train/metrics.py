@@ -1,4 +1,5 @@
-"""Metrics that recipes compute the same way: one `accuracy` for every classifier."""
+"""Metrics that recipes compute the same way: one `accuracy` for every classifier; and their names as a
+reader wants them (`display_name`), for figures and the tour's report."""
 
 from __future__ import annotations
 
@@ -6,6 +7,16 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+
+WORDS = {"acc": "accuracy", "val": "validation", "err": "error", "mse": "mean squared error", "r2": "R²",
+         "bleu": "BLEU", "chrf": "chrF", "ppl": "perplexity", "lr": "learning rate", "frac": "fraction",
+         "sklearn": "scikit-learn", "rbm": "RBM", "p": "p-value", "kl": "KL", "nll": "NLL", "mlp": "MLP",
+         "cnn": "CNN", "gpt": "GPT", "ppo": "PPO", "dpo": "DPO", "sft": "SFT"}
+
+
+def display_name(metric: str) -> str:
+    """`test_acc` -> "test accuracy", `acc_minus_sklearn_rbm` -> "accuracy minus scikit-learn RBM"."""
+    return " ".join(WORDS.get(w, w) for w in metric.split("_"))
 
 
 @torch.no_grad()

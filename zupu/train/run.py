@@ -93,8 +93,9 @@ class Run:
             "seconds": round(time.perf_counter() - self.started, 2),
         }
         write_json(self.out / "metrics.json", result)
-        history = self.history()
-        if history:
-            plot_history(history, self.out / "curves.png", f"{self.member} · {self.recipe}")
+        curves = self.out / "curves.png"
+        if not plot_history(self.history(), curves, f"{self.member} · {self.recipe}",
+                            (milestone.metric, milestone.target)):
+            curves.unlink(missing_ok=True)  # a stale curve from an earlier run in this directory
         self.resume_path.unlink(missing_ok=True)
         return result
