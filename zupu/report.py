@@ -12,6 +12,7 @@ import base64
 import contextlib
 import datetime
 import html
+import itertools
 import json
 import os
 import platform
@@ -75,7 +76,62 @@ def provenance(report: dict[str, Any]) -> dict[str, str]:
 
 
 # --- the family tree --------------------------------------------------------------------------------------
-NODE_W, NODE_H, GAP, ROW_H, LEFT, TOP = 128, 30, 16, 58, 64, 14
+NODE_W, NODE_H, GAP, ROW_H, LEFT, TOP = 128, 30, 24, 58, 64, 14
+
+
+def _crossings(cell: dict[str, tuple[int, int]], at: dict[int, list[int]], parent: str, child: str) -> int:
+    """How many other members' boxes a straight arrow from `parent` to `child` would cross."""
+    (c0, r0), (c1, r1) = cell[parent], cell[child]
+    if r0 == r1:
+        return sum(min(c0, c1) < c < max(c0, c1) for c in at[r0])
+    hits = 0
+    for r in range(min(r0, r1) + 1, max(r0, r1)):
+        x = c0 + (c1 - c0) * (r - r0) / (r1 - r0)  # in column widths; a box spans +-0.5 of W / (W + GAP)
+        hits += sum(abs(x - c) < 0.5 * NODE_W / (NODE_W + GAP) + 0.1 for c in at.get(r, []))
+    return hits
+
+
+def _rows(cell: dict[str, tuple[int, int]]) -> dict[int, list[int]]:
+    at: dict[int, list[int]] = {}
+    for c, r in cell.values():
+        at.setdefault(r, []).append(c)
+    return at
+
+
+def _blocked(members: list[registry.Member], cell: dict[str, tuple[int, int]]) -> int:
+    at = _rows(cell)
+    return sum(_crossings(cell, at, p, m.name) for m in members for p in m.parents)
+
+
+def layout(members: list[registry.Member], columns: int = 3) -> dict[str, tuple[int, int]]:
+    """(column, row) per member: a row a year, and within it the columns that keep every arrow clear of other
+    members' boxes and short, found by trying each row's arrangements in turn until none improves."""
+    years = sorted({m.year for m in members})
+    rows = [[m.name for m in members if m.year == y] for y in years]
+    columns = max(columns, *(len(r) for r in rows))
+    cell = {name: (k, r) for r, row in enumerate(rows) for k, name in enumerate(row)}
+    by_name = {m.name: m for m in members}
+
+    def cost() -> float:
+        length = sum(abs(cell[p][0] - cell[m.name][0]) for m in members for p in m.parents)
+        return 100 * _blocked(members, cell) + length + 0.01 * sum(c for c, _ in cell.values())
+
+    best = cost()
+    for _ in range(50):
+        improved = False
+        for r, row in enumerate(rows):
+            for cols in itertools.permutations(range(columns), len(row)):
+                before = {n: cell[n] for n in row}
+                cell.update({n: (c, r) for n, c in zip(row, cols, strict=True)})
+                now = cost()
+                if now < best - 1e-9:
+                    best, improved = now, True
+                else:
+                    cell.update(before)
+        if not improved:
+            break
+    assert set(cell) == set(by_name)
+    return cell
 
 
 def tree_svg(status: dict[str, str]) -> str:
@@ -83,41 +139,42 @@ def tree_svg(status: dict[str, str]) -> str:
     member to passed/missed (linked to its card); others are drawn as working-but-not-run or planned."""
     members = registry.members()
     years = sorted({m.year for m in members})
-    x: dict[str, float] = {}
-    rows: dict[int, list[registry.Member]] = {}
-    for y in years:  # within a year, order by the parents' places so that edges cross less
-        row = [m for m in members if m.year == y]
-        row.sort(key=lambda m: (sum(x.get(p, 0) for p in m.parents) / max(1, len(m.parents)), m.name))
-        rows[y] = row
-        for k, m in enumerate(row):
-            x[m.name] = LEFT + k * (NODE_W + GAP) + NODE_W / 2
-    ypos = {m.name: TOP + years.index(m.year) * ROW_H + NODE_H / 2 for m in members}
-    width = LEFT + max(len(r) for r in rows.values()) * (NODE_W + GAP)
+    cell = layout(members)
+    x = {n: LEFT + c * (NODE_W + GAP) + NODE_W / 2 for n, (c, _) in cell.items()}
+    ypos = {n: TOP + r * ROW_H + NODE_H / 2 for n, (_, r) in cell.items()}
+    width = LEFT + (1 + max(c for c, _ in cell.values())) * (NODE_W + GAP)
     height = TOP + len(years) * ROW_H
     parts = [f'<svg class=tree viewBox="0 0 {width:.0f} {height:.0f}" role=img aria-label="the family tree">',
              '<defs><marker id=arrow viewBox="0 0 8 8" refX=8 refY=4 markerWidth=7 markerHeight=7 orient=auto>'
              '<path d="M0,0 L8,4 L0,8 z" fill="#8a8f98"/></marker></defs>']
-    for y in years:
-        cy = TOP + years.index(y) * ROW_H + NODE_H / 2
+    for r, y in enumerate(years):
+        cy = TOP + r * ROW_H + NODE_H / 2
         parts.append(f'<text class=year x=4 y="{cy + 4:.0f}">{y}</text>'
                      f'<line class=rule x1={LEFT - 8} x2="{width:.0f}" y1="{cy:.0f}" y2="{cy:.0f}"/>')
-    for m in members:
-        for p in m.parents:
-            (x0, y0), (x1, y1) = (x[p], ypos[p]), (x[m.name], ypos[m.name])
-            if y0 == y1:  # same year: side to side
-                d = f"M{x0 + NODE_W / 2 * (1 if x1 > x0 else -1):.0f},{y0:.0f} " \
-                    f"L{x1 - NODE_W / 2 * (1 if x1 > x0 else -1):.0f},{y1:.0f}"
-            else:
-                s = 1 if y1 > y0 else -1
-                a, b, mid = y0 + s * NODE_H / 2, y1 - s * NODE_H / 2, (y0 + y1) / 2
-                d = f"M{x0:.0f},{a:.0f} C{x0:.0f},{mid:.0f} {x1:.0f},{mid:.0f} {x1:.0f},{b:.0f}"
-            parts.append(f'<path class=edge d="{d}" marker-end="url(#arrow)"/>')
+    at = _rows(cell)
+    for k, (m, p) in enumerate((c, p) for c in members for p in c.parents):
+        (x0, y0), (x1, y1) = (x[p], ypos[p]), (x[m.name], ypos[m.name])
+        s = 1 if y1 >= y0 else -1
+        if y0 == y1:  # same year: side to side
+            s = 1 if x1 > x0 else -1
+            d = f"M{x0 + s * NODE_W / 2:.1f},{y0:.1f} L{x1 - s * NODE_W / 2:.1f},{y1:.1f}"
+        elif not _crossings(cell, at, p, m.name):  # straight, from the parent's edge to the child's
+            t = min(NODE_H / 2 / abs(y1 - y0), NODE_W / 2 / abs(x1 - x0) if x1 != x0 else 1)  # to the box's rim
+            d = (f"M{x0 + (x1 - x0) * t:.1f},{y0 + (y1 - y0) * t:.1f} "
+                 f"L{x1 - (x1 - x0) * t:.1f},{y1 - (y1 - y0) * t:.1f}")
+        else:  # around the boxes: out between the rows, down the gap between two columns, back in
+            col = round((cell[p][0] + cell[m.name][0] + 1) / 2)
+            gx = LEFT + col * (NODE_W + GAP) - GAP / 2 + (k % 3 - 1) * 4
+            ya, yb = y0 + s * (ROW_H / 2), y1 - s * (ROW_H / 2)
+            d = (f"M{x0:.1f},{y0 + s * NODE_H / 2:.1f} L{x0:.1f},{ya:.1f} L{gx:.1f},{ya:.1f} L{gx:.1f},{yb:.1f} "
+                 f"L{x1:.1f},{yb:.1f} L{x1:.1f},{y1 - s * NODE_H / 2:.1f}")
+        parts.append(f'<path class=edge d="{d}" marker-end="url(#arrow)"/>')
     for m in members:
         cls = status.get(m.name) or ("notrun" if m.works else "planned")
         note = {"passed": "milestone passed", "missed": "milestone missed", "notrun": "works; not in this tour",
                 "planned": "planned"}[cls]
-        box = (f'<rect x="{x[m.name] - NODE_W / 2:.0f}" y="{ypos[m.name] - NODE_H / 2:.0f}" width={NODE_W} '
-               f'height={NODE_H} rx=7/><text x="{x[m.name]:.0f}" y="{ypos[m.name] + 5:.0f}">{html.escape(m.name)}'
+        box = (f'<rect x="{x[m.name] - NODE_W / 2:.0f}" y="{ypos[m.name] - NODE_H / 2:.0f}" width="{NODE_W}" '
+               f'height="{NODE_H}" rx="7"/><text x="{x[m.name]:.0f}" y="{ypos[m.name] + 5:.0f}">{html.escape(m.name)}'
                f'</text><title>{html.escape(f"{m.name} ({m.year}): {m.paper}. {note}")}</title>')
         if m.name in status:
             parts.append(f'<a class="node {cls}" href="#m-{m.name}" data-member="{m.name}">{box}</a>')
