@@ -3,14 +3,17 @@ members, made-up numbers), read as text and in headless Chromium at a phone's an
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import warnings
 
 import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS, browser_or_skip, check_screenshot
 from reference import unavailable
 
-from zupu.report import duration, number, write_html
+from zupu import registry
+from zupu.report import duration, layout, number, tree_svg, write_html
 from zupu.train.metrics import display_name
 from zupu.train.plots import cjk_font, plot_history, save
 
@@ -71,6 +74,32 @@ def test_numbers_and_names_are_rounded_and_spelled_out():
     assert display_name("acc_minus_sklearn_rbm") == "accuracy minus scikit-learn RBM"
 
 
+def test_the_tree_draws_years_in_order_and_no_arrow_through_a_box():
+    members = registry.members()
+    cell = layout(members)
+    assert len(set(cell.values())) == len(members)  # one member a place
+    assert max(c for c, _ in cell.values()) < 3  # three columns: readable on a phone
+    rows = {m.name: cell[m.name][1] for m in members}
+    assert all((rows[a.name] < rows[b.name]) == (a.year < b.year) for a in members for b in members if a.year != b.year)
+    svg = tree_svg({})
+    rect = r'<rect x="([\d.]+)" y="([\d.]+)" width="(\d+)" height="(\d+)"'
+    boxes = [tuple(map(float, b)) for b in re.findall(rect, svg)]
+    paths = [[tuple(map(float, p.split(","))) for p in re.findall(r"[\d.]+,[\d.]+", d)]
+             for d in re.findall(r'<path class=edge d="([^"]+)"', svg)]
+    assert len(boxes) == len(members) and len(paths) == sum(len(m.parents) for m in members)
+
+    def inside(pt, box):
+        x, y, w, h = box
+        return x + 1 < pt[0] < x + w - 1 and y + 1 < pt[1] < y + h - 1
+
+    for pts in paths:  # sampled every pixel: only the arrow's own two boxes may touch it, at its ends
+        for (xa, ya), (xb, yb) in itertools.pairwise(pts):
+            n = int(max(abs(xb - xa), abs(yb - ya))) + 1
+            for t in range(n + 1):
+                pt = (xa + (xb - xa) * t / n, ya + (yb - ya) * t / n)
+                assert not any(inside(pt, b) for b in boxes), (pts, pt)
+
+
 def test_curves_have_no_one_point_plots(tmp_path):
     assert not plot_history([{"step": 0, "and_acc": 1.0}], tmp_path / "c.png", "mp-neuron")
     assert not (tmp_path / "c.png").exists()
@@ -114,6 +143,11 @@ def test_report_in_headless_chromium(tour_dir, tmp_path, width, height, label):
             widths = page.eval_on_selector_all("img:not(dialog img)", "els => els.map(e => e.naturalWidth)")
             assert len(widths) == 3 and all(w > 0 for w in widths), widths
             assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing spills sideways
+            boxes = [b for b in page.eval_on_selector_all(".tree .node text", "els => els.map(e => {"
+                     "const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })")]
+            assert len(boxes) == len(registry.members())
+            for i, a in enumerate(boxes):  # no two members' labels overlap
+                assert all(a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1] for b in boxes[i + 1:])
             page.locator('a.node[data-member="lenet"]').click()
             page.wait_for_function("Math.abs(document.getElementById('m-lenet').getBoundingClientRect().top) < 20")
             assert page.evaluate("location.hash") == "#m-lenet"

@@ -200,13 +200,13 @@ def _text(out: Path, rel: str) -> str:
             f"<pre class=sample>{html.escape(text[:TEXT_LIMIT])}{html.escape(more)}</pre>")
 
 
-def _benchmarks(recipe: str) -> list[tuple[str, str]]:
-    """(path, date) of the benchmarks' RESULTS files that name this recipe (in a checkout that has them)."""
+def _benchmarks(member: str, recipe: str) -> list[tuple[str, str]]:
+    """(path, date) of the benchmarks' RESULTS files with a line naming this member's recipe (in a checkout)."""
     found = []
     for path in sorted((ROOT.parent / "benchmarks").glob("RESULTS-*.md")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if recipe in text:
-            stamp = next((line for line in text.splitlines() if line.startswith("<!-- benchmark-")), "")
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        if any(member in line and recipe in line for line in lines):
+            stamp = next((line for line in lines if line.startswith("<!-- benchmark-")), "")
             try:
                 date = json.loads(stamp.split(" ", 2)[2].rsplit("-->", 1)[0]).get("finished", "")
             except (IndexError, ValueError):
@@ -228,7 +228,7 @@ def _milestone_rows(e: dict[str, Any], recipe: Any) -> str:
                     f"{html.escape(e['recipe'])}</code></td></tr>")
     elif ms.get("paper"):
         rows.append(f"<tr><th>the paper</th><td colspan=3>{html.escape(ms['paper'])}</td></tr>")
-    for path, date in _benchmarks(e["recipe"]):
+    for path, date in _benchmarks(e["name"], e["recipe"]):
         rows.append(f"<tr><th>benchmark</th><td colspan=3><a href=\"{Path(path).as_uri()}\">"
                     f"{html.escape(Path(path).name)}</a>{' of ' + html.escape(date) if date else ''} "
                     "(a separate run, not this one)</td></tr>")
