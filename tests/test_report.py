@@ -66,6 +66,21 @@ def test_the_page_says_what_ran_in_words_a_reader_uses(tour_dir):
         assert f'href="#m-{planned}"' not in page and f">{planned}</text>" in page
 
 
+def test_a_quick_run_judged_by_its_own_milestone_shows_the_full_recipes_beside_it(tmp_path, monkeypatch):
+    from zupu.recipe import Milestone
+
+    lenet5 = registry.get("lenet").recipe("lenet5-mnist")
+    e = entry("lenet", "lenet5-mnist", 0.95, 0.94, True, {"epochs": 1})
+    report = {"members": [e], "seconds": 20.0, "quick": True, "cores": 2}
+    write_html(tmp_path, report)
+    assert "the full recipe" not in (tmp_path / "report.html").read_text()  # judged by the full one already
+    monkeypatch.setattr(type(lenet5), "quick_milestone", Milestone("test_acc", 0.94))
+    write_html(tmp_path, report)
+    page = (tmp_path / "report.html").read_text()
+    full = page.split("<th>the full recipe</th>")[1].split("</tr>")[0]
+    assert f"test accuracy >= {number(lenet5.milestone.target)}" in full and "not this run" in full
+
+
 def test_numbers_and_names_are_rounded_and_spelled_out():
     assert [number(v) for v in (0.94891234, 1.8861, 12345.6, 3, None, True)] == [
         "0.949", "1.89", "12,346", "3", "—", "yes"]

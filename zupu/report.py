@@ -220,7 +220,7 @@ def _milestone_rows(e: dict[str, Any], recipe: Any) -> str:
     verdict = "passed" if ms["passed"] else "missed"
     rows = [f"<tr><th>this run</th><td>{html.escape(human(ms['name']))} {ms['op']} {number(ms['target'])}</td>"
             f"<td>measured <b>{number(ms['value'])}</b></td><td class={verdict}>{verdict}</td></tr>"]
-    if e.get("quick"):
+    if e.get("quick") and recipe.quick_milestone is not None:  # judged by its own budget: show the full one too
         op = ">=" if full.higher_is_better else "<="
         paper = f" ({html.escape(full.paper)})" if full.paper else ""
         rows.append(f"<tr><th>the full recipe</th><td>{html.escape(human(full.metric))} {op} {number(full.target)}"
@@ -300,7 +300,7 @@ article.member{border-top:2px solid #d1d9e0;margin-top:2.2em;padding-top:1em;scr
 .paper{font-style:italic;color:var(--muted);margin:.2em 0}.claim{margin:.3em 0}.note,.metrics{color:var(--muted);
 font-size:.9em}table.ms th{font-weight:normal;color:var(--muted);white-space:nowrap}
 ul.settings{columns:3 220px;font-size:.85em;margin:.4em 0}ul.settings .changed{font-weight:700}
-.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:12px;margin:.8em 0}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(400px,1fr));gap:12px;margin:.8em 0}
 figure{margin:0}figure img{width:100%;height:auto;border:1px solid #d1d9e0;border-radius:4px;cursor:zoom-in}
 figcaption{font-size:.8em;color:var(--muted)}pre{overflow-x:auto;background:#f6f8fa;padding:8px;font-size:.85em;
 white-space:pre-wrap;max-height:24em}pre.err{background:#ffebe9}.repro{font-size:.9em}
