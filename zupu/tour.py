@@ -158,6 +158,8 @@ def tour(out: str | Path = "tour", quick: bool = True, only: list[str] | None = 
     side.sort(key=lambda mr: -(mr[1].quick_seconds or 0))  # longest first: the pool ends together
     print(f"zupu tour: {len(work)} recipes; {len(side)} side by side on {cores} cores, {len(alone)} one at a time",
           file=sys.stderr, flush=True)
+    if side:
+        print(f"side by side: {', '.join(f'{m.name} · {r.name}' for m, r in side)}", file=sys.stderr, flush=True)
     started, entries = time.perf_counter(), []
 
     def record(entry: dict[str, Any]) -> None:
