@@ -94,7 +94,7 @@ def test_the_tree_draws_years_in_order_and_no_arrow_through_a_box():
     cell = layout(members)
     assert len(set(cell.values())) == len(members)  # one member a place
     widest = max(sum(m.year == y for m in members) for y in {m.year for m in members})
-    assert max(c for c, _ in cell.values()) + 1 == max(3, widest)  # no wider than it must be: phones
+    assert max(c for c, _ in cell.values()) + 1 <= max(3, widest)  # no wider than it must be: phones
     rows = {m.name: cell[m.name][1] for m in members}
     assert all((rows[a.name] < rows[b.name]) == (a.year < b.year) for a in members for b in members if a.year != b.year)
     svg = tree_svg({})
