@@ -353,10 +353,10 @@ def test_embed_rejects_a_long_caption_and_images_of_the_wrong_size_or_mode(clip_
 
 @pytest.mark.slow
 def test_quick_zero_shot_digits_names_pairs_it_never_saw(tmp_path):
-    # the quick recipe (6 epochs, ~18 s on one idle core): ten colour x digit pairs never shown in training,
+    # the quick recipe (6 epochs, ~28 s on one core): ten colour x digit pairs never shown in training,
     # each held-out test image classified among all 60 captions
     from zupu.train import launch
 
     m = launch.train("clip", "zero-shot-digits", tmp_path, quick=True)["metrics"]
-    assert m["test_zero_shot_acc"] >= 0.3 and m["test_zero_shot_acc"] > 15 * m["chance"]
+    assert m["test_zero_shot_acc"] >= 0.5 and m["test_zero_shot_acc"] > 25 * m["chance"]
     assert m["test_zero_shot_colour_acc"] >= 0.9  # the unseen pair's colour is named, though never with that digit
