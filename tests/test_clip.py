@@ -36,7 +36,7 @@ def tokenizers(tmp_path_factory):
 def real_texts() -> list[str]:
     """Emoji names and keywords (iamcal/emoji-data) and the first Tiny Shakespeare lines."""
     emoji_json = Path(os.environ.get("ZUPU_DATA_MIRROR", "")) / "emoji-noto-64" / "emoji.json"
-    if not emoji_json.is_file():  # not a registered dataset yet: read from the data mirror
+    if not emoji_json.is_file():  # the mirror's copy: fetching the registered dataset would copy its 3,786 PNGs
         unavailable(f"{emoji_json} is missing; set ZUPU_DATA_MIRROR to the data mirror")
     emoji = json.loads(emoji_json.read_text(encoding="utf-8"))
     names = [e["name"] for e in emoji if e.get("name")]

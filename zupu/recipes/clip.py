@@ -12,6 +12,7 @@ with labels for every combination (the paper's supervised reference, figure 5).
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from functools import cache
 
@@ -203,9 +204,11 @@ class Emoji(Recipe):
         idx = d["test"]
         sim = text_embeddings(model, d["ids"][idx], d["mask"][idx]) @ image_embeddings(model, d["pixels"][idx]).T
         queries = torch.linspace(0, len(idx) - 1, 6).long()
-        fig, axes = plt.subplots(len(queries), 6, figsize=(8, 1.5 * len(queries)))
+        fig, axes = plt.subplots(len(queries), 6, figsize=(9, 1.5 * len(queries)),
+                                 gridspec_kw={"width_ratios": [2.2, 1, 1, 1, 1, 1]})
         for row, q in enumerate(queries.tolist()):
-            axes[row, 0].text(0, 0.5, d["captions"][idx[q]][:40], fontsize=7, va="center", wrap=True)
+            axes[row, 0].text(0, 0.5, textwrap.fill(d["captions"][idx[q]], 28, max_lines=4), fontsize=7,
+                              va="center")
             for col, j in enumerate(sim[q].topk(5).indices.tolist(), start=1):
                 axes[row, col].imshow(((d["pixels"][idx[j]].permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
                 if j == q:
