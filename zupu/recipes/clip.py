@@ -167,8 +167,9 @@ class Emoji(Recipe):
     summary = ("CLIP from scratch on 3,786 Noto emoji and their names: retrieval among 356 held-out emoji "
                "(ViT 2x64 on 32px, text 2x64, real CLIP BPE)")
     Settings = EmojiSettings
-    milestone = Milestone("test_mean_r1", 0.08, paper="chance is 1/356 = 0.0028; CLIP's 400M pairs are not ours: "
-                          "the held-out emoji share only words (face, flag, cat...) with the training ones")
+    # measured 0.278 at seed 0 (recall@5 0.47 / 0.47; 103 s of one core)
+    milestone = Milestone("test_mean_r1", 0.2, paper="chance 1/356 = 0.0028; CLIP's 400M pairs are not ours: "
+                          "the held-out emoji share only words (face, flag, cat...) and skin tones with the rest")
     quick = {"epochs": 10}
     # measured 0.117 / 0.131 / 0.096 at seeds 0 / 1 / 2 (32 s of one core each)
     quick_milestone = Milestone("test_mean_r1", 0.08, paper="chance 1/356 = 0.0028")
@@ -344,7 +345,8 @@ class ZeroShotDigits(Recipe):
     summary = ("CLIP on MNIST painted in 6 colours, captions 'a red seven': zero-shot on 10 colour x digit "
                "pairs never seen, among all 60 captions")
     Settings = DigitSettings
-    milestone = Milestone("test_zero_shot_acc", 0.5, paper="chance 1/60 = 0.017; the linear probe (supervised on "
+    # measured 0.901 at seed 0 (linear probe 0.924, seen pairs 0.919; 79 s of one core)
+    milestone = Milestone("test_zero_shot_acc", 0.8, paper="chance 1/60 = 0.017; the linear probe (supervised on "
                           "all 60 pairs) is reported beside it")
     quick = {"epochs": 6}
     # measured 0.640 / 0.758 / 0.672 at seeds 0 / 1 / 2 (28 s of one core each); linear probe 0.77 / 0.81 / 0.74
