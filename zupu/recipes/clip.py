@@ -125,7 +125,8 @@ class EmojiSettings:
 
 
 def emoji_caption(name: str, keywords: tuple[str, ...]) -> str:
-    """"grinning face" + its short names that add a word: "grinning face, grinning" -> kept only if new."""
+    """The name, then each short name not already inside it: "grinning face" (its short name "grinning" adds
+    nothing), "keycap: *, keycap star"."""
     extra = [k for k in keywords if k not in name]
     return ", ".join([name, *extra])
 
