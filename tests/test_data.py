@@ -113,3 +113,42 @@ def test_remote_file_needs_a_pinned_hash():
     with pytest.raises(KeyError):
         _ = RemoteFile("nowhere/file.bin", "https://example.org/file.bin").sha256
 
+
+
+
+def test_emoji_images_come_with_their_text():
+    e = data.load("emoji-noto-64")
+    assert e.images.shape == (3786, 64, 64, 3) and e.images.dtype == np.uint8
+    assert len(e.names) == len(e.keywords) == len(e.categories) == 3786 and e.groups.max() == 1910
+    grinning = e.names.index("grinning face")
+    assert e.keywords[grinning] == ("grinning",) and e.categories[grinning] == "Smileys & Emotion"
+    assert (e.images[grinning, 0, 0] == 255).all()  # transparent corners composited on white
+    assert (e.images[grinning, 32].astype(int).sum(-1) < 3 * 250).any()  # and a face drawn in the middle
+    waving = [i for i, n in enumerate(e.names) if n.startswith("waving hand sign")]
+    assert len(waving) == 6 and len(set(e.groups[waving])) == 1 and e.names[waving[3]].endswith("medium skin tone")
+
+
+def test_a_folder_is_verified_whole_and_a_tampered_file_is_not_cached(tmp_path, fresh_cache, monkeypatch):
+    import shutil
+
+    from zupu.data.download import RemoteFolder, fetch_folder, manifest_digest, mirror_dir
+
+    real = mirror_dir() / "emoji-noto-64/img/google/64"
+    names = ["1f600.png", "1f431.png"]
+    folder = RemoteFolder("emoji-noto-64/img/google/64", "https://example.org/img", "emoji.json", list,
+                          pinned=manifest_digest(real, names))
+    mirror = tmp_path / "mirror" / folder.path
+    mirror.mkdir(parents=True)
+    for n in names:
+        shutil.copy(real / n, mirror / n)
+    monkeypatch.setenv("ZUPU_DATA_MIRROR", str(tmp_path / "mirror"))
+    monkeypatch.setenv("ZUPU_CACHE", str(tmp_path / "other-cache"))
+    assert sorted(p.name for p in fetch_folder("emoji-noto-64", folder, names).iterdir()) == sorted(names)
+    shutil.rmtree(tmp_path / "other-cache")
+    (mirror / "1f600.png").write_bytes(b"not the grinning face")
+    with pytest.raises(ChecksumError, match="emoji-noto-64/img/google/64"):
+        fetch_folder("emoji-noto-64", folder, names)
+    assert not any((tmp_path / "other-cache" / "data" / "emoji-noto-64" / "img" / "google").iterdir())
+    (mirror / "1f600.png").unlink()
+    with pytest.raises(DataUnavailable, match="1f600.png"):
+        fetch_folder("emoji-noto-64", folder, names)

@@ -91,7 +91,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         for d in data.DATASETS.values():
-            cached = all((cache_dir() / "data" / f.path).is_file() for f in d.files)
+            cached = all((cache_dir() / "data" / f.path).exists() for f in d.files)
             state = "builtin" if not d.files else ("cached" if cached else "-")
             print(f"{d.name:<16} {len(d.files):>3} files  {state:<7}  {d.licence:<28} {d.summary}")
         return 0

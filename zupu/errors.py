@@ -85,6 +85,10 @@ class CheckpointError(ZupuError):
     """A run directory or checkpoint that is missing, malformed or does not fit the model."""
 
 
+class ImageError(ZupuError, ValueError):
+    """An image a model cannot take: unreadable, or of a size or mode it was not trained on."""
+
+
 class GameError(ZupuError, ValueError):
     """A state of a game the agent does not play, or a finished game asked for a move."""
 

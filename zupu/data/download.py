@@ -8,6 +8,10 @@ out like the cache instead of the network (tests point it at ../shared/data).
 Digests are of the *content*: a `.gz` file is hashed after decompression (the gzip header carries a
 timestamp and file name, so re-compressed mirrors differ byte-wise while the data does not), and a
 `rows` file is hashed over its stripped data lines (a header line or CRLF endings do not count).
+
+A `RemoteFolder` is many small files (3,786 emoji PNGs) pinned by one digest, of their manifest: the sorted
+lines "<name> <sha256 of its bytes>". Its names come from a listing file fetched before it; the folder is
+filled in a temp folder, verified whole, then renamed into the cache.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -38,6 +44,19 @@ class RemoteFile:
     header: str = ""  # for "rows": a first line starting with this is a header, not data
     pinned: str = ""  # its sha256, where the registry listing it records hashes itself (else sha256.json's)
     size: int | None = None  # its length where recorded: a shorter file is reported as truncated
+
+    @property
+    def sha256(self) -> str:
+        return self.pinned or checksums()[self.path]
+
+
+@dataclass(frozen=True)
+class RemoteFolder:
+    path: str  # relative to the cache (and the mirror): "<dataset folder>/<sub folder>"
+    url: str  # a file's address is url + "/" + its name
+    listing: str  # the key of an earlier file of the same dataset that lists the folder's names
+    names: Callable[[Path], list[str]]  # the listing file -> the names of the folder's files
+    pinned: str = ""  # its manifest's sha256, where the registry records it (else sha256.json's)
 
     @property
     def sha256(self) -> str:
@@ -85,7 +104,10 @@ def _digest_or_none(path: Path, f: RemoteFile) -> str | None:
         return None
 
 
-def _copy(src, dst, total: int | None, label: str) -> None:
+def _copy(src, dst, total: int | None, label: str, quiet: bool = False) -> None:
+    if quiet:
+        shutil.copyfileobj(src, dst)
+        return
     with progress(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
         for chunk in iter(lambda: src.read(1 << 16), b""):
             dst.write(chunk)
@@ -104,8 +126,8 @@ def verify(path: Path, f: RemoteFile, owner: str, source: str, kind: str = "data
     raise ChecksumError(*args)
 
 
-def _pull(owner: str, f: RemoteFile, tmp: Path, kind: str) -> str:
-    """Write the file's bytes to `tmp`; return where they came from."""
+def _pull(owner: str, f: RemoteFile, tmp: Path, kind: str, quiet: bool = False) -> str:
+    """Write the file's bytes to `tmp`; return where they came from (`quiet`: no progress bar of its own)."""
     mirror = mirror_dir()
     label = f"{owner}: {Path(f.path).name}"
     if mirror is not None:
@@ -116,13 +138,13 @@ def _pull(owner: str, f: RemoteFile, tmp: Path, kind: str) -> str:
                 f"add it there (canonical address {f.url}) or unset ZUPU_DATA_MIRROR to download"
             )
         with open(src, "rb") as s, open(tmp, "wb") as d:
-            _copy(s, d, src.stat().st_size, label)
+            _copy(s, d, src.stat().st_size, label, quiet)
         return str(src)
     try:
         req = urllib.request.Request(f.url, headers={"User-Agent": "zupu"})
         with urllib.request.urlopen(req, timeout=60) as r, open(tmp, "wb") as d:
             size = r.headers.get("Content-Length")
-            _copy(r, d, int(size) if size else None, label)
+            _copy(r, d, int(size) if size else None, label, quiet)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         reason = getattr(e, "reason", e)
         raise DataUnavailable(
@@ -152,3 +174,41 @@ def fetch_file(owner: str, f: RemoteFile, kind: str = "dataset", area: str = "da
             tmp.unlink()
     return dest
 
+
+
+def manifest_digest(folder: Path, names: Sequence[str]) -> str | None:
+    """sha256 of the sorted lines "<name> <sha256 of the file>\\n"; None when a file is missing."""
+    h = hashlib.sha256()
+    for name in sorted(names):
+        path = folder / name
+        if not path.is_file():
+            return None
+        h.update(f"{name} {hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def fetch_folder(owner: str, f: RemoteFolder, names: Sequence[str], kind: str = "dataset",
+                 area: str = "data") -> Path:
+    """The verified local folder of `f` holding `names`, filled (from the mirror or the network) if needed."""
+    dest = cache_dir() / area / f.path
+    if dest.is_dir():
+        if manifest_digest(dest, names) == f.sha256:
+            return dest
+        shutil.rmtree(dest)  # a corrupted or partial folder is dropped and fetched again
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+    try:
+        source = ""
+        for name in progress(iterable=names, desc=f"{owner}: {Path(f.path).name}/", unit="file", leave=False):
+            source = _pull(owner, RemoteFile(f"{f.path}/{name}", f"{f.url}/{name}"), tmp / name, kind, quiet=True)
+        got = manifest_digest(tmp, names)
+        if got != f.sha256:
+            raise ChecksumError(owner, f.path, f.sha256, got or "incomplete", str(Path(source).parent), kind)
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # another process filled it first
+            if manifest_digest(dest, names) != f.sha256:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -1,7 +1,8 @@
 """Loaders: verified local files -> numpy arrays / Python text.
 
 Image sets come back as `{"train": Split, "test": Split}` with `x` uint8 (N, 28, 28) or float
-features and `y` int64 labels; the model side decides scaling and shape.
+features and `y` int64 labels; the model side decides scaling and shape. Image-text sets (`emoji`) come
+back as one record of aligned columns.
 """
 
 from __future__ import annotations
@@ -100,6 +101,65 @@ def multi30k(paths: dict[str, Path], src: str = "en", tgt: str = "de") -> dict[s
 
     return {name: list(zip(lines(split, src), lines(split, tgt), strict=True))
             for name, split in (("train", "train"), ("val", "val"), ("test", "test_2016_flickr"))}
+
+
+# emoji-data's skin-tone modifiers (Fitzpatrick types), as Unicode names them
+SKIN_TONES = {"1F3FB": "light skin tone", "1F3FC": "medium-light skin tone", "1F3FD": "medium skin tone",
+              "1F3FE": "medium-dark skin tone", "1F3FF": "dark skin tone"}
+
+
+class Emoji(NamedTuple):
+    """Aligned columns, one row an image: `images` uint8 (N, 64, 64, 3), RGB with the alpha composited on
+    white; `names` lower-cased Unicode names ("grinning face", skin variants "waving hand sign: medium skin
+    tone"); `keywords` the short names (tuples, "_" and "-" as spaces: ("grinning",)); `categories` and
+    `subcategories` ("Smileys & Emotion", "face-smiling"); `groups` the index of the base emoji, shared by its
+    skin-tone variants (split on it, or near-copies land on both sides)."""
+
+    images: np.ndarray
+    names: list[str]
+    keywords: list[tuple[str, ...]]
+    categories: list[str]
+    subcategories: list[str]
+    groups: np.ndarray
+
+
+def _emoji_rows(listing: Path) -> list[tuple[dict, str, str]]:
+    """(entry, image file, skin-tone suffix) for every Google image emoji.json lists, in its order."""
+    rows = []
+    for e in json.loads(listing.read_text(encoding="utf-8")):
+        if e.get("has_img_google"):
+            rows.append((e, e["image"], ""))
+        for key, v in sorted((e.get("skin_variations") or {}).items()):
+            if v.get("has_img_google"):
+                rows.append((e, v["image"], ", ".join(SKIN_TONES[k] for k in key.split("-"))))
+    return rows
+
+
+def emoji_images(listing: Path) -> list[str]:
+    """The image files of emoji-noto-64's folder, from its emoji.json."""
+    return [image for _, image, _ in _emoji_rows(listing)]
+
+
+def emoji(paths: dict[str, Path], skin_tones: bool = True) -> Emoji:
+    """The emoji with their text; `skin_tones=False` keeps one image per base emoji (1,911 instead of 3,786)."""
+    from PIL import Image
+
+    rows = [r for r in _emoji_rows(paths["emoji.json"]) if skin_tones or not r[2]]
+    folder = paths["img/google/64"]
+    images = np.empty((len(rows), 64, 64, 3), dtype=np.uint8)
+    for i, (_, image, _) in enumerate(rows):
+        with Image.open(folder / image) as im:
+            rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:] / 255.0
+        images[i] = np.rint(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha))  # over a white page
+    base: dict[str, int] = {}
+    return Emoji(
+        images=images,
+        names=[e["name"].lower() + (f": {tone}" if tone else "") for e, _, tone in rows],
+        keywords=[tuple(k.replace("_", " ").replace("-", " ") for k in e["short_names"]) for e, _, _ in rows],
+        categories=[e["category"] for e, _, _ in rows],
+        subcategories=[e["subcategory"] for e, _, _ in rows],
+        groups=np.array([base.setdefault(e["unified"], len(base)) for e, _, _ in rows], dtype=np.int64))
 
 
 def paths(paths: dict[str, Path]) -> dict[str, Path]:

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from zupu.data import loaders
-from zupu.data.download import RemoteFile, fetch_file
+from zupu.data.download import RemoteFile, RemoteFolder, fetch_file, fetch_folder
 from zupu.errors import UnknownName
 
 _GH = "https://raw.githubusercontent.com"
 _MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist"
 _FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
 _POETRY = f"{_GH}/chinese-poetry/chinese-poetry/master"
+_EMOJI = f"{_GH}/iamcal/emoji-data/v16.0.0"  # the tag the npm release emoji-datasource-google 16.0.0 was cut from
 
 
 def _gz(folder: str, name: str, base: str) -> RemoteFile:
@@ -31,12 +32,19 @@ class Dataset:
     summary: str
     licence: str
     homepage: str
-    files: tuple[RemoteFile, ...]
+    files: tuple[RemoteFile | RemoteFolder, ...]
     loader: Any  # callable(paths: dict[str, Path], **kwargs) -> data
 
     def fetch(self) -> dict[str, Path]:
-        """Verified local paths of every file, keyed by file name."""
-        return {f.path.split("/", 1)[1]: fetch_file(self.name, f) for f in self.files}
+        """Verified local paths of every file (or folder), keyed by its path inside the dataset's folder."""
+        paths: dict[str, Path] = {}
+        for f in self.files:
+            key = f.path.split("/", 1)[1]
+            if isinstance(f, RemoteFolder):
+                paths[key] = fetch_folder(self.name, f, f.names(paths[f.listing]))
+            else:
+                paths[key] = fetch_file(self.name, f)
+        return paths
 
     def load(self, **kwargs: Any) -> Any:
         return self.loader(self.fetch(), **kwargs)
@@ -104,6 +112,13 @@ DATASETS: dict[str, Dataset] = {
                 "CC BY-NC 4.0", "https://github.com/tatsu-lab/stanford_alpaca",
                 (RemoteFile("alpaca-seed/seed_tasks.jsonl", f"{_GH}/tatsu-lab/stanford_alpaca/main/seed_tasks.jsonl"),),
                 loaders.paths),
+        Dataset("emoji-noto-64", "3,786 Noto emoji (64x64 RGBA PNG) with names, keywords and categories",
+                "Apache-2.0 images (Noto), MIT data (emoji-data)", "https://github.com/iamcal/emoji-data",
+                (RemoteFile("emoji-noto-64/emoji.json", f"{_EMOJI}/emoji.json"),
+                 RemoteFile("emoji-noto-64/LICENSE", f"{_EMOJI}/LICENSE"),
+                 RemoteFolder("emoji-noto-64/img/google/64", f"{_EMOJI}/img-google-64", "emoji.json",
+                              loaders.emoji_images)),
+                loaders.emoji),
         Dataset("clip-bpe", "CLIP's BPE merges (bpe_simple_vocab_16e6)", "MIT", "https://github.com/openai/CLIP",
                 (_gz("clip-bpe", "bpe_simple_vocab_16e6.txt.gz", f"{_GH}/openai/CLIP/main/clip"),),
                 loaders.paths),
