@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from reference import need
+from reference import need, randomise_vectors
 
 import zupu
 from zupu import create
@@ -30,7 +30,7 @@ HF = {
 @pytest.fixture(params=list(HF))
 def hf_dir(request, tmp_path):
     torch.manual_seed(0)
-    hf = HF[request.param]().eval()
+    hf = randomise_vectors(HF[request.param]()).eval()  # LayerNorm gains/biases and linear biases not 1/0
     hf.save_pretrained(tmp_path / "hf")
     return request.param, hf, tmp_path / "hf"
 
