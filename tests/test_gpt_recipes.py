@@ -19,7 +19,7 @@ from zupu.recipes.gpt import (
     train_step,
     val_loss,
 )
-from zupu.recipes.scaling import fit_power_law, predict
+from zupu.recipes.scaling import SHAPES, fit_power_law, held_out_errors, predict
 from zupu.tokenizers import load as load_tokenizer
 from zupu.train import launch
 
@@ -67,6 +67,20 @@ def test_power_law_fit_recovers_its_constants():
     assert 0.9 < fit_power_law(n, noisy)["r2"] < 1.0
     with pytest.raises(ValueError, match="does not fall"):
         fit_power_law(n, np.linspace(2.0, 3.0, len(n)))  # loss rising with size
+
+
+@pytest.mark.parametrize(("shape", "truth"), [("power_law", {"l_inf": 1.2, "n_c": 2e3, "alpha": 0.3}),
+                                              ("log_linear", {"a": 5.0, "b": -0.25}),
+                                              ("exponential", {"c": 2.0, "d": 1.5, "n0": 3e4})])
+def test_held_out_prediction_tells_the_curve_shapes_apart(shape, truth):
+    """Data made by one shape: that shape, fitted to all sizes but the largest, predicts the largest (almost)
+    exactly, and better than both rivals and than 'no better than the next size'."""
+    n = np.array([6.6e3, 1.4e4, 2.5e4, 5.7e4, 1e5, 2.2e5])  # the sweep's sizes
+    loss = SHAPES[shape][1](truth, n)
+    out = held_out_errors(n, loss)
+    assert out["best_shape"] == shape and out[f"holdout_error_{shape}"] < 2e-3, out
+    rivals = [out[f"holdout_error_{s}"] for s in (*SHAPES, "flat") if s != shape]
+    assert min(rivals) > 2 * out[f"holdout_error_{shape}"], out
 
 
 def test_shakespeare_char_learns_and_the_run_dir_decodes(tmp_path):
@@ -123,7 +137,10 @@ def test_scaling_command_sweeps_and_fits(tmp_path, capsys):
     assert (out / "scaling.png").stat().st_size > 0
     assert "R^2" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["milestone"]["name"] == "r2"
+    assert metrics["milestone"]["name"] == "holdout_error_power_law"
+    m = metrics["metrics"]
+    assert m["best_shape"] in ("power_law", "log_linear", "exponential") and m["holdout_error_flat"] >= 0
+    assert m["r2"] <= 1 and m["alpha"] > 0
 
 
 def test_scaling_needs_five_sizes(tmp_path):
