@@ -71,12 +71,19 @@ class Digits(Recipe):
 
     @staticmethod
     def peer(s: ImageSettings, xtr, ytr, xte, yte, seed: int) -> dict:
-        """scikit-learn's Perceptron on the same split and the same number of passes."""
+        """scikit-learn on the same split and the same number of passes, like for like: its plain Perceptron
+        (last weights: `sklearn_test_acc`, beside our `test_acc_last`) and its averaged one,
+        SGDClassifier(loss="perceptron", average=True) with the rule's constant step and no penalty
+        (`sklearn_averaged_test_acc`, beside our averaged `test_acc`)."""
         from sklearn.linear_model import Perceptron as SkPerceptron
+        from sklearn.linear_model import SGDClassifier
 
-        sk = SkPerceptron(max_iter=s.epochs, tol=None, eta0=s.lr, random_state=seed)
-        sk.fit(xtr.numpy(), ytr.numpy())
-        return {"sklearn_test_acc": float(sk.score(xte.numpy(), yte.numpy()))}
+        x, y, xt, yt = xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy()
+        plain = SkPerceptron(max_iter=s.epochs, tol=None, eta0=s.lr, random_state=seed).fit(x, y)
+        averaged = SGDClassifier(loss="perceptron", penalty=None, learning_rate="constant", eta0=s.lr, average=True,
+                                 max_iter=s.epochs, tol=None, random_state=seed).fit(x, y)
+        return {"sklearn_test_acc": float(plain.score(xt, yt)),
+                "sklearn_averaged_test_acc": float(averaged.score(xt, yt))}
 
     def evaluate(self, model: Perceptron, s: ImageSettings) -> dict:
         xtr, ytr, xte, yte = self.data(s)
