@@ -190,6 +190,8 @@ def test_tang_poems_pipeline(tmp_path):
     assert m["unigram_val_loss"] == pytest.approx(6.53, abs=0.02)  # the frequency sampler's, first 4,000 tokens
     assert m["val_loss_gain"] == pytest.approx(m["unigram_val_loss"] - m["val_loss"]) and m["val_loss_gain"] > 0
     assert m["train_rhyme_fraction"] > 0.8 and 0.01 < m["chance_rhyme_fraction"] < 0.05
+    assert m["rhyme_lift_low"] == pytest.approx(m["rhyme_fraction_low"] - m["chance_rhyme_fraction"])
+    assert result["milestone"]["name"] == "rhyme_lift_low"
     assert m["val_loss"] < np.log(load_tokenizer(out).vocab_size)
 
 

@@ -353,8 +353,13 @@ class TangPoems(CharLM):
     name = "tang-poems"
     summary = "a character-level GPT on the 五言绝句 of 全唐诗: samples with the quatrain's shape"
     Settings = PoemSettings
-    milestone = Milestone("quatrain_fraction", 0.8,
-                          paper="a 五言绝句 is 4 lines x 5 characters; the fraction of 100 samples with that shape")
+    # what makes the samples poems rather than the shape alone (which characters drawn by frequency into the
+    # template also have): lines 2 and 4 rhyme more often than two such characters do, at 95% confidence
+    # (the lower Wilson bound of the rhyme rate minus the chance rate). Seed 0: shape 0.81 [0.77, 0.85],
+    # rhyme 4.3% [2.6%, 7.1%] against chance 2.5% (the training quatrains: 89%): +0.0005, passed by a hair
+    milestone = Milestone("rhyme_lift_low", 0.0,
+                          paper="a 五言绝句 rhymes lines 2 and 4: 89% of 全唐诗's by the 平水韵 table; "
+                          "characters drawn by frequency rhyme 2.5% of the time")
     quick = {"steps": 200}
     # 200 steps learn characters, not yet the form (shape 0.5 / 0.25 / 1.25% at seeds 0-2): a quick run is judged
     # by its validation loss against the frequency sampler's, 0.48 / 0.55 / 0.54 nats below it at seeds 0-2
@@ -376,9 +381,10 @@ class TangPoems(CharLM):
         training = [line for line in tok.decode(train_ids.tolist()).split("\n") if is_quatrain(line)]
         freq = Counter(ch for q in training for ch in q if ch not in "，。")
         baseline = unigram_loss(train_ids, val_ids, tok.vocab_size, s.block_size, s.eval_tokens)
-        return {**metrics, **judge_poems(poems, training), "samples": len(poems), "train_poems": len(training),
+        judged, chance = judge_poems(poems, training), chance_rhyme_rate(freq, seed=run.seed)
+        return {**metrics, **judged, "samples": len(poems), "train_poems": len(training),
                 "unigram_val_loss": baseline, "val_loss_gain": baseline - metrics["val_loss"],
-                "chance_rhyme_fraction": chance_rhyme_rate(freq, seed=run.seed),
+                "chance_rhyme_fraction": chance, "rhyme_lift_low": judged["rhyme_fraction_low"] - chance,
                 "train_rhyme_fraction": sum(map(rhymed, training)) / len(training)}
 
 
