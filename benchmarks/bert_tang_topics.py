@@ -6,6 +6,9 @@
 The `tang-topics` recipe of the BERT member (`zupu train bert --recipe tang-topics`; its docstrings say
 what the task, the pre-training and the fine-tuning protocol are), run here with its settings as flags
 and its pre-trained model optionally saved or loaded, so that one pre-training can be fine-tuned again.
+Protocol: design choices (labels per topic, pooling, pre-training length) are compared with
+`--scored-on validation` (each draw scored on the labelled-pool poems it did not draw), and only the
+chosen design is run once with `--scored-on test` on the 1,000 test poems.
 Writes benchmarks/RESULTS-bert.md (or --out; stamped by benchmarks/results.py) and
 bert_tang_topics_STEPS.png beside it.
 """
@@ -35,6 +38,8 @@ from zupu.recipes.bert import (  # noqa: E402
     tang_corpus,
 )
 
+VALIDATION_NOTE = " (the labelled-pool poems each draw left: where design choices are made)"
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -54,7 +59,7 @@ def main() -> None:
     except ZupuError as e:
         p.error(str(e))
     torch.set_num_threads(s.threads)
-    tok, docs, _, test = tang_corpus()
+    tok, docs, _, _ = tang_corpus()
     t = time.perf_counter()
     if a.load:
         pre = BertForPreTraining(recipe.config(s, tok.vocab_size))
@@ -81,16 +86,19 @@ def main() -> None:
     wins = sum(x > y for x, y in zip(*accs.values(), strict=True))
     n_labels = s.labels_per_topic * len(TOPICS)
     fig = a.out.with_name(f"bert_tang_topics_{s.pretrain_steps}.png")  # beside the RESULTS file
+    scored = f"{draws[0]['scored']} {'validation' if s.scored_on == 'validation' else 'test'} poems"
     arms_figure(accs, 1 / len(TOPICS), fig, f"Tang poem topics (farewell/temple/frontier/palace): {n_labels} labels "
-                f"per draw, {s.draws} draws, {len(test)} test poems", over="label draws")
+                f"per draw, {s.draws} draws, {scored}", over="label draws")
     lrs = " / ".join(f"{lr:g}" for lr in FINETUNE_LRS)
     body = (f"# BERT on 全唐诗 topics: pre-trained ({s.pretrain_steps} steps) vs from scratch, {n_labels} labels\n\n"
             f"The `tang-topics` recipe's settings: hidden {s.hidden_size}, "
             f"{s.num_hidden_layers} layers, {s.max_length} tokens, vocabulary {tok.vocab_size} characters, "
             f"{len(docs):,} pre-training poems (two halves each). Pre-training: {source}; MLM accuracy "
             f"{pre_acc['mlm_acc']:.3f}, NSP accuracy {pre_acc['nsp_acc']:.3f}. Each draw: {n_labels} labels, "
-            f"{s.finetune_steps} fine-tuning steps, lr chosen per arm by 3-fold CV from {lrs}. Figure: {fig.name}.\n\n"
-            f"| draw | pre-trained acc (chosen lr; test acc at {lrs}) | from-scratch acc (same) | gain | "
+            f"{s.finetune_steps} fine-tuning steps, lr chosen per arm by 3-fold CV from {lrs}; accuracies on {scored}"
+            f"{VALIDATION_NOTE if s.scored_on == 'validation' else ''}"
+            f". MLM and NSP accuracies are on pre-training text, not held-out documents. Figure: {fig.name}.\n\n"
+            f"| draw | pre-trained acc (chosen lr; acc at {lrs}) | from-scratch acc (same) | gain | "
             "bag-of-chars logistic regression |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
             f"| **mean** | **{mean[arms[0]]:.3f}** | **{mean[arms[1]]:.3f}** | "
             f"**{mean[arms[0]] - mean[arms[1]]:+.3f}** (pre-trained ahead in {wins} of {s.draws} draws) | "

@@ -8,6 +8,7 @@ import os
 from types import ModuleType
 
 import pytest
+import torch
 
 
 def ci() -> bool:
@@ -28,3 +29,17 @@ def need(module: str) -> ModuleType:
     except ImportError as e:
         unavailable(f"{module} is not importable ({e}); install the test extras: pip install -e '.[test]'")
         raise  # unreachable: unavailable() raises
+
+
+def randomise_vectors(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every 1-D parameter (LayerNorm gains and biases, linear biases) drawn at random, in place.
+
+    A reference model's own init sets norm gains to 1 and biases to 0, so a checkpoint map that swapped
+    two norms, or two biases, would still give equal outputs; random values make every one count."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.dim() == 1:
+                centre = 1.0 if name.endswith("weight") else 0.0  # gains around 1, biases around 0
+                p.copy_(centre + 0.3 * torch.randn(p.shape, generator=gen))
+    return module

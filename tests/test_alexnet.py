@@ -104,3 +104,15 @@ def test_quick_run_learns(tmp_path):
     result = launch.train("alexnet", "fashion-mnist", tmp_path, quick=True)
     assert result["metrics"]["test_acc"] >= 0.7
     assert (tmp_path / "conv1_kernels.png").exists()
+
+
+def test_validation_split_is_carved_from_the_training_images():
+    from zupu.errors import SettingError
+    from zupu.recipes.alexnet import validation_split
+
+    x, y = torch.arange(100.0).view(100, 1), torch.arange(100)
+    xtr, ytr, xval, yval = validation_split(x, y, 20)
+    assert len(ytr) == 80 and yval.tolist() == list(range(80, 100))  # the last 20, disjoint from training
+    with pytest.raises(SettingError, match="validation=100"):
+        validation_split(x, y, 100)
+

@@ -217,6 +217,23 @@ def test_tang_topics_recipe_chooses_each_arms_lr_on_its_own_labels(tmp_path):
     assert (tmp_path / "pretrained_vs_scratch.png").stat().st_size > 1000
 
 
+def test_tang_topics_validation_is_the_pool_a_draw_left_never_the_test_set():
+    """Design choices are scored on the labelled-pool poems a draw did not take, disjoint from its labels
+    and from the 1,000 test poems."""
+    from zupu.recipes.bert import POOL_PER_TOPIC, TOPICS, draw_labels, tang_corpus
+
+    _, _, pool, test = tang_corpus()
+    s = TangTopics.Settings(labels_per_topic=20, scored_on="validation")
+    train = draw_labels(pool, 20, draw=0)
+    val = TangTopics().scored(s, pool, train)
+    assert len(val) == (POOL_PER_TOPIC - 20) * len(TOPICS)
+    assert not {text for text, _ in val} & {text for text, _ in train}
+    assert not {text for text, _ in val} & {text for text, _ in test}
+    assert TangTopics().scored(TangTopics.Settings(), pool, train) == test
+    with pytest.raises(ZupuError, match="scored_on='dev'"):
+        TangTopics().check(TangTopics.Settings(scored_on="dev"))
+
+
 def test_tang_topics_refuses_more_labels_than_the_pool_before_pre_training(tmp_path, monkeypatch):
     def pretrain(*args, **kwargs):
         raise AssertionError("pre-trained before checking the settings")

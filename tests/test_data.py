@@ -25,6 +25,28 @@ def test_mirror_fetch_verifies_and_caches(fresh_cache):
     assert not list(fresh_cache.rglob("*.part"))
 
 
+def test_notmnist_is_deduplicated_before_any_split():
+    """The raw file holds 196 exact copies of other images; the mark1-letters 80/20 split of it put 46 test
+    images in training too. The loader keeps each image once, so the same split shares none."""
+    from collections import Counter
+
+    from zupu.data.transforms import split_indices
+
+    raw = read_idx(data.fetch("notmnist")["t10k-images-idx3-ubyte.gz"])
+    copies = Counter(img.tobytes() for img in raw)
+    assert len(raw) == 10_000 and sum(n - 1 for n in copies.values()) == 196
+
+    def shared(images):
+        train, test = split_indices(len(images), 0.2, seed=0)  # the recipe's split
+        seen = {images[i].tobytes() for i in train}
+        return sum(images[i].tobytes() in seen for i in test)
+
+    assert shared(raw) == 46
+    letters = data.load("notmnist")["all"]
+    assert len(letters.x) == 9_804 and len({img.tobytes() for img in letters.x}) == 9_804
+    assert shared(letters.x) == 0
+
+
 def test_loaders_give_real_data_shapes():
     mnist = data.load("mnist")
     assert mnist["train"].x.shape == (5000, 28, 28) and mnist["test"].x.shape == (10000, 28, 28)

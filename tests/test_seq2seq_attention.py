@@ -1,6 +1,7 @@
 """seq2seq-attention: the bidirectional encoder, masks, attention weights, greedy and beam decoding, the
 deterministic leak-free split, and (slow) attention beating no-attention on Tatoeba en->zh."""
 
+import unicodedata
 from types import SimpleNamespace
 
 import pytest
@@ -133,8 +134,15 @@ def test_tokenizers_round_trip_and_stay_on_the_training_split():
     src_tok, tgt_tok = translation.tokenizers_for(4000, 4000)
     assert [src_tok.token_to_id(t) for t in translation.SPECIALS] == [0, 1, 2, 3]
     assert [tgt_tok.token_to_id(t) for t in translation.SPECIALS] == [0, 1, 2, 3]
-    zh = translation.tatoeba_splits()["test"][0][1]
-    assert tgt_tok.decode(tgt_tok.encode(zh).ids).replace("[UNK]", "") in zh or "[UNK]" not in zh
+    test = [zh for _, zh in translation.tatoeba_splits()["test"]]
+    ids = [tgt_tok.encode(zh).ids for zh in test]
+    unknown = [row.count(translation.SPECIALS.index("[UNK]")) for row in ids]
+    # the tokenizer normalises with NFKC ("！" -> "!"): every sentence without an unknown piece comes back
+    # as exactly its NFKC form; measured: 32 unknown pieces in 27 of 963 sentences (9,660 characters)
+    for zh, row, n in zip(test, ids, unknown, strict=True):
+        if n == 0:
+            assert tgt_tok.decode(row) == unicodedata.normalize("NFKC", zh)
+    assert sum(unknown) <= 0.01 * sum(map(len, test)) and sum(n > 0 for n in unknown) <= 0.05 * len(test)
     assert tgt_tok.decode(tgt_tok.encode("我们明天去学校。").ids) == "我们明天去学校。"
 
 
@@ -171,6 +179,9 @@ def test_paired_comparison_tells_a_lead_from_chance():
 def test_attention_beats_no_attention_on_tatoeba(tmp_path):
     result = launch.train("seq2seq-attention", quick=True, out=tmp_path, seed=0)
     m = result["metrics"]
-    # 3 epochs are too few for the full recipe's 2-BLEU margin; attention must still lead on both scores
-    assert m["bleu_gain"] > 0 and m["chrf_gain"] > 0 and m["bleu"] >= recipe.BLEU_FLOOR_QUICK, m
+    # the milestone itself: attention's BLEU lead over its twin is beyond chance (paired approximate
+    # randomisation on the quick run's 300 test sentences), not merely positive
+    judged = recipe.Tatoeba().milestone_for(quick=True).judge(m)
+    assert judged["name"] == "bleu_gain_p" and judged["passed"], judged
+    assert m["bleu"] >= recipe.BLEU_FLOOR_QUICK, m
     assert (tmp_path / "alignment.png").stat().st_size > 0

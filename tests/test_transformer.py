@@ -179,6 +179,16 @@ def test_reverse_task_holds_out_its_test_strings():
         recipe.reverse_task(31, 5, 2, seed=0)
 
 
+def test_copy_reverse_validation_strings_are_held_out_of_training_and_test():
+    rec = recipe.CopyReverse()
+    s = rec.settings(overrides={"n_train": 3000, "n_test": 200, "n_val": 200})
+    (_, _, train), (_, _, test) = rec.data(s)
+    val = rec.val(s)[2]
+    assert len(val) == 200 and min(map(len, val)) >= s.test_min_len
+    assert not set(val) & set(test) and not set(val) & set(train) and not set(test) & set(train)
+    assert rec.val(rec.settings())[2] == []
+
+
 @pytest.mark.slow
 def test_copy_reverse_is_solved_on_unseen_strings(tmp_path):
     result = launch.train("transformer", quick=True, out=tmp_path, seed=0)

@@ -15,6 +15,8 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     m = result["metrics"]
     print(f"L(N) = {m['l_inf']:.3f} + ({m['n_c']:.3g} / N)^{m['alpha']:.3f}   R^2 = {m['r2']:.3f}   "
           f"({m['sizes']} sizes, N = {m['smallest_params']:,} .. {m['largest_params']:,})")
+    print("the largest model's loss predicted from the others (relative error): " + ", ".join(
+        f"{shape} {m[f'holdout_error_{shape}']:.2%}" for shape in ("power_law", "log_linear", "exponential", "flat")))
     print(f"the exponent describes tiny models trained briefly; Kaplan et al. report alpha_N ~ 0.076 at scale. "
           f"plot: {args.out or 'runs/scaling-char-sweep'}/scaling.png")
     return 0

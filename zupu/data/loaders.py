@@ -59,7 +59,14 @@ def fashion_mnist(paths: dict[str, Path]) -> dict[str, Split]:
 
 
 def notmnist(paths: dict[str, Path]) -> dict[str, Split]:
-    return {"all": _idx_split(paths, "t10k")}  # labels 0..9 = letters A..J
+    """Labels 0..9 = letters A..J. The file holds 196 exact copies of other images (57 images appear 2-14
+    times, always with one label); each is kept once, in first-seen order, so that no split can put an image
+    on both sides: 9,804 images."""
+    raw = _idx_split(paths, "t10k")
+    rows = np.ascontiguousarray(raw.x).reshape(len(raw.x), -1)
+    _, first = np.unique(rows.view(np.dtype((np.void, rows.shape[1]))), return_index=True)  # one key per image
+    keep = np.sort(first)
+    return {"all": Split(raw.x[keep], raw.y[keep])}
 
 
 def uci_letters(paths: dict[str, Path]) -> dict[str, Split]:

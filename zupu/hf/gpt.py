@@ -46,13 +46,20 @@ _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c
 _BUFFERS = re.compile(r"(^|\.)h\.\d+\.attn\.(bias|masked_bias)$|(^|\.)position_ids$")
 
 
+# OpenAI-GPT's `afn` names its own table (transformers' modeling_openai ACT_FNS), where "gelu" is the tanh
+# approximation, not the exact GELU that "gelu" means everywhere else: afn -> zupu activation, and back
+_FROM_AFN = {"gelu": "gelu_new", "relu": "relu", "silu": "silu", "swish": "silu"}
+_TO_AFN = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu", "silu": "silu", "swish": "silu"}
+
+
 def model_type_of(config: GPTConfig) -> str | None:
     """The HF model_type that computes exactly what this config does, or None."""
     if config.sparse:
         return None
     if config.pre_ln:
         return "gpt2"
-    return "openai-gpt" if config.n_inner in (None, 4 * config.n_embd) else None
+    same_mlp = config.n_inner in (None, 4 * config.n_embd) and config.activation_function in _TO_AFN
+    return "openai-gpt" if same_mlp else None
 
 
 def hf_name(key: str, model_type: str) -> str:
@@ -80,7 +87,10 @@ def _config_from_hf(cfg: dict[str, Any], where: Path) -> GPTConfig:
                                                                                  base.activation_function)}
     else:
         base = PRESETS["gpt1"]
-        extra = {"activation_function": cfg.get("afn", base.activation_function), "pre_ln": False}
+        afn = cfg.get("afn", "gelu")
+        if afn not in _FROM_AFN:
+            raise CheckpointError(f"{where / CONFIG}: afn={afn!r} is not one of OpenAI-GPT's {sorted(_FROM_AFN)}")
+        extra = {"activation_function": _FROM_AFN[afn], "pre_ln": False}
     values = {k: cfg[k] for k in _SHARED if k in cfg}
     try:
         return dataclasses.replace(base, **values, **extra)
@@ -145,7 +155,7 @@ def save_pretrained(model: GPT, out: str | os.PathLike, zupu_meta: dict[str, Any
     if model_type == "gpt2":
         config.update(n_inner=c.n_inner, activation_function=c.activation_function)
     else:
-        config["afn"] = c.activation_function
+        config["afn"] = _TO_AFN[c.activation_function]
     gpt2_vocab = c.vocab_size > 50256  # GPT-2's BPE ends with <|endoftext|> = 50256; other vocabularies have none
     config.update(bos_token_id=50256 if gpt2_vocab and model_type == "gpt2" else None,
                   eos_token_id=50256 if gpt2_vocab and model_type == "gpt2" else None, dtype="float32", zupu=meta)

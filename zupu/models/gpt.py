@@ -15,7 +15,7 @@ The model reads tokens u_1..u_T and gives the distribution of each next token (G
 trained by maximising sum_i log P(u_i | u_{i-k}, ..., u_{i-1}) over a window of k tokens (eq. 1).
 
 The three generations differ in a few switches, all fields of `GPTConfig`:
-- GPT-1: post-LN blocks, h = LN(h + Sublayer(h)), and GELU (`pre_ln=False`, `activation_function="gelu"`).
+- GPT-1: post-LN blocks, h = LN(h + Sublayer(h)), and GELU (`pre_ln=False`, `activation_function="gelu_new"`).
 - GPT-2: "layer normalization was moved to the input of each sub-block ... and an additional layer
   normalization was added after the final self-attention block", and the residual projections start
   scaled by 1/sqrt(N) for N residual layers (`pre_ln=True` switches on all three).
@@ -51,7 +51,7 @@ class GPTConfig:
     n_layer: int = 12
     n_head: int = 12
     n_inner: int | None = None  # MLP width; None means 4 * n_embd
-    activation_function: str = "gelu_new"  # GPT-2's tanh-approximate GELU; GPT-1 in HF uses exact "gelu"
+    activation_function: str = "gelu_new"  # tanh-approximate GELU: GPT-2's, and GPT-1's (HF's OpenAI-GPT "gelu")
     resid_pdrop: float = 0.1
     embd_pdrop: float = 0.1
     attn_pdrop: float = 0.1
@@ -171,14 +171,14 @@ class GPT(nn.Module):
     generate = sampling.generate
 
 
-_GPT1 = dict(vocab_size=40478, n_positions=512, activation_function="gelu", pre_ln=False)
+_GPT1 = dict(vocab_size=40478, n_positions=512, activation_function="gelu_new", pre_ln=False)
 _GPT3 = dict(n_positions=2048, attention_types=("global", "local"))
 _TINY = dict(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0,
              attn_pdrop=0.0)
 
 PRESETS = {
     "tiny": GPTConfig(**_TINY),  # GPT-2 layout, for tests and the CPU
-    "tiny-gpt1": GPTConfig(**{**_TINY, "activation_function": "gelu", "pre_ln": False}),
+    "tiny-gpt1": GPTConfig(**{**_TINY, "activation_function": "gelu_new", "pre_ln": False}),
     "tiny-gpt3": GPTConfig(**_TINY, attention_types=("global", "local"), window_size=8),
     "gpt1": GPTConfig(**_GPT1),  # 117M
     "gpt2": GPTConfig(),  # 124M

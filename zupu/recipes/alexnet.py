@@ -15,6 +15,7 @@ import torch
 
 from zupu import data
 from zupu.data.transforms import images, shift_and_flip
+from zupu.errors import SettingError
 from zupu.models.alexnet import AlexNet, AlexNetConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.classifier import fit_classifier
@@ -34,6 +35,15 @@ def fashion_tensors(train_size: int = 0) -> tuple[torch.Tensor, torch.Tensor, to
     return xtr, ytr, xte, yte
 
 
+def validation_split(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """The last `size` of the 60,000 training images as a validation set, the rest (or their first
+    `train_size`) for training: design choices (benchmarks/alexnet_ablations.py) are made on it, never
+    on the test set."""
+    if not 0 < size < len(y):
+        raise SettingError(f"validation={size}: hold out between 1 and {len(y) - 1} of the {len(y)} training images")
+    return x[:-size], y[:-size], x[-size:], y[-size:]
+
+
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     """The memory layout measured faster for these convolutions on this CPU (the model is converted too)."""
     return x.contiguous(memory_format=torch.channels_last)
@@ -43,6 +53,7 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 class FashionSettings:
     epochs: int = 12  # test accuracy per epoch still rose by ~0.3 points at epoch 11
     train_size: int = 0  # 0: all 60,000 training images
+    validation: int = 0  # > 0: hold out the last N training images and report `val_acc` on them (see validation_split)
     batch_size: int = 128  # measured: 128-256 with channels_last is fastest per image on 2 cores
     lr: float = 0.05
     momentum: float = 0.9
@@ -73,7 +84,12 @@ class Fashion(Recipe):
                                      pooled=s.pooled))
 
     def train(self, model: AlexNet, s: FashionSettings, run) -> dict:
-        xtr, ytr, xte, yte = fashion_tensors(s.train_size)
+        xtr, ytr, xte, yte = fashion_tensors()
+        val = {}
+        if s.validation:
+            xtr, ytr, xval, yval = validation_split(xtr, ytr, s.validation)
+        if s.train_size:
+            xtr, ytr = xtr[:s.train_size], ytr[:s.train_size]
         model.to(memory_format=torch.channels_last)
 
         def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -83,7 +99,9 @@ class Fashion(Recipe):
         final = fit_classifier(model, (xtr, ytr), (channels_last(xte), yte), opt, s.epochs, s.batch_size, run.seed,
                                run, augment=augment, desc="alexnet fashion-mnist")
         train_acc = accuracy(model, channels_last(xtr[:10_000]), ytr[:10_000])  # un-augmented, dropout off
-        return {**final, "train_acc": train_acc, "generalisation_gap": train_acc - final["test_acc"]}
+        if s.validation:
+            val = {"val_acc": accuracy(model, channels_last(xval), yval), "validation_images": s.validation}
+        return {**final, **val, "train_acc": train_acc, "generalisation_gap": train_acc - final["test_acc"]}
 
     def evaluate(self, model: AlexNet, s: FashionSettings) -> dict:
         _, _, xte, yte = fashion_tensors()

@@ -427,6 +427,10 @@ class TopicSettings:
     labels_per_topic: int = 20  # training labels per topic in each draw (at most POOL_PER_TOPIC)
     draws: int = 5  # independent draws of the training labels; the metrics are means over draws
     finetune_steps: int = 150
+    # "test": score on the 1,000 test poems; "validation": on the pool poems a draw did not take as labels
+    # (50 - labels_per_topic per topic), where design choices (labels per topic, pooling, pre-training length)
+    # are made before one final run on the test set
+    scored_on: str = "test"
     threads: int = 1
 
 
@@ -478,9 +482,9 @@ class TangTopics(Recipe):
                 scheduler=make_schedule(opt, "linear", s.finetune_steps, max(1, s.finetune_steps // 10), 0.0)).fit()
         return model, labelled_accuracy(model, tok, test, s.max_length)
 
-    def choose_and_score(self, s: TopicSettings, encoder_state: dict | None, train: list, draw: int) -> dict:
-        """Pick the lr by 3-fold CV on `train` alone, then score every lr trained on all of `train`."""
-        test = tang_corpus()[3]
+    def choose_and_score(self, s: TopicSettings, encoder_state: dict | None, train: list, test: list,
+                         draw: int) -> dict:
+        """Pick the lr by 3-fold CV on `train` alone, then score every lr trained on all of `train` on `test`."""
         order = list(range(len(train)))
         random.Random(7 + draw).shuffle(order)
         folds = [set(order[i::3]) for i in range(3)]
@@ -497,18 +501,30 @@ class TangTopics(Recipe):
         if not 1 <= s.labels_per_topic <= POOL_PER_TOPIC:
             raise ZupuError(f"labels_per_topic={s.labels_per_topic}: the labelled pool has {POOL_PER_TOPIC} "
                             "poems per topic; choose 1 to that")
+        if s.scored_on not in ("test", "validation"):
+            raise ZupuError(f"scored_on={s.scored_on!r}: choose test or validation")
+        if s.scored_on == "validation" and s.labels_per_topic == POOL_PER_TOPIC:
+            raise ZupuError(f"scored_on=validation needs pool poems left over: labels_per_topic below {POOL_PER_TOPIC}")
+
+    def scored(self, s: TopicSettings, pool: list, train: list) -> list:
+        """What a draw is scored on: the test poems, or the pool poems it did not draw (validation)."""
+        if s.scored_on == "test":
+            return tang_corpus()[3]
+        taken = set(map(id, train))  # draw_labels returns the pool's own tuples
+        return [e for e in pool if id(e) not in taken]
 
     def compare(self, pre: BertForPreTraining, s: TopicSettings) -> list[dict]:
         """Per draw: both arms' `choose_and_score` and the bag-of-characters reference."""
         self.check(s)
-        tok, _, pool, test = tang_corpus()
+        tok, _, pool, _ = tang_corpus()
         encoder = pre.bert.state_dict()
         out = []
         for d in range(s.draws):
             train = draw_labels(pool, s.labels_per_topic, d)
-            arms = {arm: self.choose_and_score(s, state, train, d)
+            scored = self.scored(s, pool, train)
+            arms = {arm: self.choose_and_score(s, state, train, scored, d)
                     for arm, state in (("pre-trained", encoder), ("from scratch", None))}
-            out.append({"arms": arms, "bag_of_chars": bag_of_chars(tok, train, test)})
+            out.append({"arms": arms, "bag_of_chars": bag_of_chars(tok, train, scored), "scored": len(scored)})
         return out
 
     def train(self, model: BertForMeanPooledClassification, s: TopicSettings, run) -> dict:
@@ -525,13 +541,15 @@ class TangTopics(Recipe):
         metrics = {"pretrained_acc": mean["pre-trained"], "scratch_acc": mean["from scratch"],
                    "gain": mean["pre-trained"] - mean["from scratch"],
                    "pretrained_accs": accs["pre-trained"], "scratch_accs": accs["from scratch"],
-                   "test_acc": accs["pre-trained"][0],  # the saved model's (draw 0's)
+                   # the saved model's (draw 0's), on what the draws were scored on
+                   ("val_acc" if s.scored_on == "validation" else "test_acc"): accs["pre-trained"][0],
                    "pretrained_lrs": [d["arms"]["pre-trained"]["lr"] for d in draws],
                    "scratch_lrs": [d["arms"]["from scratch"]["lr"] for d in draws],
                    "bag_of_chars_acc": float(np.mean([d["bag_of_chars"] for d in draws])),
                    **{"pretrain_" + k: v for k, v in pretraining_accuracy(pre, tok, docs, s.max_length).items()},
                    "chance": 1 / len(TOPICS), "labelled_train": s.labels_per_topic * len(TOPICS),
-                   "labelled_test": len(test), "pretrain_seconds": pretrain_seconds,
+                   "labelled_test": draws[0]["scored"], "scored_on_validation": float(s.scored_on == "validation"),
+                   "pretrain_seconds": pretrain_seconds,
                    "seconds": time.perf_counter() - start}
         run.log(s.pretrain_steps, **{k: v for k, v in metrics.items() if k.endswith("acc") or k == "gain"})
         arms_figure(accs, 1 / len(TOPICS), run.path("pretrained_vs_scratch.png"),

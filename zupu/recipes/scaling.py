@@ -7,9 +7,13 @@ find that a language model's loss falls as a power law in its non-embedding para
 
 over seven orders of magnitude. Here a sweep trains character-level GPTs of growing width on the
 same data (tiny Shakespeare) for the same number of steps, fits the three constants, and reports the
-exponent and R^2. The models span about two orders of magnitude (thousands to a few hundred thousand
-parameters) and are trained for minutes, so the exponent describes this small, short regime: it is
-not comparable to the paper's, whose models were trained on far more data to near convergence.
+exponent and R^2. R^2 cannot tell a power law from other curves here (a log-linear one reaches 0.99 on
+these sizes too), so the milestone is a prediction instead: the law fitted to every model but the
+largest predicts the largest one's loss, and the same is asked of a log-linear and an exponential
+curve, so a reader sees which shape extrapolates best. The models span about two orders of magnitude
+(thousands to a few hundred thousand parameters) and are trained for minutes, so the exponent describes
+this small, short regime: it is not comparable to the paper's, whose models were trained on far more
+data to near convergence.
 
 `zupu scaling [--quick] [--out DIR] [--set widths=16,32,64]` runs the sweep; `zupu train scaling`
 does the same through the common recipe interface (and the tour shows it).
@@ -81,6 +85,46 @@ def predict(fit: dict[str, float], n: np.ndarray) -> np.ndarray:
     return fit["l_inf"] + (fit["n_c"] / np.asarray(n, dtype=float)) ** fit["alpha"]
 
 
+def fit_log_linear(n: np.ndarray, loss: np.ndarray) -> dict[str, float]:
+    """L(N) = a + b log N: the rival shape that any slowly bending curve also fits with a high R^2."""
+    b, a = np.polyfit(np.log(np.asarray(n, dtype=float)), np.asarray(loss, dtype=float), 1)
+    return {"a": float(a), "b": float(b)}
+
+
+def fit_exponential(n: np.ndarray, loss: np.ndarray, grid: int = 400) -> dict[str, float]:
+    """L(N) = c + d exp(-N / N_0): a curve that saturates far faster than a power law. For each N_0 on a
+    log grid spanning the sizes the model is linear in (c, d); the least-squares best of all three."""
+    n, loss = np.asarray(n, dtype=float), np.asarray(loss, dtype=float)
+    best = None
+    for n0 in np.geomspace(n.min() / 10, n.max() * 10, grid):
+        x = np.stack([np.ones_like(n), np.exp(-n / n0)], 1)  # (sizes, 2)
+        coef = np.linalg.lstsq(x, loss, rcond=None)[0]
+        sse = float(((x @ coef - loss) ** 2).sum())
+        if best is None or sse < best[0]:
+            best = (sse, {"c": float(coef[0]), "d": float(coef[1]), "n0": float(n0)})
+    return best[1]
+
+
+SHAPES = {  # name: (fit, prediction at sizes n)
+    "power_law": (fit_power_law, lambda f, n: predict(f, n)),
+    "log_linear": (fit_log_linear, lambda f, n: f["a"] + f["b"] * np.log(np.asarray(n, dtype=float))),
+    "exponential": (fit_exponential, lambda f, n: f["c"] + f["d"] * np.exp(-np.asarray(n, dtype=float) / f["n0"])),
+}
+
+
+def held_out_errors(n: np.ndarray, loss: np.ndarray) -> dict[str, float]:
+    """Each curve shape fitted to every size but the largest, then asked for the largest one's loss: the
+    relative error of that prediction, `holdout_error_<shape>`. R^2 on the fitted points cannot tell the
+    shapes apart (a log-linear curve reaches 0.999 on these sizes); extrapolating one step can. The naive
+    `holdout_error_flat` (the largest model no better than the next) is the error a shape must beat."""
+    n, loss = np.asarray(n, dtype=float), np.asarray(loss, dtype=float)
+    out = {f"holdout_error_{name}": float(abs(pred(fit(n[:-1], loss[:-1]), n[-1:])[0] - loss[-1]) / loss[-1])
+           for name, (fit, pred) in SHAPES.items()}
+    out["holdout_error_flat"] = float(abs(loss[-2] - loss[-1]) / loss[-1])
+    out["best_shape"] = min(SHAPES, key=lambda name: out[f"holdout_error_{name}"])
+    return out
+
+
 def config(vocab: int, width: int, s: SweepSettings) -> GPTConfig:
     return GPTConfig(vocab_size=vocab, n_positions=s.block_size, n_embd=width, n_layer=s.n_layer,
                      n_head=max(1, width // s.head_size), resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
@@ -108,9 +152,18 @@ class SizeSweep(Recipe):
     name = "char-sweep"
     summary = "GPTs of 6 widths, same data and steps, on tiny Shakespeare: L(N) = L_inf + (N_c/N)^alpha"
     Settings = SweepSettings
-    milestone = Milestone("r2", 0.95, paper="Kaplan et al. (2020): L(N) a power law, alpha_N ~ 0.076 "
+    # the power law fitted to the 5 smaller models predicts the largest one's loss within 1.5%; measured at
+    # seed 0: 0.85% (log-linear 0.52%, exponential 2.7%; "no better than the next size" 3.9%)
+    milestone = Milestone("holdout_error_power_law", 0.015, higher_is_better=False,
+                          paper="Kaplan et al. (2020): L(N) a power law, alpha_N ~ 0.076 "
                           "(models to 1.5B, near convergence; ours are tiny and short)")
     quick = {"widths": (16, 24, 32, 48, 64), "steps": 200}
+    # 200 steps are noisy (R^2 0.99 / 0.96 / 0.44 at seeds 0-2: one size trains badly at seed 2); the held-out
+    # prediction is not: 1.14% / 0.47% / 0.91% at seeds 0, 1, 2, where "no better than the next size" is 0.97% /
+    # 1.35% / 1.23%, so at quick settings the law does not reliably beat that naive guess
+    quick_milestone = Milestone("holdout_error_power_law", 0.015, higher_is_better=False,
+                                paper="the full sweep's bound, reached at seeds 0-2")
+    quick_seconds = 20.0  # 18 s at one thread, seed 0, load ~2 (seeds 1, 2: 46 s, 35 s at load 5-8)
     tiny = {"widths": (8, 12, 16, 20, 24), "steps": 30, "eval_tokens": 2048, "block_size": 32}
 
     def data(self) -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
@@ -136,11 +189,11 @@ class SizeSweep(Recipe):
             loss = val_loss(net, val_ids, s.block_size, s.eval_tokens)
             rows.append({"n_embd": width, "params": net.num_params(), "val_loss": loss})
             run.log(len(rows), params=rows[-1]["params"], val_loss=loss)
-        fit = fit_power_law(np.array([r["params"] for r in rows]), np.array([r["val_loss"] for r in rows]))
-        write_json(run.out / "sweep.json", {"sizes": rows, "fit": fit})
-        self._rows, self._fit = rows, fit
-        return {**fit, "sizes": len(rows), "smallest_params": rows[0]["params"], "largest_params": rows[-1]["params"],
-                "val_loss_largest": rows[-1]["val_loss"]}
+        n, loss = np.array([r["params"] for r in rows]), np.array([r["val_loss"] for r in rows])
+        fit, held_out = fit_power_law(n, loss), held_out_errors(n, loss)
+        write_json(run.out / "sweep.json", {"sizes": rows, "fit": fit, "held_out": held_out})
+        return {**fit, **held_out, "sizes": len(rows), "smallest_params": rows[0]["params"],
+                "largest_params": rows[-1]["params"], "val_loss_largest": rows[-1]["val_loss"]}
 
     def evaluate(self, model: GPT, s: SweepSettings) -> dict:
         """The saved model is the sweep's largest."""
