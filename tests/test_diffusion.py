@@ -86,3 +86,78 @@ def test_schedulers_build_from_a_diffusers_config_and_reject_bad_arguments(tmp_p
         DDIMScheduler().set_timesteps(0)
     with pytest.raises(SettingError, match="set_timesteps"):
         DDIMScheduler().step(torch.zeros(1), 10, torch.zeros(1))
+
+
+# The UNet ---------------------------------------------------------------------------------------------------
+
+
+def _randomise(module: torch.nn.Module) -> torch.nn.Module:
+    """Weights that are not diffusers' init: norms' gains and biases too, and zero-initialised outputs."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.5 if p.dim() == 1 else 0.0, 0.2)
+    return module
+
+
+_UNET2D = dict(sample_size=16, in_channels=3, out_channels=2, block_out_channels=(16, 32, 32), layers_per_block=2,
+               norm_num_groups=8, down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+               up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
+               num_class_embeds=5, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6, downsample_padding=0,
+               mid_block_scale_factor=1.5)
+_UNET2D_COND = dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+                    norm_num_groups=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=24,
+                    attention_head_dim=(2, 4), transformer_layers_per_block=2, num_class_embeds=3)
+
+
+@pytest.mark.parametrize(("cls", "kw"), [("UNet2DModel", _UNET2D), ("UNet2DConditionModel", _UNET2D_COND),
+                                         ("UNet2DConditionModel", dict(_UNET2D_COND, use_linear_projection=True))])
+def test_unet_loads_diffusers_checkpoints_and_saves_them_back(tmp_path, cls, kw):
+    diffusers = need("diffusers")
+    import zupu
+    from zupu.checkpoint import save_model
+
+    torch.manual_seed(0)
+    ref = _randomise(getattr(diffusers, cls)(**kw)).eval()
+    ref.save_pretrained(tmp_path / "theirs")
+    ours = zupu.from_pretrained(tmp_path / "theirs")
+    assert type(ours).__name__ == "UNet"
+    b, size = 2, kw["sample_size"]
+    x = torch.randn(b, kw["in_channels"], size, size)
+    t = torch.tensor([3, 817])
+    args = {"class_labels": torch.tensor([1, 2])}
+    if "cross_attention_dim" in kw:
+        args["encoder_hidden_states"] = torch.randn(b, 5, kw["cross_attention_dim"])
+    with torch.no_grad():
+        want = ref(x, t, **args).sample
+        got = ours(x, t, **args)
+    assert want.abs().mean() > 0.1  # a real signal, not a zero-initialised output layer
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # a scalar timestep means the same step for every sample
+        torch.testing.assert_close(ours(x, 7, **args), ref(x, 7, **args).sample, atol=1e-5, rtol=1e-5)
+    save_model(ours, tmp_path / "ours")
+    back = getattr(diffusers, cls).from_pretrained(tmp_path / "ours").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(x, t, **args).sample, want, atol=1e-5, rtol=1e-5)
+
+
+def test_unet_rejects_what_it_cannot_hold(tmp_path):
+    diffusers = need("diffusers")
+    import json
+
+    import zupu
+    from zupu.errors import CheckpointError
+    from zupu.models.diffusion import UNet, UNetConfig
+
+    diffusers.UNet2DModel(**dict(_UNET2D, resnet_time_scale_shift="scale_shift")).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="resnet_time_scale_shift='scale_shift' is not supported"):
+        zupu.from_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    with pytest.raises(SettingError, match="CrossAttnDownBlock2D needs cross_attention_dim"):
+        UNetConfig(down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"))
+    unet = UNet(UNetConfig(block_out_channels=(8, 16), norm_num_groups=4, num_class_embeds=3))
+    with pytest.raises(SettingError, match="multiples of 2"):
+        unet(torch.zeros(1, 1, 7, 8), 1, class_labels=torch.tensor([0]))
+    with pytest.raises(SettingError, match="pass class_labels"):
+        unet(torch.zeros(1, 1, 8, 8), 1)
+    assert cfg["_class_name"] == "UNet2DModel"
