@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,3 +163,167 @@ def test_unet_rejects_what_it_cannot_hold(tmp_path):
     with pytest.raises(SettingError, match="pass class_labels"):
         unet(torch.zeros(1, 1, 8, 8), 1)
     assert cfg["_class_name"] == "UNet2DModel"
+
+
+# Sampling: guidance, img2img, inpainting, and the quality measures -----------------------------------------
+
+
+def _toy_unet(x, t, class_labels=None):
+    """A stand-in denoiser whose prediction depends on the input, the step and the label."""
+    shift = 0.0 if class_labels is None else class_labels.float().view(-1, 1, 1, 1) / 10
+    return 0.3 * x + shift + t / 2000
+
+
+def test_denoise_guides_noises_and_inpaints_as_documented():
+    from zupu.sampling import denoise
+
+    sched = DDIMScheduler(num_train_timesteps=100)
+    g = torch.Generator().manual_seed(0)
+    noise, init = torch.randn(4, 1, 6, 6, generator=g), torch.rand(4, 1, 6, 6, generator=g) * 2 - 1
+    labels = torch.tensor([0, 1, 2, 3])
+    plain = denoise(_toy_unet, sched, noise, 10, labels=labels)
+    # guidance w mixes (1 + w) conditional - w unconditional: w = 0 is the conditional model alone
+    assert torch.equal(denoise(_toy_unet, sched, noise, 10, labels=labels, null_label=9, guidance=0.0), plain)
+    assert not torch.allclose(denoise(_toy_unet, sched, noise, 10, labels=labels, null_label=9, guidance=2.0), plain)
+    # img2img: strength 0 returns the image, strength 1 ignores it
+    assert torch.equal(denoise(_toy_unet, sched, noise, 10, labels=labels, init=init, strength=0.0), init)
+    torch.testing.assert_close(denoise(_toy_unet, sched, noise, 10, labels=labels, init=init, strength=1.0), plain)
+    # inpainting keeps the unmasked pixels exactly and draws the masked ones
+    mask = torch.zeros(1, 1, 6, 6)
+    mask[..., 2:4, 2:4] = 1
+    out = denoise(_toy_unet, sched, noise, 10, labels=labels, init=init, mask=mask, generator=g)
+    assert torch.equal(out * (1 - mask), init * (1 - mask)) and not torch.allclose(out * mask, init * mask)
+    trajectory = []
+    denoise(_toy_unet, sched, noise, 10, labels=labels, trajectory=trajectory)
+    assert len(trajectory) == 10
+    for kw, match in ((dict(guidance=-1.0, null_label=9), "guidance must be >= 0"),
+                      (dict(init=init, mask=torch.ones(1, 1, 5, 6)), r"mask must be \(B, 1, 6, 6\)"),
+                      (dict(init=init[:, :, :5]), "init image is"), (dict(strength=0.5), "need an init image")):
+        with pytest.raises(SettingError, match=match):
+            denoise(_toy_unet, sched, noise, 10, labels=labels, **kw)
+    with pytest.raises(SettingError, match="steps must be at least 1"):
+        denoise(_toy_unet, sched, noise, 0)
+
+
+def test_frechet_distance_equals_torchmetrics_formula():
+    need("torchmetrics")
+    from torchmetrics.image.fid import _compute_fid
+
+    from zupu.recipes.diffusion import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 16, generator=g, dtype=torch.float64)
+    b = torch.randn(300, 16, generator=g, dtype=torch.float64) @ torch.randn(16, 16, generator=g, dtype=torch.float64)
+    b += 0.5
+    want = _compute_fid(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))
+    assert frechet_distance(a, b) == pytest.approx(float(want), rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+# zupu draw -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """An untrained tiny fashion-ddpm run directory, as `zupu train` saves one."""
+    import dataclasses
+
+    from zupu import registry
+    from zupu.checkpoint import save_model
+
+    recipe = registry.get("diffusion").recipe("fashion-ddpm")
+    s = recipe.settings(overrides=recipe.tiny)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("run")
+    save_model(recipe.build(s), out, {"member": "diffusion", "recipe": recipe.name, "seed": 0,
+                                      "settings": dataclasses.asdict(s)})
+    return out, s.image_size
+
+
+def _png(path, size, mode="L"):
+    from PIL import Image
+
+    Image.new(mode, size, 128).save(path)
+    return str(path)
+
+
+def test_zupu_draw_writes_pngs_and_names_each_bad_input(tiny_run, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from zupu.apps.draw import draw
+    from zupu.cli import main
+
+    run, size = tiny_run
+    monkeypatch.setenv("ZUPU_PROGRESS", "0")
+    out = tmp_path / "draw.png"
+    assert main(["draw", str(run), "--prompt", "an ankle Boot", "--steps", "3", "--n", "2", "--out", str(out)]) == 0
+    assert Image.open(out).size == (2 * size * 4, size * 4)
+    init = _png(tmp_path / "init.png", (size, size))
+    mask = _png(tmp_path / "mask.png", (size, size))
+    assert draw(run, "bag", steps=4, n=2, init=init, strength=0.5).shape == (2, 1, size, size)
+    assert draw(run, "3", steps=2, n=1, init=init, mask=mask).shape == (1, 1, size, size)
+    bad = [(dict(init=_png(tmp_path / "big.png", (size + 1, size))), f"is {size + 1}x{size}; this model draws"),
+           (dict(init=_png(tmp_path / "rgb.png", (size, size), "RGB")), "is mode RGB.*convert it to mode L"),
+           (dict(init=init, mask=_png(tmp_path / "m.png", (size, size + 2))), "--mask .* resize it"),
+           (dict(mask=mask), "--mask needs --init"), (dict(guidance=-0.5), "--guidance must be >= 0"),
+           (dict(steps=0), "--steps must be at least 1"), (dict(label="sock"), "names none of this model's classes")]
+    for kw, match in bad:
+        with pytest.raises(SettingError, match=match):
+            draw(run, **{"label": "bag", "steps": 2, "n": 1, **kw})
+
+
+# TAEF2, the tiny latent autoencoder ------------------------------------------------------------------------
+
+
+def _real_images() -> torch.Tensor:
+    """Four real Noto emoji on white, halved to 32x32 (the autoencoder's cost grows with the pixels): (4, 3, 32, 32)."""
+    import numpy as np
+    from PIL import Image
+
+    root = Path(os.environ.get("ZUPU_DATA_MIRROR", "")) / "emoji-noto-64" / "img" / "google" / "64"
+    files = sorted(root.glob("*.png"))[::900][:4]
+    if len(files) < 4:
+        pytest.skip("the emoji-noto-64 images are not in ZUPU_DATA_MIRROR")
+    emoji = []
+    for f in files:
+        with Image.open(f) as im:
+            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            rgb = Image.alpha_composite(white, im.convert("RGBA")).convert("RGB")
+            emoji.append(np.asarray(rgb.resize((32, 32), Image.LANCZOS)))
+    return torch.from_numpy(np.stack(emoji)).permute(0, 3, 1, 2).float() / 255  # (4, 3, 32, 32)
+
+
+@pytest.mark.skipif(not os.environ.get("ZUPU_TAESD_REF"), reason="set ZUPU_TAESD_REF to a madebyollin/taesd checkout")
+def test_taef2_equals_the_reference_on_real_images(monkeypatch):
+    """Against madebyollin's own taesd.py (not copied here: ZUPU_TAESD_REF names a checkout of it)."""
+    from zupu.hf.diffusion import load_taesd
+
+    monkeypatch.syspath_prepend(os.environ["ZUPU_TAESD_REF"])
+    import taesd
+
+    from zupu import weights
+
+    folder = weights.fetch("taef2")
+    ref = taesd.TAESD(folder / "taef2_encoder.pth", folder / "taef2_decoder.pth").eval()
+    ours = load_taesd()
+    x = _real_images()
+    with torch.no_grad():
+        z, z_ref = ours.encode(x), ref.encoder(x)
+        torch.testing.assert_close(z, z_ref, atol=1e-5, rtol=1e-5)
+        assert z.shape == (4, 32, 4, 4)
+        y = ours.decode(z)
+        torch.testing.assert_close(y, ref.decoder(z_ref), atol=1e-5, rtol=1e-5)
+    assert (y.clamp(0, 1) - x).abs().mean() < 0.1  # and it reconstructs them (0.07 at 32x32)
+
+
+def test_taef2_loads_the_registered_weights_and_reconstructs_real_images():
+    from zupu.hf.diffusion import load_taesd
+
+    ours = load_taesd()
+    x = _real_images()
+    with torch.no_grad():
+        y = ours(x).clamp(0, 1)
+    err = (y - x).abs().mean()
+    assert err < 0.1, err  # 0.07 measured; a random or wrongly loaded decoder is far off
+    with pytest.raises(SettingError, match="multiples of 8"):
+        ours.encode(x[:, :, :60])

@@ -26,11 +26,12 @@ import torch
 from torch import nn
 
 from zupu.atomic import write_json
-from zupu.checkpoint import CONFIG, DIFFUSERS_LAYOUT, config_from_dict, read_config, save_state
+from zupu.checkpoint import CONFIG, DIFFUSERS_LAYOUT, config_from_dict, load_into, read_config, save_state
 from zupu.errors import CheckpointError
 from zupu.hf import keymap
 from zupu.hf.tensors import model_dtype, read_tensors
 from zupu.models.diffusion.unet import UNet, UNetConfig
+from zupu.models.diffusion.vae import TinyAutoencoder, TinyAutoencoderConfig
 
 CLASSES = ("UNet2DModel", "UNet2DConditionModel")
 # diffusers options zupu's UNet does not have, with the one value it supports (None: the key may be absent)
@@ -126,3 +127,23 @@ def save_pretrained(model: nn.Module, out: str | os.PathLike, zupu_meta: dict[st
     save_state(_swap_geglu(keymap.to_hf(model.state_dict(), names)), out / WEIGHTS)
     write_json(out / CONFIG, {**config_to_diffusers(model.config), "_diffusers_version": DIFFUSERS_LAYOUT,
                               "zupu": zupu_meta})
+
+
+def fits(model: nn.Module) -> bool:
+    """Only the UNet has a diffusers layout here; the tiny autoencoder keeps zupu's own."""
+    return isinstance(model, UNet)
+
+
+def load_taesd(folder: str | os.PathLike | None = None, name: str = "taef2") -> TinyAutoencoder:
+    """The reference's `<name>_encoder.pth` and `<name>_decoder.pth` (default: the weights registry's verified
+    `taef2` folder) -> zupu's TinyAutoencoder; the layer names are the same, so the state dicts load as they are."""
+    from zupu import weights
+
+    folder = Path(folder) if folder is not None else weights.fetch(name)
+    model = TinyAutoencoder(TinyAutoencoderConfig())
+    for part in ("encoder", "decoder"):
+        path = folder / f"{name}_{part}.pth"
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: `zupu weights fetch {name}` fetches and verifies it")
+        load_into(getattr(model, part), torch.load(path, map_location="cpu", weights_only=True), str(path))
+    return model.eval()

@@ -163,7 +163,7 @@ class FashionDDPM(Recipe):
                           "a classifier recognises; the full run's target, not yet measured here")
     quick = {"image_size": 14, "train_size": 20000, "channels": (16, 32), "attention_head_dim": 16, "steps": 400,
              "batch_size": 64, "lr": 2e-3, "warmup": 20, "eval_samples": 200, "sample_steps": 20,
-             "ddpm_samples": 0, "classifier_train": 10000, "classifier_epochs": 1}
+             "ddpm_samples": 0, "classifier_train": 10000, "classifier_epochs": 2}
     quick_milestone = Milestone("sample_acc", 0.5, paper="guided samples of the quick run, judged by the classifier")
     quick_seconds = 60.0
     tiny = {"image_size": 14, "train_size": 512, "channels": (8, 16), "attention_head_dim": 8, "steps": 4,
