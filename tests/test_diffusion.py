@@ -326,4 +326,4 @@ def test_taef2_loads_the_registered_weights_and_reconstructs_real_images():
     err = (y - x).abs().mean()
     assert err < 0.1, err  # 0.07 measured; a random or wrongly loaded decoder is far off
     with pytest.raises(SettingError, match="multiples of 8"):
-        ours.encode(x[:, :, :60])
+        ours.encode(x[:, :, :30])
