@@ -7,8 +7,10 @@ the fashion-ddpm recipe's full-size pixel model (a diffusers UNet2DModel, 28x28,
 small text-conditioned latent model (a UNet2DConditionModel, 4x16x16 latents, cross-attention to 8 text
 states of 64). diffusers' model is random-initialised, saved, and loaded into zupu (`zupu.from_pretrained`),
 so the weights are the same; the outputs are checked equal before timing. The two run interleaved, a few
-warm-up steps first, and the median over repeats is reported; the ratio is what to read (the machine is
-shared and its absolute times are noisy). Writes benchmarks/RESULTS-diffusion.md, stamped by results.py.
+warm-up steps first, and the median over repeats is reported. Both run on one torch thread and are timed in
+process (CPU) time, which a shared, loaded machine disturbs far less than wall time (wall-time ratios of
+the same code ranged 0.9-1.5 at load 20); the ratio is what to read. Writes benchmarks/RESULTS-diffusion.md,
+stamped by results.py.
 """
 
 from __future__ import annotations
@@ -43,12 +45,12 @@ def models(recipe_config: UNetConfig) -> dict[str, tuple[dict, dict]]:
 
 
 def step_time(unet, scheduler, x: torch.Tensor, extras: dict, t: int, zupu_model: bool) -> float:
-    start = time.perf_counter()
+    start = time.process_time()
     with torch.no_grad():
         out = unet(x, t, **extras)
         out = out if zupu_model else out.sample
         scheduler.step(out, t, x)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def main() -> None:
@@ -57,6 +59,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     args = p.parse_args()
     run = Run(__file__)
+    torch.set_num_threads(1)  # the same for both; process time is then each step's own CPU work
     recipe = FashionDDPM()
     rows = []
     for name, (cls, kw) in models(recipe.config(recipe.settings())).items():
@@ -89,12 +92,12 @@ def main() -> None:
         print(name, f"zupu {z * 1000:.1f} ms, diffusers {d * 1000:.1f} ms, ratio {z / d:.2f}", flush=True)
     lines = ["# Diffusion sampling step: zupu vs diffusers", "",
              f"One DDIM step (UNet forward + scheduler step) on a batch of {args.batch}, same weights (diffusers' "
-             "random init, loaded into zupu and checked equal), same schedule, same torch threads; median of "
-             f"{args.repeats} interleaved repeats after two warm-ups. Read the ratio: absolute times depend on "
-             "the load of the shared machine.", "",
+             "random init, loaded into zupu and checked equal), same schedule, one torch thread, CPU (process) "
+             f"time; median of {args.repeats} interleaved repeats after two warm-ups. Read the ratio: absolute times "
+             "depend on the load of the shared machine.", "",
              "| UNet | parameters | zupu ms | diffusers ms | zupu / diffusers |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {n} | {p:,} | {z * 1000:.1f} | {d * 1000:.1f} | {z / d:.2f} |" for n, p, z, d in rows]
-    run.write(Path(__file__).with_name("RESULTS-diffusion.md"), "\n".join(lines))
+    run.write(Path(__file__).with_name("RESULTS-diffusion.md"), "\n".join(lines), threads=1)
 
 
 if __name__ == "__main__":
