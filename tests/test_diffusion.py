@@ -316,7 +316,7 @@ def test_taef2_equals_the_reference_on_real_images(monkeypatch):
     assert (y.clamp(0, 1) - x).abs().mean() < 0.1  # and it reconstructs them (0.07 at 32x32)
 
 
-def test_taef2_loads_the_registered_weights_and_reconstructs_real_images():
+def test_taef2_loads_the_registered_weights_and_reconstructs_real_images(tmp_path):
     from zupu.hf.diffusion import load_taesd
 
     ours = load_taesd()
@@ -327,6 +327,13 @@ def test_taef2_loads_the_registered_weights_and_reconstructs_real_images():
     assert err < 0.1, err  # 0.07 measured; a random or wrongly loaded decoder is far off
     with pytest.raises(SettingError, match="multiples of 8"):
         ours.encode(x[:, :, :30])
+    from zupu.checkpoint import load_model, save_model
+    from zupu.models.diffusion import TinyAutoencoder, TinyAutoencoderConfig
+
+    small = TinyAutoencoder(TinyAutoencoderConfig(latent_channels=4, width=16)).eval()
+    save_model(small, tmp_path)  # no diffusers layout for it: zupu's own, and back
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path)(x), small(x))
 
 
 # Learning ---------------------------------------------------------------------------------------------------
