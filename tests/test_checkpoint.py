@@ -221,7 +221,10 @@ def test_reads_a_pipeline_diffusers_saved_as_far_as_it_knows_the_parts(tmp_path)
     state = read_tensors(tmp_path / "unet")
     own = pipe.unet.state_dict()
     assert state.keys() == own.keys() and all(torch.equal(state[k], own[k]) for k in own)
-    with pytest.raises(CheckpointError, match="part 'unet' is diffusers's UNet2DModel, which zupu does not load"):
+    assert type(load_parts(tmp_path)["unet"]).__name__ == "UNet"  # the diffusion member loads diffusers' UNets
+    for where in (tmp_path / "unet" / "config.json", tmp_path / "model_index.json"):  # a class zupu has no loader for
+        where.write_text(where.read_text().replace("UNet2DModel", "UNet1DModel"))
+    with pytest.raises(CheckpointError, match="part 'unet' is diffusers's UNet1DModel, which zupu does not load"):
         load_parts(tmp_path)
     with pytest.raises(CheckpointError, match="a model made of parts.*load_parts"):
         zupu.from_pretrained(tmp_path)

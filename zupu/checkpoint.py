@@ -166,7 +166,7 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | None = torch.float3
     path = Path(path)
     cfg = read_config(path)
     meta = cfg.get("zupu")
-    model_type = cfg.get("model_type")
+    model_type = cfg.get("model_type") or cfg.get("_class_name")  # diffusers names the class, not a type
     if model_type and (member := registry.member_for_model_type(model_type)):
         hf = _hf_module(member)
         if hf is None:
@@ -290,7 +290,12 @@ def save_parts(parts: Mapping[str, nn.Module | dict[str, Any] | None], out: str 
             save_model(part, out / name, meta)
             cfg = read_config(out / name)
             hf = "model_type" in cfg and cfg.get("architectures")  # saved in the HF layout: transformers loads it
-            index[name] = ["transformers", cfg["architectures"][0]] if hf else ["zupu", type(part).__name__]
+            if hf:
+                index[name] = ["transformers", cfg["architectures"][0]]
+            elif isinstance(cfg.get("_class_name"), str):  # saved in diffusers' layout
+                index[name] = ["diffusers", cfg["_class_name"]]
+            else:
+                index[name] = ["zupu", type(part).__name__]
         elif isinstance(part, dict) and isinstance(part.get("_class_name"), str):
             write_json(out / name / SCHEDULER_CONFIG, {"_diffusers_version": DIFFUSERS_LAYOUT, **part})
             index[name] = ["diffusers", part["_class_name"]]
@@ -342,7 +347,7 @@ def load_part(path: str | os.PathLike, name: str, dtype: torch.dtype | None = to
         return cfg
     if (folder / CONFIG).is_file():
         cfg = read_config(folder)
-        model_type = cfg.get("model_type")
+        model_type = cfg.get("model_type") or cfg.get("_class_name")
         if isinstance(cfg.get("zupu"), dict) or (model_type and registry.member_for_model_type(model_type)):
             return load_model(folder, dtype)
     elif not folder.is_dir():

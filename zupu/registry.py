@@ -32,7 +32,8 @@ class Member:
     era: str = ""
     module: str = ""  # zupu.models.<module>, zupu.recipes.<module>; defaults to the name
     model: str = ""  # default model class in zupu.models.<module>
-    hf_model_types: tuple[str, ...] = field(default=())  # HF config.json model_type values it loads
+    # the HF config.json model_type values it loads (diffusers' configs: their _class_name)
+    hf_model_types: tuple[str, ...] = field(default=())
 
     @property
     def module_name(self) -> str:
@@ -125,7 +126,8 @@ MEMBERS: tuple[Member, ...] = (
     Member("diffusion", 2020, "Denoising Diffusion Probabilistic Models (2020); High-Resolution Image "
            "Synthesis with Latent Diffusion Models (2022)", "J. Ho et al.; R. Rombach et al.",
            "https://arxiv.org/abs/2006.11239", ("clip",),
-           "denoising diffusion, latent and text-conditioned (Stable Diffusion)", _ERA3, model="UNet"),
+           "denoising diffusion, latent and text-conditioned (Stable Diffusion)", _ERA3, model="UNet",
+           hf_model_types=("UNet2DModel", "UNet2DConditionModel")),
     Member("llama", 2023, "LLaMA: Open and Efficient Foundation Language Models", "H. Touvron et al.",
            "https://arxiv.org/abs/2302.13971", ("gpt",), "RMSNorm, RoPE, SwiGLU, grouped-query attention",
            _ERA3, model="Llama", hf_model_types=("llama",)),

@@ -1,0 +1,141 @@
+"""`zupu draw RUN`: images from a trained diffusion run, written as a PNG grid.
+
+    zupu draw runs/diffusion --label sneaker --guidance 3 --steps 50 --seed 1 --n 8
+    zupu draw runs/diffusion --prompt "ankle boot"                      # a class name (text prompts need CLIP)
+    zupu draw runs/diffusion --label bag --init shoe.png --strength 0.6  # image-to-image
+    zupu draw runs/diffusion --label shirt --init coat.png --mask sleeves.png   # inpaint: white = redraw
+
+The run's recipe gives the image size, the classes and the noise schedule; sampling is DDIM
+(`zupu.sampling.denoise`) with classifier-free guidance w. An init image or mask must be a grayscale
+PNG of the run's size; the mask's white pixels are redrawn, its black ones kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zupu.errors import SettingError, did_you_mean
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _image(path: str, size: int, what: str) -> torch.Tensor:
+    """A grayscale PNG of size x size -> (1, 1, size, size) in [0, 1]."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except FileNotFoundError:
+        raise SettingError(f"{what} {path} does not exist") from None
+    except UnidentifiedImageError:
+        raise SettingError(f"{what} {path} is not an image PIL can read") from None
+    if im.mode not in ("L", "1"):
+        raise SettingError(f"{what} {path} is mode {im.mode}; the model draws grayscale: convert it to mode L "
+                           "(e.g. PIL's Image.convert('L'))")
+    if im.size != (size, size):
+        raise SettingError(f"{what} {path} is {im.size[0]}x{im.size[1]}; this model draws {size}x{size} images: "
+                           "resize it first")
+    return torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32) / 255.0)[None, None]
+
+
+def label_of(text: str, classes: tuple[str, ...]) -> int:
+    """A class index or name (case-insensitive; a prompt that names one class, e.g. "an ankle boot")."""
+    if text.isdigit() and int(text) < len(classes):
+        return int(text)
+    lowered = text.lower()
+    named = [i for i, c in enumerate(classes) if c.lower() == lowered or c.lower() in lowered.split()]
+    if len(named) == 1:
+        return named[0]
+    hint = did_you_mean(lowered, [c.lower() for c in classes])
+    raise SettingError(f"{text!r} names none of this model's classes{hint}"
+                       f" (classes: {', '.join(classes)}, or 0-{len(classes) - 1})")
+
+
+def draw(run: str | Path, label: str | None = None, steps: int = 50, guidance: float = 2.0, seed: int = 0,
+         n: int = 8, init: str | None = None, strength: float = 0.7, mask: str | None = None) -> torch.Tensor:
+    """(n, 1, H, W) images in [0, 1] from run directory `run`."""
+    import torch
+
+    from zupu import registry
+    from zupu.checkpoint import from_pretrained, read_config
+    from zupu.sampling import denoise
+
+    if steps < 1:
+        raise SettingError(f"--steps must be at least 1, got {steps}")
+    if guidance < 0:
+        raise SettingError(f"--guidance must be >= 0 (0: the plain conditional model), got {guidance}")
+    if n < 1:
+        raise SettingError(f"--n must be at least 1, got {n}")
+    entry: dict[str, Any] = read_config(run).get("zupu") or {}
+    if entry.get("member") != "diffusion":
+        raise SettingError(f"{run} is not a diffusion run (its config.json names member {entry.get('member')!r}); "
+                           "train one with `zupu train diffusion`")
+    recipe = registry.get("diffusion").recipe(entry.get("recipe"))
+    s = recipe.settings(overrides=entry.get("settings"))
+    from zupu.recipes.diffusion import CLASSES, NULL
+
+    size = s.image_size
+    x0 = _image(init, size, "--init image") * 2 - 1 if init else None
+    keep = _image(mask, size, "--mask") if mask else None
+    if keep is not None:
+        if x0 is None:
+            raise SettingError("--mask needs --init: the image whose unmasked pixels are kept")
+        keep = (keep > 0.5).float()
+    model = from_pretrained(run)
+    labels = torch.full((n,), label_of(label, CLASSES) if label is not None else 0, dtype=torch.long)
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(n, 1, size, size, generator=g)
+    with torch.no_grad():
+        out = denoise(model, recipe.scheduler(s), noise, steps, labels=labels, null_label=NULL, guidance=guidance,
+                      generator=g, init=None if x0 is None else x0.expand(n, -1, -1, -1),
+                      strength=strength if x0 is not None and keep is None else 1.0, mask=keep, desc="draw")
+    return (out.clamp(-1, 1) + 1) / 2
+
+
+def save_grid(images: torch.Tensor, path: str | Path, scale: int = 4) -> None:
+    """Images side by side in one PNG, each enlarged `scale` times (nearest), written atomically."""
+    import numpy as np
+    from PIL import Image
+
+    from zupu.atomic import write_bytes
+
+    row = np.concatenate([im[0].numpy() for im in images], axis=1)  # (H, n * W)
+    im = Image.fromarray((row * 255).round().astype(np.uint8), mode="L")
+    im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    if args.prompt is not None and args.label is not None:
+        raise SettingError("give --prompt or --label, not both")
+    images = draw(args.run, args.label if args.label is not None else args.prompt, args.steps, args.guidance,
+                  args.seed, args.n, args.init, args.strength, args.mask)
+    out = Path(args.out or Path(args.run) / f"draw-seed{args.seed}.png")
+    save_grid(images, out)
+    print(out)
+    return 0
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("draw", help="draw images with a trained diffusion run (guidance, img2img, inpainting)")
+    s.add_argument("run", help="a run directory of `zupu train diffusion`")
+    s.add_argument("--prompt", help="what to draw: a class name of the run's data (e.g. 'sneaker')")
+    s.add_argument("--label", help="a class name or index")
+    s.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    s.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance w >= 0 (default 2)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n", type=int, default=8, help="how many images (default 8)")
+    s.add_argument("--init", help="a grayscale PNG of the run's size to start from (img2img) or to inpaint")
+    s.add_argument("--strength", type=float, default=0.7, help="img2img: how far to noise --init (0-1, default 0.7)")
+    s.add_argument("--mask", help="a grayscale PNG like --init: white pixels are redrawn, black ones kept")
+    s.add_argument("--out", help="the PNG to write (default RUN/draw-seed<S>.png)")
+    s.set_defaults(func=cmd_draw)
