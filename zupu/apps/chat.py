@@ -20,11 +20,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from zupu.errors import SettingError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def load_chat_model(name: str) -> tuple[nn.Module, Any]:

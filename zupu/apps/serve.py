@@ -25,9 +25,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import torch
-from torch import nn
-
 
 class BadRequest(Exception):
     def __init__(self, message: str, param: str | None = None, code: str | None = None):
@@ -38,12 +35,12 @@ class BadRequest(Exception):
 class Counting:
     """Wraps a model's `generate` to count the tokens it streams and note whether the last ended the turn."""
 
-    def __init__(self, model: nn.Module, eos: int | None, stop: threading.Event):
+    def __init__(self, model: Any, eos: int | None, stop: threading.Event):
         self.model, self.eos, self.stop = model, eos, stop
         self.config = model.config
         self.tokens, self.ended = 0, False
 
-    def generate(self, *args: Any, **kw: Any) -> Iterator[torch.Tensor]:
+    def generate(self, *args: Any, **kw: Any) -> Iterator[Any]:
         for token in self.model.generate(*args, **kw):
             if self.stop.is_set():  # the client went away
                 return
@@ -53,7 +50,7 @@ class Counting:
 
 
 class Server:
-    def __init__(self, model: nn.Module, tokenizer: Any, name: str):
+    def __init__(self, model: Any, tokenizer: Any, name: str):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.created = int(time.time())
         self.lock = threading.Lock()  # one generation at a time: queued, never interleaved
@@ -143,7 +140,7 @@ class Server:
         return out, used
 
 
-def create_app(model: nn.Module, tokenizer: Any, name: str) -> Any:
+def create_app(model: Any, tokenizer: Any, name: str) -> Any:
     """The FastAPI app serving `model` under `name`."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
