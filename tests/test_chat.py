@@ -11,14 +11,14 @@ from reference import unavailable
 from zupu import weights
 from zupu.apps.chat import Chat
 from zupu.errors import PackageMissing, SettingError
-from zupu.hf.gguf import GGUF
+from zupu.hf import gguf
 from zupu.models.llama import PRESETS, Llama
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     try:
-        return GGUF(weights.fetch("smollm2")).tokenizer()
+        return gguf.tokenizer(weights.fetch("smollm2"))
     except PackageMissing as e:
         unavailable(str(e))
 

@@ -37,7 +37,7 @@ def ours(gguf_path):
     g = zgguf.GGUF(gguf_path)
     config = g.config()
     model = from_state(config, g.tensors(config), str(gguf_path))
-    return model, g.tokenizer()
+    return model, zgguf.tokenizer(gguf_path)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from reference import need, unavailable
 from zupu import weights
 from zupu.apps.serve import create_app
 from zupu.errors import PackageMissing
-from zupu.hf.gguf import GGUF
+from zupu.hf import gguf
 from zupu.models.llama import PRESETS, Llama
 
 openai = need("openai")
@@ -25,7 +25,7 @@ NAME = "smollm2-test"
 @pytest.fixture(scope="module")
 def client():
     try:
-        tokenizer = GGUF(weights.fetch("smollm2")).tokenizer()
+        tokenizer = gguf.tokenizer(weights.fetch("smollm2"))
     except PackageMissing as e:
         unavailable(str(e))
     torch.manual_seed(0)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 def load_chat_model(name: str) -> tuple[nn.Module, Any]:
     """MODEL -> (model, tokenizer with a chat template)."""
     from zupu.checkpoint import from_pretrained
-    from zupu.hf.gguf import GGUF
+    from zupu.hf import gguf
     from zupu.tokenizers import load
     from zupu.tokenizers.fast import FastBPE
     from zupu.weights import registry
@@ -39,7 +39,7 @@ def load_chat_model(name: str) -> tuple[nn.Module, Any]:
     path = registry.fetch(name) if name in registry.WEIGHTS else Path(name)
     model = from_pretrained(path)
     if path.suffix == ".gguf":
-        tokenizer = GGUF(path).tokenizer()
+        tokenizer = gguf.tokenizer(path)
     elif (path / "tokenizer_config.json").is_file() and json.loads(
             (path / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"):
         tokenizer = FastBPE.from_directory(path)

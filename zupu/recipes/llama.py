@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -37,10 +38,10 @@ class Settings:
 
 @cache
 def tokenizer(weights: str):
-    from zupu.hf.gguf import GGUF
+    from zupu.hf import gguf
     from zupu.weights import registry
 
-    return GGUF(registry.fetch(weights) if weights in registry.WEIGHTS else weights).tokenizer()
+    return gguf.tokenizer(registry.fetch(weights) if weights in registry.WEIGHTS else Path(weights))
 
 
 def held_out(eval_chars: int) -> str:
@@ -79,6 +80,7 @@ class SmolLM2Shakespeare(Recipe):
         return from_pretrained(s.weights)
 
     def train(self, model: Llama, s: Settings, run) -> dict:
+        tokenizer(s.weights).save(run.out)  # with its chat template: `zupu chat RUN` talks to the run
         return self.evaluate(model, s)
 
     def evaluate(self, model: Llama, s: Settings) -> dict:

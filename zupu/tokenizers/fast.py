@@ -53,7 +53,7 @@ class FastBPE:
             tok = Tokenizer.from_file(str(path / "tokenizer.json"))
             config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")) \
                 if (path / "tokenizer_config.json").is_file() else {}
-        except (OSError, ValueError, Exception) as e:  # tokenizers raises a bare Exception on a bad file
+        except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception on a bad file
             raise TokenizerError(f"{path / 'tokenizer.json'} is not a readable tokenizer ({e})") from None
         specials = {t.content: i for i, t in tok.get_added_tokens_decoder().items() if t.special}
         return cls(tok, specials, config.get("chat_template"), config.get("eos_token"), config.get("bos_token"))
