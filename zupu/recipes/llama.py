@@ -72,7 +72,9 @@ class SmolLM2Shakespeare(Recipe):
                           paper="nanoGPT's character-level GPT trained on this text: val loss 1.47 nats = 2.12 "
                                 "bits/char")
     quick = {"eval_chars": 10000}
-    quick_milestone = Milestone("val_bpc", 2.0, higher_is_better=False)
+    # measured 1.517 (the first 10,000 characters; no training, so seeds 0-2 give the same number): 39.5 s of CPU
+    # at 1 thread on a machine under load 25, of which the forwards (about 60%) halve on 2 idle cores
+    quick_milestone = Milestone("val_bpc", 1.6, higher_is_better=False)
     quick_seconds = 30.0
     tiny = {"eval_chars": 3000, "context": 128}
 
