@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
@@ -48,7 +47,8 @@ def decode_hf(hf, prompt: torch.Tensor, new: int) -> None:
 
 
 def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """The process's resident memory now (Linux: /proc/self/statm's second field, in pages)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def main() -> None:
@@ -115,8 +115,11 @@ def main() -> None:
         wall = statistics.median(zi[0] / hi[0] for zi, hi in zip(z, h, strict=True))
         cpu = statistics.median(zi[1] / hi[1] for zi, hi in zip(z, h, strict=True))
         lines.append(f"| {name} | {max(r[0] for r in z):.1f} | {max(r[0] for r in h):.1f} | {wall:.2f}x | {cpu:.2f}x |")
-    lines += ["", f"Memory: resident set grew by {rss_zupu:.0f} MiB loading zupu's model and {rss_hf:.0f} MiB loading "
-              f"transformers' (fp32 weights: {sum(t.numel() for t in model.parameters()) * 4 / 2**20:.0f} MiB)."]
+    weights_mib = sum(t.numel() for t in model.parameters()) * 4 / 2**20
+    lines += ["", f"Memory: the resident set grew by {rss_zupu:.0f} MiB once zupu's model was loaded and by "
+              f"{rss_hf:.0f} MiB more for transformers' (fp32 weights: {weights_mib:.0f} MiB). bfloat16 weights "
+              "(`zupu.from_pretrained('smollm2', dtype=torch.bfloat16)`) decode faster, but their greedy tokens "
+              "leave fp32's within 32 tokens, so the table is fp32."]
     if a.llama_cpp:
         sys.path.insert(0, str(a.llama_cpp))
         from llama_cpp import Llama as LlamaCpp
