@@ -68,7 +68,8 @@ class SmolLM2Shakespeare(Recipe):
     name = "smollm2-shakespeare"
     summary = "the real SmolLM2-135M-Instruct weights (GGUF, Q4_1) score held-out tiny Shakespeare in bits/char"
     Settings = Settings
-    milestone = Milestone("val_bpc", 2.0, higher_is_better=False,
+    # measured 1.651 on the whole split (111,540 characters, 35,770 tokens scored)
+    milestone = Milestone("val_bpc", 1.75, higher_is_better=False,
                           paper="nanoGPT's character-level GPT trained on this text: val loss 1.47 nats = 2.12 "
                                 "bits/char")
     quick = {"eval_chars": 10000}
