@@ -79,15 +79,16 @@ def load_state(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dic
     return read_tensors(path, dtype)
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """`load_state_dict(strict=True)` with an error that names every bad key."""
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], where: str, assign: bool = False) -> None:
+    """`load_state_dict(strict=True)` with an error that names every bad key. `assign` makes the tensors the
+    parameters themselves (a model built on the meta device, no copy)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
     check_keys(model, where, missing, unexpected, shapes)
-    model.load_state_dict(state)
+    model.load_state_dict(state, assign=assign)
 
 
 def check_keys(model: nn.Module, where: str, missing: list[str], unexpected: list[str], shapes: list[str]) -> None:
@@ -195,9 +196,17 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | None = torch.float3
 
 
 def from_pretrained(path_or_repo_id: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> nn.Module:
-    """A zupu run dir, an HF checkpoint dir, or `org/name` on a zupu hub -> the zupu model, its floating-point
-    weights as `dtype` (`None` keeps the checkpoint's own dtype)."""
+    """A zupu run dir, an HF checkpoint dir, a `.gguf` file, a weights-registry name (`smollm2`) or `org/name` on a
+    zupu hub -> the zupu model, its floating-point weights as `dtype` (`None` keeps the checkpoint's own dtype)."""
+    from zupu.weights import registry as weights
+
     path = Path(path_or_repo_id)
+    if str(path_or_repo_id) in weights.WEIGHTS:
+        path = weights.fetch(str(path_or_repo_id))
+    if path.suffix == ".gguf":
+        from zupu.hf import gguf
+
+        return gguf.load(path, dtype)
     if path.exists():
         if (path / MODEL_INDEX).is_file() and not (path / CONFIG).is_file():
             raise CheckpointError(f"{path} is a model made of parts ({MODEL_INDEX}): load them all with "

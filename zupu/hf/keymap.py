@@ -60,8 +60,9 @@ def to_hf(state: dict[str, torch.Tensor], names: Names) -> dict[str, torch.Tenso
 
 
 def from_hf(model: nn.Module, state: dict[str, torch.Tensor], names: Names, where: str,
-            ignore: Iterable[str] = ()) -> None:
-    """Load HF-named `state` into `model`; `ignore` lists checkpoint keys that carry nothing zupu keeps."""
+            ignore: Iterable[str] = (), assign: bool = False) -> None:
+    """Load HF-named `state` into `model`; `ignore` lists checkpoint keys that carry nothing zupu keeps;
+    `assign` makes the tensors the parameters (see `load_into`)."""
     own = model.state_dict()
     expected: dict[str, tuple[str, tuple[int, ...]]] = {}  # hf key -> (zupu key, expected shape)
     for key, value in own.items():
@@ -73,8 +74,11 @@ def from_hf(model: nn.Module, state: dict[str, torch.Tensor], names: Names, wher
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {expected[k][1]}"
               for k in sorted(expected.keys() & state.keys()) if tuple(state[k].shape) != expected[k][1]]
     check_keys(model, where, missing, unexpected, shapes)
-    load_into(model, {key: torch.cat([state[n] for n in names(key)]) if own[key].dim()
-                      else state[next(iter(names(key)))] for key in own}, where)
+    load_into(model, {key: _join([state[n] for n in names(key)]) for key in own}, where, assign)
+
+
+def _join(pieces: list[torch.Tensor]) -> torch.Tensor:
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)  # one piece is the tensor itself, not a copy
 
 
 def save_hf(model: nn.Module, out: str | os.PathLike, names: Names, architectures: dict[str, type], family: str,

@@ -40,7 +40,7 @@ from torch import nn
 
 from zupu import sampling
 from zupu.errors import SettingError
-from zupu.nn import Block, FeedForward, KVCache, MultiHeadAttention, PackedLinear
+from zupu.nn import Block, FeedForward, KVCache, MultiHeadAttention, PackedLinear, decoder_mask
 
 
 @dataclass
@@ -142,16 +142,7 @@ class GPT(nn.Module):
                 raise SettingError(f"{past + t} positions exceed the context window n_positions="
                                    f"{self.config.n_positions}; crop the input")
             position_ids = torch.arange(past, past + t, device=input_ids.device)[None]  # (1, T)
-        mask = None
-        if attention_mask is not None:
-            if attention_mask.shape != (b, past + t):
-                raise SettingError(f"attention_mask {tuple(attention_mask.shape)} must cover the {past} cached and "
-                                   f"{t} new positions of each of {b} rows: ({b}, {past + t})")
-            # a query sees real keys, and always itself, so a padding query never has an empty softmax row
-            keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, past + T)
-            itself = torch.arange(past + t, device=input_ids.device) == torch.arange(
-                past, past + t, device=input_ids.device)[:, None]  # (T, past + T)
-            mask = keys | itself
+        mask = None if attention_mask is None else decoder_mask(attention_mask, past, t)
         x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
         for i, block in enumerate(self.h):
             x = block(x, mask, causal=True, cache=caches[i] if caches else None)

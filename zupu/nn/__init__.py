@@ -3,7 +3,7 @@ its own memory width), feed-forward and SwiGLU MLPs, RMSNorm, a Linear with pack
 (sinusoids, rotary, diffusion timesteps), the Transformer block with its norm/MLP/attention as parameters, patch
 embedding."""
 
-from zupu.nn.attention import KVCache, MultiHeadAttention, causal_mask, padding_mask
+from zupu.nn.attention import KVCache, MultiHeadAttention, causal_mask, decoder_mask, padding_mask
 from zupu.nn.blocks import Block
 from zupu.nn.linear import PackedLinear, pack_linears
 from zupu.nn.mlp import FeedForward, SwiGLU, activation, quick_gelu
@@ -12,5 +12,5 @@ from zupu.nn.patch import PatchEmbed
 from zupu.nn.positions import RotaryEmbedding, apply_rotary, rope_frequencies, sinusoidal, timestep_embedding
 
 __all__ = ["Block", "FeedForward", "KVCache", "MultiHeadAttention", "PackedLinear", "PatchEmbed", "RMSNorm",
-           "RotaryEmbedding", "SwiGLU", "activation", "apply_rotary", "causal_mask", "pack_linears",
+           "RotaryEmbedding", "SwiGLU", "activation", "apply_rotary", "causal_mask", "decoder_mask", "pack_linears",
            "padding_mask", "quick_gelu", "rope_frequencies", "sinusoidal", "timestep_embedding"]

@@ -69,6 +69,19 @@ def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.bool()[:, None, None, :]
 
 
+def decoder_mask(attention_mask: torch.Tensor, past: int, t: int) -> torch.Tensor:
+    """A decoder's padding mask for T new queries after `past` cached positions: attention_mask (B, past + T)
+    -> boolean (B, 1, T, past + T). A query sees the real keys, and always itself, so a padding query never has
+    an empty softmax row (the causal part is added by the attention layer)."""
+    b = attention_mask.size(0)
+    if attention_mask.shape != (b, past + t):
+        raise SettingError(f"attention_mask {tuple(attention_mask.shape)} must cover the {past} cached and "
+                           f"{t} new positions of each of {b} rows: ({b}, {past + t})")
+    keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, past + T)
+    positions = torch.arange(past + t, device=attention_mask.device)
+    return keys | (positions == positions[past:, None])  # (B, 1, T, past + T)
+
+
 def causal_mask(t: int, s: int, past: int = 0, window: int | None = None, device=None) -> torch.Tensor:
     """(t, s) boolean: query i (absolute position past + i) sees keys j <= past + i, and only the last
     `window` of them when a window is set (GPT-3's locally banded sparse attention)."""

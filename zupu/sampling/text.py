@@ -31,14 +31,15 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
 
 def stream_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
                 top_k: int | None = None, top_p: float | None = None, stop: Sequence[str] = (),
-                seed: int | None = None) -> Iterator[str]:
+                seed: int | None = None, eos_token_id: int | None = None) -> Iterator[str]:
     """Yield the continuation of `prompt` piece by piece; joined, the pieces are the whole continuation,
-    cut before the first stop string (and at the tokenizer's <|endoftext|>, if it has one). `model` is
-    anything whose `generate(input_ids, max_new_tokens, ...)` streams token ids (B,), as `GPT.generate` does."""
+    cut before the first stop string and at `eos_token_id` (default: the tokenizer's <|endoftext|>, if it has
+    one; a chat model's is its end-of-turn token). `model` is anything whose `generate(input_ids,
+    max_new_tokens, ...)` streams token ids (B,), as `GPT.generate` does."""
     ids = tokenizer.encode(prompt)
     if not ids:
         raise SettingError("the prompt encodes to no tokens; give a non-empty --prompt")
-    eos = getattr(tokenizer, "special_tokens", {}).get(ENDOFTEXT)
+    eos = eos_token_id if eos_token_id is not None else getattr(tokenizer, "special_tokens", {}).get(ENDOFTEXT)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     stops = [s for s in stop if s]
     new: list[int] = []

@@ -50,6 +50,13 @@ def load(path: str | os.PathLike) -> Any:
     """
     path = Path(path)
     if path.is_dir():
+        if (path / "tokenizer_config.json").is_file() and (path / "tokenizer.json").is_file():
+            try:  # a chat model's folder (zupu's llama runs): zupu's ByteBPE where it can, else FastBPE
+                return load(path / "tokenizer.json")
+            except TokenizerError:
+                from zupu.tokenizers.fast import FastBPE
+
+                return FastBPE.from_directory(path)
         if (path / "tokenizer.json").is_file():
             path = path / "tokenizer.json"
         else:

