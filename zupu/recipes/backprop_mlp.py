@@ -180,6 +180,8 @@ class Mnist(Recipe):
     summary = "784-128-10 sigmoid net, squared error, momentum, hand-written deltas; MNIST 5k train / 10k test"
     Settings = MnistSettings
     milestone = Milestone("test_acc", 0.93, paper="LeCun et al. (1998): 2-layer NN, 300 hidden, 60k train: 95.3%")
+    quick_milestone = milestone  # the quick run is the whole recipe: 0.9371 / 0.9372 / 0.9350 at seeds 0-2 (2026-12-04)
+    quick_seconds = 14.0  # 10.5-13.4 s of CPU on one thread
     tiny = {"epochs": 1, "hidden": 16}
 
     def build(self, s: MnistSettings) -> MLP:
