@@ -51,6 +51,10 @@ class Xor(Recipe):
     milestone = Milestone("success_rate", 0.8, paper="Rumelhart et al. (1986): XOR with hidden units; "
                           "occasional local minima")
     quick = {"seeds": 10}
+    # success rates 1.0 / 0.5 / 0.8 over 10 nets at seeds 0, 1, 2 (2026-12-04): XOR's local minima catch a varying
+    # share (the full 20 nets: 0.85 / 0.65 / 0.80), so the quick run asks that at least half escape them
+    quick_milestone = Milestone("success_rate", 0.5, paper="the full recipe (20 nets): >= 0.8")
+    quick_seconds = 7.0  # 2.1-6.1 s of CPU on one thread
     tiny = {"seeds": 2, "max_sweeps": 200}
 
     def build(self, s: SmallSettings) -> MLP:
