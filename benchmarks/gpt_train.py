@@ -172,7 +172,7 @@ def step_rate(kind: str, model: torch.nn.Module, batch: int, block: int, vocab: 
         def steps(n: int) -> None:
             Trainer(model, train_step(model, s), lambda i: (x, y), opt, n, grad_clip=s.grad_clip,
                     log_every=10**9, callbacks=(lambda step, t: ends.append(time.perf_counter()),),
-                    workers=s.workers).fit()
+                    workers=s.workers or torch.get_num_threads()).fit()  # 0: one per thread, as the recipe
 
         start = time.perf_counter()
         steps(4)

@@ -99,10 +99,10 @@ def test_augmented_batches_are_a_function_of_the_step():
 
 @pytest.mark.slow
 def test_quick_run_learns(tmp_path):
-    # quick settings: 3 epochs on 5,000 images, 117 steps: 76.2% measured (chance is 10%). The full
-    # recipe's milestone is 91% on all 60,000; dropout and augmentation make the first epochs slow.
+    # quick settings: 3 epochs on 5,000 images, 117 steps: its quick milestone, >= 74% (chance is 10%). The
+    # full recipe's milestone is 91% on all 60,000; dropout and augmentation make the first epochs slow.
     result = launch.train("alexnet", "fashion-mnist", tmp_path, quick=True)
-    assert result["metrics"]["test_acc"] >= 0.7
+    assert result["milestone"]["passed"] and result["milestone"]["target"] == 0.74, result["metrics"]
     assert (tmp_path / "conv1_kernels.png").exists()
 
 

@@ -141,8 +141,9 @@ def test_registry_default_is_lenet5():
 
 @pytest.mark.slow
 def test_quick_lenet_runs_learn(tmp_path):
-    # quick settings (3 and 4 epochs on the 5k digits); the full recipes' milestones are 97% and <= 5% error
+    # quick settings (3 and 4 epochs on the 5k digits) reach their quick milestones (>= 94%, <= 8% error);
+    # the full recipes' are 97% and <= 5% error
     r5 = launch.train("lenet", "lenet5-mnist", tmp_path / "l5", quick=True)
-    assert r5["metrics"]["test_acc"] >= 0.93
+    assert r5["milestone"]["passed"] and r5["milestone"]["target"] == 0.94, r5["metrics"]
     r89 = launch.train("lenet", "lenet1989-mnist16", tmp_path / "l89", quick=True)
-    assert r89["metrics"]["test_error"] <= 0.10
+    assert r89["milestone"]["passed"] and r89["milestone"]["target"] == 0.08, r89["metrics"]

@@ -51,6 +51,10 @@ class Xor(Recipe):
     milestone = Milestone("success_rate", 0.8, paper="Rumelhart et al. (1986): XOR with hidden units; "
                           "occasional local minima")
     quick = {"seeds": 10}
+    # success rates 1.0 / 0.5 / 0.8 over 10 nets at seeds 0, 1, 2 (2026-12-04): XOR's local minima catch a varying
+    # share (the full 20 nets: 0.85 / 0.65 / 0.80), so the quick run asks that at least half escape them
+    quick_milestone = Milestone("success_rate", 0.5, paper="the full recipe (20 nets): >= 0.8")
+    quick_seconds = 7.0  # 2.1-6.1 s of CPU on one thread
     tiny = {"seeds": 2, "max_sweeps": 200}
 
     def build(self, s: SmallSettings) -> MLP:
@@ -115,6 +119,8 @@ class Symmetry(Recipe):
     Settings = SymmetrySettings
     milestone = Milestone("paper_solution", 1.0, paper="Rumelhart et al. (1986) fig. 1: 1,425 sweeps, weights "
                           "symmetric with opposite signs, magnitudes 1:2:4")
+    quick_milestone = milestone  # the quick run is the whole recipe: 1 / 1 / 1 at seeds 0, 1, 2 (2026-12-04)
+    quick_seconds = 4.0  # 0.4-3.6 s of CPU on one thread (how many tries a seed needs)
     tiny = {"max_tries": 1, "max_sweeps": 200}
 
     def build(self, s: SymmetrySettings) -> MLP:
@@ -178,6 +184,8 @@ class Mnist(Recipe):
     summary = "784-128-10 sigmoid net, squared error, momentum, hand-written deltas; MNIST 5k train / 10k test"
     Settings = MnistSettings
     milestone = Milestone("test_acc", 0.93, paper="LeCun et al. (1998): 2-layer NN, 300 hidden, 60k train: 95.3%")
+    quick_milestone = milestone  # the quick run is the whole recipe: 0.9371 / 0.9372 / 0.9350 at seeds 0-2 (2026-12-04)
+    quick_seconds = 14.0  # 10.5-13.4 s of CPU on one thread
     tiny = {"epochs": 1, "hidden": 16}
 
     def build(self, s: MnistSettings) -> MLP:

@@ -110,6 +110,10 @@ class FewLabels(Recipe):
                           paper="pre-trained beats random init by >= 1 point; Hinton et al. (2006), Bengio et al. "
                                 "(2007): pre-training helps, most when labels are few")
     quick = {"sizes": (784, 256, 256), "pretrain_epochs": 4, "finetune_epochs": 30}
+    # the full recipe's target, reached by the smaller quick net: gain +0.0487 / +0.0540 / +0.0596 at seeds 0, 1, 2
+    # (test accuracy 0.905-0.909 against 0.849-0.857 from a random start; 2026-12-04)
+    quick_milestone = milestone
+    quick_seconds = 14.0  # 10.6-12.3 s of CPU on one thread
     tiny = {"sizes": (784, 32, 32), "pretrain_epochs": 1, "finetune_epochs": 2, "baseline": False}
 
     def build(self, s: FewLabelsSettings) -> DBN:

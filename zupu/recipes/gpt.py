@@ -6,9 +6,10 @@ dropout) to nanoGPT's final validation loss, aiming at half its time or less (th
 - Muon on the blocks' weight matrices (AdamW on embeddings, biases and gains; `MuonAdamW`), which
   reaches the loss in far fewer tokens: 300 x 32 x 64 = 0.61M against nanoGPT's 2000 x 12 x 64 = 1.54M
   (`benchmarks/history/RESULTS-gpt-train.md` has the runs; the previous AdamW recipe needed 2-3x the tokens);
-- batches of 32 windows, split over the two cores as two shards of 16 trained side by side (the Trainer's
-  `workers`: a 128-wide model's matmuls split badly inside one matmul, whole shards do not), which also
-  spreads Muon's per-step work over twice the tokens of a batch of 16; a 12x higher learning rate than
+- batches of 32 windows, split over the free cores as shards trained side by side (the Trainer's
+  `workers`, one per free core: two shards of 16 on an idle 2-core machine; a 128-wide model's matmuls split
+  badly inside one matmul, whole shards do not), which also spreads Muon's per-step work over twice the
+  tokens of a batch of 16; a 12x higher learning rate than
   nanoGPT's, a short warm-up and a linear decay to zero that ends exactly at the budget;
 - matmuls in bfloat16 under autocast where the CPU has native bfloat16 (AVX-512 BF16 runs them ~2.5x
   faster than float32; weights, gradients, optimiser state and attention stay float32), float32 where it
@@ -73,8 +74,10 @@ class CharSettings:
     grad_clip: float = 1.0
     eval_every: int = 0  # 0: evaluate once, at the end
     eval_tokens: int = 0  # validation tokens per evaluation (a fixed prefix of the split); 0: the whole split
-    threads: int = 2
-    workers: int = 2  # batch shards trained side by side, one thread each; 1: the whole batch on `threads` threads
+    threads: int = 0  # 0: the cores free when the run starts (`zupu.train.threads.auto_threads`)
+    # batch shards trained side by side, one thread each (a 128-wide model's matmuls split badly inside one
+    # matmul, whole shards do not); 0: one per thread the run has; 1: the whole batch on its threads
+    workers: int = 0
     # "auto": matmuls (and Muon's Newton-Schulz) in bfloat16 where the CPU has it natively, else float32;
     # "bf16": bfloat16 autocast (weights, optimiser state, attention stay float32); "fp32": float32 throughout
     precision: str = "auto"
@@ -172,7 +175,8 @@ class CharLM(Recipe):
         trainer = Trainer(model, step, batches, opt, s.steps, run=run,
                           scheduler=make_schedule(opt, s.schedule, s.steps, s.warmup, s.min_lr_factor),
                           evaluate=evaluate, eval_every=s.eval_every, log_every=25, grad_clip=s.grad_clip,
-                          checkpoint_every=max(100, s.steps // 4), desc=f"gpt {self.name}", workers=s.workers)
+                          checkpoint_every=max(100, s.steps // 4), desc=f"gpt {self.name}",
+                          workers=s.workers or torch.get_num_threads())
         start = time.perf_counter()
         trainer.fit()
         seconds = time.perf_counter() - start  # training (and any evaluations asked for), not data preparation
@@ -183,7 +187,9 @@ class CharLM(Recipe):
         return {**final, "steps": trainer.step, "train_seconds": seconds,
                 "train_tokens_per_s": tokens / seconds if seconds else float("nan"),
                 "model_gflop_per_s": tokens * model.flops_per_token(s.block_size) / seconds / 1e9,
-                "params": model.num_params(non_embedding=False)}
+                "params": model.num_params(non_embedding=False),
+                # what the machine chose, recorded beside the speed it gave
+                "precision": resolve_precision(s.precision), "workers": trainer.workers}
 
     def evaluate(self, model: GPT, s: CharSettings, val_ids: torch.Tensor | None = None) -> dict:
         if val_ids is None:
@@ -211,7 +217,12 @@ class ShakespeareChar(CharLM):
                "in under half its time")
     milestone = Milestone("val_loss", 1.886, higher_is_better=False,
                           paper="nanoGPT's documented CPU run: val loss 1.8857 after 2000 iterations (239 s here)")
-    quick = {"steps": 150, "warmup": 15}
+    # 100 steps (0.2M tokens, a third of the full run's): val loss 2.2955 / 2.2990 / 2.2887 at seeds 0, 1, 2
+    # (2026-12-04, float32 as on an AVX2 CPU, one thread), below a bigram model's ~2.5, not yet nanoGPT's 1.886
+    quick = {"steps": 100, "warmup": 10}
+    quick_milestone = Milestone("val_loss", 2.35, higher_is_better=False,
+                                paper="the full recipe (300 steps): nanoGPT's 1.886")
+    quick_seconds = 32.0  # 26.9-30.0 s of CPU in float32 on one thread; native bfloat16 is faster
     tiny = {"steps": 10, "warmup": 2, "n_layer": 1, "n_embd": 32, "n_head": 2, "batch_size": 8, "eval_tokens": 4096,
             "samples": 1, "sample_tokens": 20}
 

@@ -105,6 +105,9 @@ class LeNet5Mnist(MnistRecipe):
     Settings = LeNet5Settings
     milestone = Milestone("test_acc", 0.97, paper="LeCun et al. (1998): LeNet-5, 60k train: 0.95% test error")
     quick = {"epochs": 3}
+    # measured 0.9489 / 0.9542 / 0.9546 at seeds 0, 1, 2 (2026-12-04); the full 20 epochs reach 98.2%
+    quick_milestone = Milestone("test_acc", 0.94, paper="the full recipe (20 epochs): 98.2%")
+    quick_seconds = 12.0  # 9.1-10.4 s of CPU on one thread
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return mnist_lenet5()
@@ -136,6 +139,10 @@ class LeNet1989Mnist(MnistRecipe):
     milestone = Milestone("test_error", 0.05, higher_is_better=False,
                           paper="LeCun et al. (1989): 5.0% test error on 2,007 zip-code digits (7,291 train)")
     quick = {"epochs": 4}
+    # measured 0.0639 / 0.0653 / 0.0738 at seeds 0, 1, 2 (2026-12-04); the full 30 epochs reach <= 5%
+    quick_milestone = Milestone("test_error", 0.08, higher_is_better=False,
+                                paper="the full recipe (30 epochs): <= 5%, as the 1989 paper")
+    quick_seconds = 7.0  # 3.4-5.7 s of CPU on one thread
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return mnist_16x16()

@@ -82,6 +82,10 @@ class Adding(Recipe):
     milestone = Milestone("test_mse", 0.01, higher_is_better=False,
                           paper="Hochreiter & Schmidhuber (1997) exp. 4: T=100 solved, error < 0.04 per sequence")
     quick = {"seq_len": 30, "steps": 800}
+    # the full recipe's target, reached at T=30: test MSE 0.00051 / 0.00031 / 0.00038 at seeds 0, 1, 2, the plain
+    # RNN 0.176-0.178 (2026-12-04)
+    quick_milestone = milestone
+    quick_seconds = 22.0  # 17.5-20.9 s of CPU on one thread
     tiny = {"steps": 20, "seq_len": 10, "hidden": 8, "test_size": 100, "eval_every": 10}
 
     def build(self, s: AddingSettings) -> LSTM:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from zupu import registry
 from zupu.checkpoint import load_model, read_config
 from zupu.errors import CheckpointError
 from zupu.train.run import Run
-from zupu.train.threads import threads
+from zupu.train.threads import auto_threads, threads
 
 
 def seed_everything(seed: int) -> None:
@@ -24,11 +23,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def recipe_threads(settings: Any) -> AbstractContextManager[None]:
-    """`threads(settings.threads)` for recipes whose settings have a `threads` field (the count measured to
-    suit their maths: one for small matrices and step-by-step loops), else the process's own count."""
-    n = getattr(settings, "threads", None)
-    return threads(n) if n else nullcontext()
+def recipe_threads(settings: Any) -> int:
+    """The threads a recipe runs on: what its settings' `threads` field asks for (the count measured to suit
+    its maths: one for small matrices and step-by-step loops), but no more than the cores free now; with no
+    field, or 0 ("auto"), the cores free now (`zupu.train.threads.auto_threads`)."""
+    asked = getattr(settings, "threads", 0) or 0
+    return 1 if asked == 1 else min(asked, auto_threads()) if asked else auto_threads()
 
 
 def train(member: str, recipe: str | None = None, out: str | Path | None = None, seed: int = 0,
@@ -44,7 +44,8 @@ def train(member: str, recipe: str | None = None, out: str | Path | None = None,
             raise CheckpointError(f"--resume: {out} holds no interrupted run (no resume.safetensors/run.json)")
         meta = json.loads(meta_path.read_text())
         settings, seed = r.settings(overrides=meta["settings"]), meta["seed"]
-    with recipe_threads(settings):
+    n_threads = recipe_threads(settings)
+    with threads(n_threads):
         seed_everything(seed)
         model = r.build(settings)
         run = Run(out, m.name, r.name, settings, seed, resume=resume)
@@ -52,7 +53,7 @@ def train(member: str, recipe: str | None = None, out: str | Path | None = None,
             run.meta_check()
         else:
             run.write_meta()
-        metrics = r.train(model, settings, run)
+        metrics = {**r.train(model, settings, run), "threads": n_threads}  # recorded: it depends on the machine
         result = run.finish(model, metrics, r.milestone_for(quick))
         r.figures(model, settings, run)
     return result
@@ -69,5 +70,5 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
     r = m.recipe(meta["recipe"])
     settings = r.settings(overrides=meta.get("settings") or {})
     model = load_model(run_dir)
-    with recipe_threads(settings):
+    with threads(recipe_threads(settings)):
         return {"member": m.name, "recipe": r.name, "metrics": r.evaluate(model, settings)}

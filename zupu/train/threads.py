@@ -1,12 +1,14 @@
-"""How a recipe uses the CPU: how many threads its maths runs on, restored afterwards (the tour runs
-recipes in one process), a way to run independent pieces of work side by side, one thread each, and
-malloc settings that keep a training loop's freed memory for its next step."""
+"""How a recipe uses the CPU: how many cores it may and can use now, how many threads its maths runs on,
+restored afterwards (the tour runs recipes in one process), a way to run independent pieces of work side by
+side, one thread each, and malloc settings that keep a training loop's freed memory for its next step."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -17,6 +19,56 @@ from threadpoolctl import threadpool_limits
 
 T = TypeVar("T")
 _pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity: a `taskset` or a container's cpuset), not the machine's."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call (macOS, Windows): every CPU
+        return list(range(os.cpu_count() or 1))
+
+
+def busy_cpus(cpus: list[int], seconds: float = 0.2) -> float:
+    """How many of `cpus` other work kept busy over the next `seconds` (this process sleeps meanwhile), from
+    the kernel's per-CPU time counters; 0.0 where there are none to read (not Linux)."""
+
+    def sample() -> dict[int, tuple[int, int]]:
+        counts = {}
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                name, *ticks = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                    values = [int(t) for t in ticks]
+                    counts[int(name[3:])] = (sum(values), values[3] + values[4])  # (all, idle + iowait)
+        return counts
+
+    try:
+        before = sample()
+        time.sleep(seconds)
+        after = sample()
+    except OSError:
+        return 0.0
+    busy = 0.0
+    for cpu, (total, idle) in after.items():
+        elapsed = total - before[cpu][0]
+        if elapsed > 0:
+            busy += 1 - (idle - before[cpu][1]) / elapsed
+    return busy
+
+
+def free_cores(usable: int, busy: float) -> int:
+    """Threads worth running on `usable` cores of which `busy` are taken by other work: the cores left at
+    least three-quarters idle, and at least one. A thread that shares its core with another process is
+    descheduled mid-matmul while its partners wait at the join (a 20x collapse was measured with two
+    threads beside one busy core), so a taken core is left to whoever holds it."""
+    return max(1, min(usable, int(usable - busy + 0.25)))
+
+
+def auto_threads() -> int:
+    """`free_cores` now, for this process's usable CPUs, capped by torch's own count (OMP_NUM_THREADS)."""
+    cpus = usable_cpus()
+    return min(free_cores(len(cpus), busy_cpus(cpus)), torch.get_num_threads())
 
 
 @contextmanager
