@@ -58,6 +58,13 @@ def one_thread(recipe: Recipe, quick: bool) -> bool:
     return getattr(recipe.settings(quick=quick), "threads", None) == 1
 
 
+def side_by_side(recipe: Recipe, quick: bool) -> bool:
+    """Whether the tour runs the recipe in its pool of one-thread workers: every quick recipe (their declared
+    quick_seconds are one-thread times, and two small models on two cores finish sooner side by side than one
+    after another on two threads each), and the full recipes whose settings keep them on one thread."""
+    return quick or one_thread(recipe, quick)
+
+
 def planned_seconds(recipes: Iterable[tuple[float, bool]], cores: int) -> float:
     """Wall time of a tour from (seconds, one_thread) per recipe: the one-thread recipes spread over `cores`
     workers, longest first (the pool's order), then the others one after another."""
@@ -129,6 +136,9 @@ def _line(i: int, n: int, entry: dict[str, Any]) -> str:
 
 def _quiet_worker() -> None:
     os.environ["ZUPU_PROGRESS"] = "0"  # side by side, bars would interleave: each recipe gets one line instead
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: recipes' own thread choices are capped by this count
 
 
 def table(entries: list[dict[str, Any]]) -> str:
@@ -153,7 +163,8 @@ def tour(out: str | Path = "tour", quick: bool = True, only: list[str] | None = 
     chosen = select(only, skip)
     work = [(m, r) for m in chosen for r in m.recipes().values() if r.in_tour]
     cores = jobs or usable_cores()
-    side = [(m, r) for m, r in work if cores > 1 and one_thread(r, quick)]
+    side = [(m, r) for m, r in work if cores > 1 and side_by_side(r, quick)]
+    side = side if len(side) > 1 else []  # a pool for one recipe would only cost a process start
     alone = [(m, r) for m, r in work if (m, r) not in side]
     side.sort(key=lambda mr: -(mr[1].quick_seconds or 0))  # longest first: the pool ends together
     print(f"zupu tour: {len(work)} recipes; {len(side)} side by side on {cores} cores, {len(alone)} one at a time",
