@@ -3,6 +3,7 @@ prompt bookkeeping; a quick learning test on the real ISBI membrane crops; the s
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -84,3 +85,109 @@ def test_loading_names_every_wrong_tensor():
     state["mask_decoder.mask_tokens.weight"] = torch.zeros(3, CFG.prompt_embed_dim)
     with pytest.raises(CheckpointError, match=r"iou_token.*mask_tokens.weight: checkpoint \(3, 32\)"):
         load_segment_anything(ours, state)
+
+
+def test_corrective_click_goes_to_the_largest_error_region():
+    from zupu.recipes.sam import next_click
+
+    target = np.zeros((20, 20), bool)
+    target[2:12, 2:12] = True
+    pred = target.copy()
+    pred[2:12, 8:12] = False  # a 10 x 4 miss
+    pred[15:17, 15:17] = True  # a 2 x 2 spill: smaller
+    x, y, label = next_click(pred, target)
+    assert label == 1 and 8 <= x <= 11 and 2 <= y <= 11
+    pred[13:20, 13:20] = True  # now the spill (49 pixels) is the larger error
+    x, y, label = next_click(pred, target)
+    assert label == 0 and 13 <= x <= 19 and 13 <= y <= 19
+
+
+def test_focal_dice_loss_ranks_masks_and_best_of_three_picks_the_right_one():
+    from zupu.recipes.sam import iou, mask_loss
+
+    target = torch.zeros(1, 8, 8, dtype=torch.bool)
+    target[0, 2:6, 2:6] = True
+    good = torch.where(target, 6.0, -6.0)
+    half = good.clone()
+    half[0, :, 4:] = -6.0
+    logits = torch.stack([torch.full_like(good[0], -6.0), half[0], good[0]])[None]  # (1, 3, 8, 8)
+    losses = mask_loss(logits, target)
+    assert losses.argmin(1).item() == 2 and losses[0, 0] > losses[0, 1] > losses[0, 2]
+    torch.testing.assert_close(iou(logits, target), torch.tensor([[0.0, 0.5, 1.0]]))
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    """A SAM run (untrained tiny weights) as `zupu train sam` writes it, and a fresh embedding cache."""
+    from zupu.checkpoint import save_model
+
+    monkeypatch.setenv("ZUPU_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = SAM(SamConfig(image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, prompt_embed_dim=16, mask_in_chans=8, decoder_depth=1,
+                          decoder_heads=2, decoder_mlp_dim=32, iou_head_hidden_dim=16, pixel_mean=128.0,
+                          pixel_std=50.0))
+    return save_model(model, tmp_path / "run", {"recipe": "membrane", "settings": {"downsample": 2}})
+
+
+def grey_image(tmp_path, mode: str = "L"):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"cells-{mode}.png"
+    Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8)).convert(mode).save(path)
+    return path
+
+
+def test_segment_writes_mask_and_overlay_and_reuses_the_embedding(run_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from zupu.cli import main
+
+    image = grey_image(tmp_path)
+    out = tmp_path / "out"
+    assert main(["segment", str(run_dir), str(image), "--point", "30,20", "--out", str(out)]) == 0
+    assert "encoded" in capsys.readouterr().out
+    assert main(["segment", str(run_dir), str(image), "--box", "5,5,30,25", "--out", str(out)]) == 0
+    assert "from the cache" in capsys.readouterr().out
+    mask, overlay = Image.open(out / "cells-L.mask.png"), Image.open(out / "cells-L.overlay.png")
+    assert mask.size == overlay.size == (50, 40) and mask.mode == "L" and overlay.mode == "RGB"
+    assert set(np.unique(np.asarray(mask))) <= {0, 255}
+
+
+def test_segment_answers_in_the_tile_around_the_prompt(run_dir):
+    """The mask a prompt gets on a big image equals the one it gets on that tile cut out on its own."""
+    from PIL import Image
+
+    from zupu.apps.segment import Segmenter
+
+    seg = Segmenter(run_dir)
+    rng = np.random.default_rng(1)
+    big = rng.integers(0, 255, (64, 64), dtype=np.uint8)  # 32 x 32 at the model's scale: 3 x 3 tiles of 16
+    whole = seg.segment(Image.fromarray(big), point=(33, 33))  # nearest tile centre: the middle one (8..24)
+    alone = seg.segment(Image.fromarray(big[16:48, 16:48]), point=(17, 17))
+    assert whole.mask[16:48, 16:48].tolist() == alone.mask.tolist()
+    assert not whole.mask[:16].any() and not whole.mask[48:].any()
+    assert whole.iou == pytest.approx(alone.iou, abs=1e-5)
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--point", "50,3"], "point 50,3 is outside the 50x40 image"),
+    (["--box", "10,10,10,30"], "box 10,10,10,30 is empty"),
+    ([], "no prompt"),
+])
+def test_segment_bad_prompts_are_one_clear_error(run_dir, tmp_path, capsys, args, error):
+    from zupu.cli import main
+
+    assert main(["segment", str(run_dir), str(grey_image(tmp_path)), *args, "--out", str(tmp_path)]) == 2
+    assert error in capsys.readouterr().err
+
+
+def test_segment_wrong_image_mode_is_one_clear_error(run_dir, tmp_path):
+    from PIL import Image
+
+    from zupu.apps.segment import Segmenter
+    from zupu.errors import ImageModeError
+
+    with pytest.raises(ImageModeError, match="mode 'RGB' but this model reads L images"):
+        Segmenter(run_dir).segment(Image.open(grey_image(tmp_path, "RGB")), point=(3, 3))

@@ -55,6 +55,8 @@ class SamConfig:
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 64
     layer_norm_eps: float = 1e-6
+    pixel_mean: float = 0.0  # the training images' statistics: encode() standardises raw pixels with them
+    pixel_std: float = 1.0
 
     @property
     def grid(self) -> int:
@@ -298,7 +300,9 @@ class SAM(nn.Module):
         self.mask_decoder = MaskDecoder(config)
 
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.image_encoder(pixel_values)  # (B, E, h, w)
+        """Raw pixels (B, C, S, S), e.g. 0-255, -> the image embedding (B, E, h, w)."""
+        c = self.config
+        return self.image_encoder((pixel_values - c.pixel_mean) / c.pixel_std)
 
     def decode(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor | None = None,
                point_labels: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
