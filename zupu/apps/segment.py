@@ -32,7 +32,7 @@ class Answer:
     decode_ms: float
 
 
-def parse_ints(text: str, n: int, what: str) -> tuple[float, ...]:
+def parse_numbers(text: str, n: int, what: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
@@ -173,8 +173,8 @@ def write_outputs(image: Any, mask: np.ndarray, out: Path, stem: str) -> tuple[P
 def cmd_segment(args: argparse.Namespace) -> int:
     from PIL import Image, UnidentifiedImageError
 
-    point = parse_ints(args.point, 2, "--point") if args.point else None
-    box = parse_ints(args.box, 4, "--box") if args.box else None
+    point = parse_numbers(args.point, 2, "--point") if args.point else None
+    box = parse_numbers(args.box, 4, "--box") if args.box else None
     try:
         image = Image.open(args.image)
         image.load()

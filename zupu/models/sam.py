@@ -152,7 +152,8 @@ class PromptEncoder(nn.Module):
 
     def forward(self, points: tuple[torch.Tensor, torch.Tensor] | None = None, boxes: torch.Tensor | None = None,
                 masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        b = next(t.size(0) for t in (points[0] if points else None, boxes, masks, torch.empty(1)) if t is not None)
+        given = [t for t in (points[0] if points is not None else None, boxes, masks) if t is not None]
+        b = given[0].size(0) if given else 1
         tokens = []
         if points is not None:
             coords, labels = points
