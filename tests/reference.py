@@ -43,3 +43,19 @@ def randomise_vectors(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module
                 centre = 1.0 if name.endswith("weight") else 0.0  # gains around 1, biases around 0
                 p.copy_(centre + 0.3 * torch.randn(p.shape, generator=gen))
     return module
+
+
+def segment_anything_modeling() -> ModuleType:
+    """`segment_anything.modeling` without running the package's __init__, which imports torchvision (and
+    torchvision does not import beside every torch release); the modeling files need torch only."""
+    import importlib.util
+    import sys
+
+    if "segment_anything" not in sys.modules:  # an empty package whose submodules import from its files
+        spec = importlib.util.find_spec("segment_anything")
+        if spec is None:
+            unavailable("segment_anything is not installed; install the test extras: pip install -e '.[test]'")
+        package = ModuleType("segment_anything")
+        package.__path__, package.__spec__ = list(spec.submodule_search_locations), spec
+        sys.modules["segment_anything"] = package
+    return importlib.import_module("segment_anything.modeling")

@@ -95,3 +95,11 @@ class GameError(ZupuError, ValueError):
 
 class IllegalMove(GameError):
     """A move that the rules do not allow in this position (an occupied cell, a finished game)."""
+
+
+class PromptError(ZupuError, ValueError):
+    """A segmentation prompt that does not fit its image: a point outside it, an empty or inverted box."""
+
+
+class ImageModeError(ZupuError, ValueError):
+    """An image whose mode (channels) is not the one the model reads, e.g. RGB given to a grey-image model."""

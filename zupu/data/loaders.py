@@ -172,3 +172,14 @@ def emoji(paths: dict[str, Path], skin_tones: bool = True) -> Emoji:
 def paths(paths: dict[str, Path]) -> dict[str, Path]:
     """For file sets a member parses itself (tokenizer files, weights, JSONL)."""
     return paths
+
+
+def isbi_membrane(paths: dict[str, Path]) -> Split:
+    """x: the 30 images, uint8 (30, 512, 512); y: bool (30, 512, 512), True inside cells, False on membranes.
+    Kept in file order (serial sections), so a split by index keeps neighbouring sections together."""
+    from PIL import Image
+
+    def stack(kind: str) -> np.ndarray:
+        return np.stack([np.asarray(Image.open(paths[f"{kind}/{i}.png"]).convert("L")) for i in range(30)])
+
+    return Split(stack("image"), stack("label") > 127)

@@ -122,6 +122,13 @@ DATASETS: dict[str, Dataset] = {
         Dataset("clip-bpe", "CLIP's BPE merges (bpe_simple_vocab_16e6)", "MIT", "https://github.com/openai/CLIP",
                 (_gz("clip-bpe", "bpe_simple_vocab_16e6.txt.gz", f"{_GH}/openai/CLIP/main/clip"),),
                 loaders.paths),
+        Dataset("isbi2012-membrane", "ISBI 2012 EM segmentation: 30 grey 512x512 serial-section images of a fly "
+                "brain with binary membrane masks (cells: connected white regions)", "MIT repo / ISBI challenge data",
+                "https://github.com/zhixuhao/unet",
+                tuple(RemoteFile(f"isbi2012-membrane/{kind}/{i}.png",
+                                 f"{_GH}/zhixuhao/unet/master/data/membrane/train/{kind}/{i}.png")
+                      for kind in ("image", "label") for i in range(30)),
+                loaders.isbi_membrane),
     )
 }
 
