@@ -77,8 +77,52 @@ class RewardModel(nn.Module):
         return v.gather(1, last[:, None]).squeeze(1)
 
 
-PRESETS = {"tiny": RewardModelConfig(GPTConfig(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+@dataclass
+class FeatureRewardConfig:
+    n_features: int = 384  # all-MiniLM-L6-v2's sentence vectors
+
+
+class FeatureReward(nn.Module):
+    """r(x, y) = w . phi(x, y) + b on a frozen encoder's features phi (a linear probe of a pretrained encoder)."""
+
+    config_class = FeatureRewardConfig
+
+    def __init__(self, config: FeatureRewardConfig):
+        super().__init__()
+        self.config = config
+        self.score = nn.Linear(config.n_features, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.score(features).squeeze(-1)  # (B, n_features) -> (B,)
+
+
+PRESETS = {"tiny-features": FeatureRewardConfig(8),
+           "tiny": RewardModelConfig(GPTConfig(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4,
                                                resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))}
+
+
+def split_dialogue(text: object, where: str) -> tuple[str, str]:
+    """An Anthropic HH transcript ("\n\nHuman: ... \n\nAssistant: ...") -> (the dialogue before the last
+    assistant turn, that turn's reply)."""
+    if not isinstance(text, str) or not text.strip():
+        raise PreferenceError(f"{where} is missing or empty; a preference pair needs both a chosen and a "
+                              f"rejected transcript")
+    head, sep, reply = text.rpartition("\n\nAssistant:")
+    if not sep:
+        raise PreferenceError(f"{where} has no '\\n\\nAssistant:' turn to judge: {text[:80]!r}")
+    return head, reply.strip()
+
+
+def preference_pair(row: object, where: str) -> tuple[str, str, str]:
+    """One {"chosen", "rejected"} record -> (prompt, chosen reply, rejected reply); both sides must share the
+    dialogue before the reply, as in the HH-RLHF files."""
+    if not isinstance(row, dict):
+        raise PreferenceError(f"{where}: expected an object with 'chosen' and 'rejected', got {type(row).__name__}")
+    prompt, chosen = split_dialogue(row.get("chosen"), f"{where}: 'chosen'")
+    other, rejected = split_dialogue(row.get("rejected"), f"{where}: 'rejected'")
+    if prompt != other:
+        raise PreferenceError(f"{where}: 'chosen' and 'rejected' continue different dialogues")
+    return prompt, chosen, rejected
 
 
 # Log-probabilities ---------------------------------------------------------------------------------------------
