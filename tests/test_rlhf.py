@@ -179,3 +179,47 @@ def test_reward_model_reads_the_last_real_token():
         r = model(ids, mask)
         torch.testing.assert_close(r[1], model(ids[1:, :3])[0])
         torch.testing.assert_close(r[0], model(ids[:1])[0])
+
+
+def test_a_pair_with_a_missing_side_is_one_clear_error():
+    dialogue = "\n\nHuman: hello\n\nAssistant: "
+    assert rlhf.preference_pair({"chosen": dialogue + "hi", "rejected": dialogue + "go away"}, "row 1") == (
+        "\n\nHuman: hello", "hi", "go away")
+    with pytest.raises(rlhf.PreferenceError, match="row 1: 'rejected' is missing"):
+        rlhf.preference_pair({"chosen": dialogue + "hi"}, "row 1")
+    with pytest.raises(rlhf.PreferenceError, match="'chosen' is missing or empty"):
+        rlhf.preference_pair({"chosen": "  ", "rejected": dialogue + "hi"}, "row 2")
+    with pytest.raises(rlhf.PreferenceError, match="no '.*Assistant:' turn"):
+        rlhf.preference_pair({"chosen": "just text", "rejected": dialogue + "hi"}, "row 3")
+    with pytest.raises(rlhf.PreferenceError, match="different dialogues"):
+        rlhf.preference_pair({"chosen": dialogue + "hi", "rejected": "\n\nHuman: bye\n\nAssistant: ok"}, "row 4")
+
+
+def test_gold_reward_counts_distinct_whole_real_words():
+    from zupu.recipes.rlhf import gold_reward
+    assert gold_reward("ng the king, the king qzx") == 2  # 'ng' and 'qzx' are cut off by the window's edges
+    assert gold_reward("a the the the the b") == 1  # the same word again earns nothing
+    assert gold_reward("xx qzxv blorp yy") == 0
+
+
+def test_dpo_learns_a_preference():
+    """DPO on a tiny GPT: after a few steps the policy ranks each chosen reply above its rejected one."""
+    from zupu.models.gpt import GPT, PRESETS
+    torch.manual_seed(0)
+    policy, ref = GPT(PRESETS["tiny"]), GPT(PRESETS["tiny"])
+    ref.load_state_dict(policy.state_dict())
+    prompt = torch.randint(0, 96, (16, 6))
+    chosen = torch.cat([prompt, torch.full((16, 4), 5)], 1)  # replies of token 5 are preferred to token 7
+    rejected = torch.cat([prompt, torch.full((16, 4), 7)], 1)
+    mask = torch.cat([torch.zeros(16, 6), torch.ones(16, 4)], 1)
+    with torch.no_grad():
+        ref_w, ref_l = (rlhf.sequence_logprobs(ref(x), x, mask) for x in (chosen, rejected))
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    for _ in range(20):
+        loss, rw, rl = rlhf.dpo_loss(rlhf.sequence_logprobs(policy(chosen), chosen, mask),
+                                     rlhf.sequence_logprobs(policy(rejected), rejected, mask), ref_w, ref_l, 0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1 < math.log(2)
+    assert bool((rw > rl).all())

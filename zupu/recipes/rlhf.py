@@ -390,7 +390,8 @@ def hacking_figure(points: list[dict], path, title: str) -> None:
     twin = ax.twinx()
     twin.plot(steps, [p["learned"] for p in points], "s--", color="tab:purple", label="learned reward", ms=3)
     twin.set_ylabel("learned reward")
-    fig.legend(loc="upper center", ncol=2, bbox_to_anchor=(0.5, 0.93))
+    lines = ax.get_lines() + twin.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], loc="lower left")
     ax.set_title(title)
     save(fig, path)
 
@@ -439,7 +440,8 @@ class Ppo(KnownTruth):
     # the gold reward lost, from its peak, by PPO without the KL term while the learned reward kept rising
     milestone = Milestone("nokl_gold_drop", 0.3, paper="Stiennon et al. 2020, fig. 5: optimising a learned reward "
                           "without the KL leash raises it while the true (human) preference falls")
-    quick = {"pretrain_steps": 300, "pairs": 1024, "rm_steps": 150, "ppo_iters": 16, "hack_iters": 40}
+    quick = {"pretrain_steps": 300, "pairs": 1024, "rm_steps": 150, "ppo_iters": 16, "hack_iters": 40,
+             "dpo_steps": 40}
     quick_milestone = Milestone("nokl_gold_drop", 0.2)
     quick_seconds = 55.0
 
