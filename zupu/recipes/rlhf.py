@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
+import torch.nn.functional as F
 
 from zupu import data, weights
+from zupu.atomic import write_bytes
 from zupu.models.gpt import GPT, GPTConfig
 from zupu.models.rlhf import (
     AdaptiveKLController,
@@ -46,8 +48,8 @@ from zupu.models.rlhf import (
 )
 from zupu.progress import progress
 from zupu.recipe import Milestone, Recipe
-from zupu.tokenizers import CharTokenizer
-from zupu.train.batches import RandomWindows
+from zupu.tokenizers import CharTokenizer, chat
+from zupu.train.batches import RandomWindows, TensorBatches
 from zupu.train.plots import plt, save
 from zupu.train.trainer import Trainer
 
@@ -635,4 +637,155 @@ class HHRewardModel(Recipe):
         save(fig, run.path("reward_model.png"))
 
 
-RECIPES = [Ppo(), Dpo(), HHRewardModel()]
+# -- sft: chat-formatted demonstrations, the loss on the assistant's tokens ---------------------------------------
+
+EOT = "\x03"  # the end-of-turn character: in no training text, so only fine-tuning can teach it
+
+
+@dataclass
+class SFTSettings:
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 96
+    block_size: int = 256
+    pretrain_steps: int = 600
+    pretrain_lr: float = 3e-3
+    sft_steps: int = 300
+    sft_lr: float = 1e-3
+    batch_size: int = 16
+    held_out: int = 25  # tasks kept for evaluation (the first of a fixed permutation)
+    max_new_tokens: int = 200
+    temperature: float = 0.7
+    threads: int = 1
+
+
+def alpaca_conversations() -> list[list[dict]]:
+    """Each seed task's first instance as (user: instruction [+ input], assistant: output)."""
+    path = data.load("alpaca-seed")["seed_tasks.jsonl"]
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = []
+    for row in rows:
+        inst = row["instances"][0]
+        user = row["instruction"] + (f"\n\n{inst['input']}" if inst["input"] else "")
+        out.append([{"role": "user", "content": user}, {"role": "assistant", "content": inst["output"]}])
+    return out
+
+
+@cache
+def sft_tokenizer() -> CharTokenizer:
+    texts = [_text(), EOT] + [m["content"] for c in alpaca_conversations() for m in c]
+    return CharTokenizer.from_text(texts + [chat.PLAIN_TEMPLATE])
+
+
+def sft_split(held_out: int) -> tuple[list, list]:
+    convs = alpaca_conversations()
+    order = torch.randperm(len(convs), generator=torch.Generator().manual_seed(0)).tolist()
+    return [convs[i] for i in order[held_out:]], [convs[i] for i in order[:held_out]]
+
+
+def sft_tensors(convs: list[list[dict]], block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets (N, block): targets are -100 on the prompt and on padding, so the loss is the
+    assistant's. A window holds at most the prompt's last `block // 2` characters (as generation reads them)
+    and then the reply, cut where the window ends."""
+    tok = sft_tokenizer()
+    xs, ys = [], []
+    for conv in convs:
+        text, start = chat.assistant_span(chat.PLAIN_TEMPLATE, conv, EOT)
+        begin = max(0, start - block // 2)
+        start -= begin
+        ids = torch.tensor(tok.encode(text)[begin:begin + block + 1])
+        x = torch.zeros(block, dtype=torch.long)
+        y = torch.full((block,), -100, dtype=torch.long)
+        x[:len(ids) - 1] = ids[:-1]
+        y[:len(ids) - 1] = ids[1:]
+        y[:max(start - 1, 0)] = -100  # predicting the prompt's own characters is not the task
+        xs.append(x)
+        ys.append(y)
+    return torch.stack(xs), torch.stack(ys)
+
+
+@torch.no_grad()
+def stop_rate(model: GPT, convs: list[list[dict]], s: SFTSettings) -> float:
+    """The fraction of held-out prompts whose sampled reply ends with the end-of-turn within the window."""
+    tok = sft_tokenizer()
+    eot = tok.encode(EOT)[0]
+    g = torch.Generator().manual_seed(EVAL_SEED)
+    model.eval()
+    stopped = 0
+    for conv in convs:
+        prompt = chat.render(chat.PLAIN_TEMPLATE, conv[:-1], add_generation_prompt=True, eos_token=EOT)
+        ids = torch.tensor([tok.encode(prompt)[-(s.block_size // 2):]])  # (1, P): room left for the reply
+        room = min(s.max_new_tokens, s.block_size - ids.size(1))
+        out = torch.stack(list(model.generate(ids, room, temperature=s.temperature, eos_token_id=eot,
+                                              generator=g)), 1)
+        stopped += int((out == eot).any())
+    return stopped / len(convs)
+
+
+@torch.no_grad()
+def assistant_loss(model: GPT, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    return F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100).item()
+
+
+class SFT(Recipe):
+    name = "sft"
+    summary = ("supervised fine-tuning on the 175 Alpaca seed tasks, chat-formatted, loss on the assistant's "
+               "characters: generation learns to stop")
+    Settings = SFTSettings
+    milestone = Milestone("stop_rate", 0.8, paper="InstructGPT step 1: fine-tune on demonstrations of the "
+                          "desired behaviour (here: answer, then end the turn)")
+    quick = {"pretrain_steps": 200, "sft_steps": 150}
+    quick_milestone = Milestone("stop_rate", 0.6)
+    quick_seconds = 30.0
+    tiny = {"n_embd": 32, "n_layer": 1, "n_head": 2, "block_size": 64, "pretrain_steps": 2, "sft_steps": 2,
+            "held_out": 3, "max_new_tokens": 8, "batch_size": 4}
+
+    def build(self, s: SFTSettings) -> GPT:
+        return GPT(GPTConfig(vocab_size=sft_tokenizer().vocab_size, n_positions=s.block_size, n_embd=s.n_embd,
+                             n_layer=s.n_layer, n_head=s.n_head, activation_function="gelu", resid_pdrop=0.0,
+                             embd_pdrop=0.0, attn_pdrop=0.0))
+
+    def train(self, model: GPT, s: SFTSettings, run) -> dict:
+        tok = sft_tokenizer()
+        text = torch.tensor(tok.encode(_text()), dtype=torch.long)
+        opt = torch.optim.AdamW(model.parameters(), lr=s.pretrain_lr, weight_decay=0.0)
+        Trainer(model, lambda b: {"loss": model.loss(*b)},
+                RandomWindows(text, s.block_size, s.batch_size, seed=run.seed), opt, s.pretrain_steps,
+                log_every=10**9, desc="rlhf sft: pre-train").fit()
+        train, held = sft_split(s.held_out)
+        xh, yh = sft_tensors(held, s.block_size)
+        before = {"base_stop_rate": stop_rate(model, held, s), "base_assistant_loss": assistant_loss(model, xh, yh)}
+        xt, yt = sft_tensors(train, s.block_size)
+        opt = torch.optim.AdamW(model.parameters(), lr=s.sft_lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / max(1, s.sft_steps))
+        Trainer(model, lambda b: {"loss": model.loss(*b)},  # the assistant-token loss
+                TensorBatches(xt, yt, batch_size=s.batch_size, seed=run.seed), opt, s.sft_steps, run=run,
+                scheduler=sched, log_every=max(1, s.sft_steps // 10), desc="rlhf sft").fit()
+        return {**self.evaluate(model, s), **before}
+
+    def evaluate(self, model: GPT, s: SFTSettings) -> dict:
+        _, held = sft_split(s.held_out)
+        xh, yh = sft_tensors(held, s.block_size)
+        return {"stop_rate": stop_rate(model, held, s), "assistant_loss": assistant_loss(model, xh, yh)}
+
+    def example(self, s: SFTSettings) -> tuple[torch.Tensor]:
+        return (sft_tensors(sft_split(s.held_out)[1][:2], s.block_size)[0],)
+
+    def figures(self, model: GPT, s: SFTSettings, run) -> None:
+        tok = sft_tokenizer()
+        _, held = sft_split(s.held_out)
+        g = torch.Generator().manual_seed(EVAL_SEED)
+        lines = []
+        for conv in held[:4]:
+            prompt = chat.render(chat.PLAIN_TEMPLATE, conv[:-1], add_generation_prompt=True, eos_token=EOT)
+            ids = torch.tensor([tok.encode(prompt)[-(s.block_size // 2):]])
+            room = min(s.max_new_tokens, s.block_size - ids.size(1))
+            out = torch.stack(list(model.generate(ids, room, temperature=s.temperature,
+                                                  eos_token_id=tok.encode(EOT)[0], generator=g)), 1)
+            reply = tok.decode(out[0].tolist())
+            lines.append(prompt + reply.replace(EOT, " <end of turn>") + "\n----")
+        write_bytes(run.path("samples.txt"), ("\n".join(lines) + "\n").encode())
+
+
+RECIPES = [Ppo(), Dpo(), HHRewardModel(), SFT()]
