@@ -223,3 +223,38 @@ def test_dpo_learns_a_preference():
         opt.step()
     assert loss.item() < 0.1 < math.log(2)
     assert bool((rw > rl).all())
+
+
+def test_a_chat_template_that_does_not_render_is_one_clear_error():
+    from zupu.tokenizers import chat
+    conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    assert chat.assistant_span(chat.PLAIN_TEMPLATE, conv, "|") == ("### user:\nhi\n### assistant:\nhello|", 28)
+    with pytest.raises(chat.ChatTemplateError, match="does not render.*'content'"):
+        chat.render(chat.PLAIN_TEMPLATE, [{"role": "user"}])
+    with pytest.raises(chat.ChatTemplateError, match="TemplateSyntaxError"):
+        chat.render("{% for m in messages %}", conv)
+    with pytest.raises(chat.ChatTemplateError, match="end with an assistant message"):
+        chat.assistant_span(chat.PLAIN_TEMPLATE, conv[:1], "|")
+
+
+def test_sft_takes_the_loss_on_the_reply_and_generation_learns_to_stop():
+    from zupu.models.gpt import GPT, GPTConfig
+    from zupu.recipes.rlhf import EOT, SFTSettings, alpaca_conversations, sft_tensors, sft_tokenizer, stop_rate
+    convs = sorted(alpaca_conversations(), key=lambda c: len(c[0]["content"]) + len(c[1]["content"]))[:4]
+    x, y = sft_tensors(convs, 96)
+    tok = sft_tokenizer()
+    for conv, row in zip(convs, y, strict=True):  # the targets are exactly the reply and its end of turn
+        assert tok.decode(row[row != -100].tolist()) == conv[1]["content"] + EOT
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, n_positions=96, n_embd=48, n_layer=2, n_head=4,
+                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    s = SFTSettings(block_size=96, max_new_tokens=60, temperature=0.5)
+    assert stop_rate(model, convs, s) == 0.0
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        loss = model.loss(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert stop_rate(model, convs, s) == 1.0

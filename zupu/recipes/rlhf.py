@@ -444,8 +444,10 @@ class Ppo(KnownTruth):
                           "without the KL leash raises it while the true (human) preference falls")
     quick = {"pretrain_steps": 300, "pairs": 1024, "rm_steps": 150, "ppo_iters": 16, "hack_iters": 40,
              "dpo_steps": 40}
-    quick_milestone = Milestone("nokl_gold_drop", 0.2)
-    quick_seconds = 55.0
+    # measured 0.84 / 0.64 / 0.14 at seeds 0 / 1 / 2 (seed 2's reward model is the weakest: 0.52 on gold pairs)
+    quick_milestone = Milestone("nokl_gold_drop", 0.1)
+    # 178-302 s measured on a shared 2-core machine at load 20-35, where a 1-thread sgemm ran at half speed
+    quick_seconds = 110.0
 
     def train(self, model: GPT, s: KnownTruthSettings, run) -> dict:
         start = time.perf_counter()
@@ -483,7 +485,7 @@ class Dpo(KnownTruth):
     milestone = Milestone("gold_gain", 0.4, paper="Rafailov et al. 2023: DPO reaches PPO's reward-KL frontier")
     quick = {"pretrain_steps": 300, "pairs": 1024, "dpo_steps": 40}
     quick_milestone = Milestone("gold_gain", 0.3)
-    quick_seconds = 22.0
+    quick_seconds = 70.0  # 181 s measured at load 20-35 (as ppo's)
 
     def train(self, model: GPT, s: KnownTruthSettings, run) -> dict:
         start = time.perf_counter()
