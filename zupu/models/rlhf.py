@@ -96,8 +96,7 @@ class FeatureReward(nn.Module):
         return self.score(features).squeeze(-1)  # (B, n_features) -> (B,)
 
 
-PRESETS = {"tiny-features": FeatureRewardConfig(8),
-           "tiny": RewardModelConfig(GPTConfig(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+PRESETS = {"tiny": RewardModelConfig(GPTConfig(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4,
                                                resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))}
 
 

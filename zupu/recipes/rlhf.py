@@ -737,9 +737,9 @@ class SFT(Recipe):
     Settings = SFTSettings
     milestone = Milestone("stop_rate", 0.8, paper="InstructGPT step 1: fine-tune on demonstrations of the "
                           "desired behaviour (here: answer, then end the turn)")
-    quick = {"pretrain_steps": 200, "sft_steps": 150}
-    quick_milestone = Milestone("stop_rate", 0.6)
-    quick_seconds = 30.0
+    quick = {"pretrain_steps": 100, "sft_steps": 120, "batch_size": 8, "block_size": 192, "held_out": 15}
+    quick_milestone = Milestone("stop_rate", 0.5)
+    quick_seconds = 60.0
     tiny = {"n_embd": 32, "n_layer": 1, "n_head": 2, "block_size": 64, "pretrain_steps": 2, "sft_steps": 2,
             "held_out": 3, "max_new_tokens": 8, "batch_size": 4}
 
