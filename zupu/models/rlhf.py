@@ -26,7 +26,8 @@ DPO (Rafailov et al. eq. 7): the same objective solved in closed form, trained o
     loss(pi) = -E log sigmoid(beta (log pi(y_w)/rho(y_w) - log pi(y_l)/rho(y_l)))
 
 The policy is any causal language model whose forward maps input_ids (B, T) to logits (B, T, V); the reward
-and value models are such a model's body with its `lm_head` swapped for a scalar head.
+and value models are such a model's body with its `lm_head` swapped for a scalar head (`RewardModel`), or a
+linear reward on a frozen encoder's features (`FeatureReward`).
 """
 
 from __future__ import annotations
