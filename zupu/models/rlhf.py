@@ -80,7 +80,7 @@ class RewardModel(nn.Module):
 
 @dataclass
 class FeatureRewardConfig:
-    n_features: int = 384  # all-MiniLM-L6-v2's sentence vectors
+    n_features: int = 385  # all-MiniLM-L6-v2's sentence vector and the reply's log-length
 
 
 class FeatureReward(nn.Module):

@@ -537,13 +537,14 @@ def _encoder(max_length: int):
 
 @cache
 def hh_features(n: int, max_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Encoder features of the chosen and rejected replies (N, 384) each, and their lengths in characters."""
+    """Features of the chosen and rejected replies, (N, 385) each: the encoder's sentence vector (384) and
+    log(1 + characters), since the encoder reads only the first `max_length` tokens; and the lengths (N,)."""
     from zupu.apps.embed import embed
     model, encode = _encoder(max_length)
     pairs = hh_pairs(n)
-    chosen = embed(model, encode, [c for _, c, _ in pairs])
-    rejected = embed(model, encode, [r for _, _, r in pairs])
     lengths = [torch.tensor([float(len(p[i])) for p in pairs]) for i in (1, 2)]
+    chosen, rejected = (torch.cat([embed(model, encode, [p[i] for p in pairs]), torch.log1p(length)[:, None]], 1)
+                        for i, length in zip((1, 2), lengths, strict=True))
     return chosen, rejected, *lengths
 
 
@@ -595,7 +596,7 @@ class HHRewardModel(Recipe):
     tiny = {"pairs": 40, "max_length": 16, "steps": 5, "weight_decays": (0.01,)}
 
     def build(self, s: HHSettings) -> FeatureReward:
-        return FeatureReward(FeatureRewardConfig(384))
+        return FeatureReward(FeatureRewardConfig(385))
 
     def train(self, model: FeatureReward, s: HHSettings, run) -> dict:
         fw, fl, lw, ll = hh_features(s.pairs, s.max_length)
@@ -737,7 +738,8 @@ class SFT(Recipe):
     Settings = SFTSettings
     milestone = Milestone("stop_rate", 0.8, paper="InstructGPT step 1: fine-tune on demonstrations of the "
                           "desired behaviour (here: answer, then end the turn)")
-    quick = {"pretrain_steps": 100, "sft_steps": 120, "batch_size": 8, "block_size": 192, "held_out": 15}
+    quick = {"pretrain_steps": 100, "sft_steps": 250, "sft_lr": 3e-3, "batch_size": 8, "block_size": 192,
+             "held_out": 15}
     quick_milestone = Milestone("stop_rate", 0.5)
     quick_seconds = 60.0
     tiny = {"n_embd": 32, "n_layer": 1, "n_head": 2, "block_size": 64, "pretrain_steps": 2, "sft_steps": 2,
