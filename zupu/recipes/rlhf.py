@@ -591,7 +591,7 @@ class HHRewardModel(Recipe):
     milestone = Milestone("test_pair_acc", 0.58, paper="Bai et al. 2022 (HH-RLHF): 13M-52B preference models "
                           "reach about 0.6-0.7 on harmlessness pairs")
     quick = {"pairs": 400, "max_length": 32}
-    # above chance only: 0.54 / 0.59 at seeds 0 / 1 on 100 held-out pairs, where "the shorter reply wins" scores 0.61
+    # above chance only: 0.54 / 0.59 / 0.59 at seeds 0-2 on 100 held-out pairs; "the shorter reply wins" scores 0.61
     quick_milestone = Milestone("test_pair_acc", 0.52)
     quick_seconds = 70.0  # 176-183 s measured at load ~20 on 2 cores, most of it the encoder
     tiny = {"pairs": 40, "max_length": 16, "steps": 5, "weight_decays": (0.01,)}
@@ -741,7 +741,7 @@ class SFT(Recipe):
                           "desired behaviour (here: answer, then end the turn)")
     quick = {"pretrain_steps": 100, "sft_steps": 250, "sft_lr": 3e-3, "batch_size": 8, "block_size": 192,
              "held_out": 15}
-    # the quick budget teaches a small model to stop on a few replies only: 0.2 at seed 0 (the base: 0.0)
+    # the quick budget teaches a small model to stop on some replies only: 0.20 / 0.27 / 0.33 at seeds 0 / 1 / 2 (base 0)
     quick_milestone = Milestone("stop_rate", 0.1)
     quick_seconds = 90.0  # 233 s measured at load ~20 on 2 cores
     tiny = {"n_embd": 32, "n_layer": 1, "n_head": 2, "block_size": 64, "pretrain_steps": 2, "sft_steps": 2,
