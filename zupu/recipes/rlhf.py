@@ -741,7 +741,7 @@ class SFT(Recipe):
                           "desired behaviour (here: answer, then end the turn)")
     quick = {"pretrain_steps": 100, "sft_steps": 250, "sft_lr": 3e-3, "batch_size": 8, "block_size": 192,
              "held_out": 15}
-    # the quick budget teaches a small model to stop on some replies only: 0.20 / 0.27 / 0.33 at seeds 0 / 1 / 2 (base 0)
+    # the quick budget teaches a small model to stop on some replies only: 0.20 / 0.27 / 0.33 at seeds 0-2 (base 0)
     quick_milestone = Milestone("stop_rate", 0.1)
     quick_seconds = 90.0  # 233 s measured at load ~20 on 2 cores
     tiny = {"n_embd": 32, "n_layer": 1, "n_head": 2, "block_size": 64, "pretrain_steps": 2, "sft_steps": 2,
