@@ -8,8 +8,8 @@ import math
 
 import pytest
 import torch
+from reference import need
 
-from tests.reference import need
 from zupu.models import rlhf
 from zupu.models.rlhf import RewardModel, RewardModelConfig
 
