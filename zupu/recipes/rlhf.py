@@ -446,8 +446,7 @@ class Ppo(KnownTruth):
              "dpo_steps": 40}
     # measured 0.84 / 0.64 / 0.14 at seeds 0 / 1 / 2 (seed 2's reward model is the weakest: 0.52 on gold pairs)
     quick_milestone = Milestone("nokl_gold_drop", 0.1)
-    # 178-302 s measured on a shared 2-core machine at load 20-35, where a 1-thread sgemm ran at half speed
-    quick_seconds = 110.0
+    quick_seconds = 45.0  # 52 s measured at load ~5 on the 2 cores (178-302 s at load 20-35)
 
     def train(self, model: GPT, s: KnownTruthSettings, run) -> dict:
         start = time.perf_counter()
@@ -485,7 +484,7 @@ class Dpo(KnownTruth):
     milestone = Milestone("gold_gain", 0.4, paper="Rafailov et al. 2023: DPO reaches PPO's reward-KL frontier")
     quick = {"pretrain_steps": 300, "pairs": 1024, "dpo_steps": 40}
     quick_milestone = Milestone("gold_gain", 0.2)  # measured +0.46 / +0.76 / +0.26 at seeds 0 / 1 / 2
-    quick_seconds = 70.0  # 181 s measured at load 20-35 (as ppo's)
+    quick_seconds = 15.0  # 18 s measured at load ~5 on the 2 cores
 
     def train(self, model: GPT, s: KnownTruthSettings, run) -> dict:
         start = time.perf_counter()
@@ -593,7 +592,7 @@ class HHRewardModel(Recipe):
     quick = {"pairs": 400, "max_length": 32}
     # above chance only: 0.54 / 0.59 / 0.59 at seeds 0-2 on 100 held-out pairs; "the shorter reply wins" scores 0.61
     quick_milestone = Milestone("test_pair_acc", 0.52)
-    quick_seconds = 70.0  # 176-183 s measured at load ~20 on 2 cores, most of it the encoder
+    quick_seconds = 32.0  # 39 s measured at load ~5 on the 2 cores, most of it the encoder
     tiny = {"pairs": 40, "max_length": 16, "steps": 5, "weight_decays": (0.01,)}
 
     def build(self, s: HHSettings) -> FeatureReward:
@@ -743,7 +742,7 @@ class SFT(Recipe):
              "held_out": 15}
     # the quick budget teaches a small model to stop on some replies only: 0.20 / 0.27 / 0.33 at seeds 0-2 (base 0)
     quick_milestone = Milestone("stop_rate", 0.1)
-    quick_seconds = 90.0  # 233 s measured at load ~20 on 2 cores
+    quick_seconds = 18.0  # 22 s measured at load ~5 on the 2 cores
     tiny = {"n_embd": 32, "n_layer": 1, "n_head": 2, "block_size": 64, "pretrain_steps": 2, "sft_steps": 2,
             "held_out": 3, "max_new_tokens": 8, "batch_size": 4}
 
