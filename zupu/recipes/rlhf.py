@@ -440,7 +440,8 @@ class Ppo(KnownTruth):
     summary = ("PPO with a KL leash against a reward model learned from noisy preferences of a known gold reward "
                "(real words in a Shakespeare continuation); without the leash the learned reward is gamed")
     # the gold reward lost, from its peak, by PPO without the KL term while the learned reward kept rising
-    milestone = Milestone("nokl_gold_drop", 0.3, paper="Stiennon et al. 2020, fig. 5: optimising a learned reward "
+    # full: 2.25 / 1.86 / 2.28 at seeds 0 / 1 / 2 (PPO with KL meanwhile gains +1.68 / +1.54 / +1.25 gold at KL 5-6)
+    milestone = Milestone("nokl_gold_drop", 1.0, paper="Stiennon et al. 2020, fig. 5: optimising a learned reward "
                           "without the KL leash raises it while the true (human) preference falls")
     quick = {"pretrain_steps": 300, "pairs": 1024, "rm_steps": 150, "ppo_iters": 16, "hack_iters": 40,
              "dpo_steps": 40}
@@ -481,7 +482,8 @@ class Ppo(KnownTruth):
 class Dpo(KnownTruth):
     name = "dpo"
     summary = "DPO on the same noisy preferences of the known gold reward, no reward model, no sampling"
-    milestone = Milestone("gold_gain", 0.4, paper="Rafailov et al. 2023: DPO reaches PPO's reward-KL frontier")
+    # full: +1.41 / +1.49 / +1.25 at seeds 0 / 1 / 2 (KL 11-14 nats)
+    milestone = Milestone("gold_gain", 1.0, paper="Rafailov et al. 2023: DPO reaches PPO's reward-KL frontier")
     quick = {"pretrain_steps": 300, "pairs": 1024, "dpo_steps": 40}
     quick_milestone = Milestone("gold_gain", 0.2)  # measured +0.46 / +0.76 / +0.26 at seeds 0 / 1 / 2
     quick_seconds = 15.0  # 18 s measured at load ~5 on the 2 cores
