@@ -168,7 +168,8 @@ class Logic(Recipe):
     summary = "AND/OR/NAND learned with zero errors; XOR never above 75% (Minsky & Papert); Novikoff's bound"
     Settings = LogicSettings
     milestone = Milestone("separable_gates_acc", 1.0, paper="Minsky & Papert (1969): no single unit computes XOR")
-    quick = {}
+    quick = {}  # the full recipe is already seconds long; its milestone is deterministic (no seed enters)
+    quick_seconds = 5.0  # 5.0 s of CPU on one thread, imports included
     tiny = {"max_epochs": 20}
 
     def build(self, s: LogicSettings) -> Perceptron:
