@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference import segment_anything_modeling
 from torch import nn
 
-from tests.reference import segment_anything_modeling
 from zupu.errors import CheckpointError
 from zupu.hf.sam import load_segment_anything
 from zupu.models.sam import SAM, SamConfig
