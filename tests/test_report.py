@@ -72,6 +72,7 @@ def test_a_quick_run_judged_by_its_own_milestone_shows_the_full_recipes_beside_i
     lenet5 = registry.get("lenet").recipe("lenet5-mnist")
     e = entry("lenet", "lenet5-mnist", 0.95, 0.94, True, {"epochs": 1})
     report = {"members": [e], "seconds": 20.0, "quick": True, "cores": 2}
+    monkeypatch.setattr(type(lenet5), "quick_milestone", None)
     write_html(tmp_path, report)
     assert "the full recipe" not in (tmp_path / "report.html").read_text()  # judged by the full one already
     monkeypatch.setattr(type(lenet5), "quick_milestone", Milestone("test_acc", 0.94))

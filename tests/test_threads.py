@@ -3,7 +3,8 @@ count fixed for an idle box; the run records what it chose."""
 
 import json
 import os
-import time
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -31,26 +32,18 @@ def test_usable_cpus_are_the_affinity_not_the_machine():
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads Linux's per-CPU counters")
 def test_a_spinning_process_shows_as_a_busy_cpu():
-    import multiprocessing
-
     cpu = min(os.sched_getaffinity(0))
     idle_before = th.busy_cpus([cpu])
-    proc = multiprocessing.get_context("spawn").Process(target=_spin, args=(cpu, 3.0))
-    proc.start()
+    spin = (f"import os, sys, time; os.sched_setaffinity(0, {{{cpu}}}); print('spinning', flush=True); "
+            "end = time.perf_counter() + 5\nwhile time.perf_counter() < end: pass")
+    proc = subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.5)  # the child imports and pins itself
+        assert proc.stdout.readline().strip() == "spinning"  # pinned and running before we measure
         busy = th.busy_cpus([cpu], 0.5)
     finally:
-        proc.terminate()
-        proc.join()
+        proc.kill()
+        proc.wait()
     assert busy > 0.6 and 0.0 <= idle_before <= 1.0
-
-
-def _spin(cpu: int, seconds: float) -> None:
-    os.sched_setaffinity(0, {cpu})
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
 
 
 @pytest.mark.parametrize(("asked", "free", "expected"), [(0, 2, 2), (0, 1, 1), (2, 1, 1), (2, 2, 2), (1, 2, 1)])

@@ -15,12 +15,14 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from zupu.errors import CheckpointError, ImageModeError, PromptError, SettingError
+
+if TYPE_CHECKING:  # `zupu --help` lists this command without importing torch
+    import torch
 
 
 @dataclass
@@ -94,6 +96,8 @@ class Segmenter:
 
     def shrink(self, pixels: np.ndarray) -> torch.Tensor:
         """(H, W) -> the model's scale, padded to at least S on each side with the mean pixel: (1, h, w)."""
+        import torch
+
         x = torch.from_numpy(pixels)[None, None]
         if self.downsample > 1:
             x = torch.nn.functional.interpolate(x, scale_factor=1 / self.downsample, mode="area")
@@ -103,6 +107,7 @@ class Segmenter:
 
     def embedding(self, pixels: np.ndarray) -> tuple[torch.Tensor, float, bool]:
         """Every tile's embedding (T, E, g, g), from the cache when this image was seen before."""
+        import torch
         from safetensors.torch import load_file, save
 
         from zupu.atomic import write_bytes
@@ -123,6 +128,8 @@ class Segmenter:
 
     def segment(self, image: Any, point: tuple[float, float] | None = None,
                 box: tuple[float, float, float, float] | None = None) -> Answer:
+        import torch
+
         pixels = self.check(image, point, box)
         emb, encode_ms, cached = self.embedding(pixels)
         start = time.perf_counter()
