@@ -92,15 +92,13 @@ def test_attention_maps_are_distributions_and_match_forward():
         torch.testing.assert_close(layer.attn.proj(y), layer.attn(layer.ln1(h)), atol=1e-5, rtol=0)
 
 
-def test_quick_mnist_learning():
-    """The recipe's ViT learns digits from 2,000 images in 400 steps, well above chance (10%); ViTs start slowly."""
-    import dataclasses
+@pytest.mark.slow
+def test_quick_run_meets_its_quick_milestone(tmp_path):
+    """The quick recipe as the tour runs it (4 epochs on the 5k digits, the 10k test images), judged by its stated
+    quick milestone (>= 40%; 44.5 / 43.5 / 50.8% at seeds 0-2; chance is 10%), with its figures written. Its earlier
+    form, a hand threshold of 30% on a private setting, checked nothing the README or the tour claims."""
+    from zupu.train import launch
 
-    from zupu.recipes.vit import Mnist, Settings, accuracy, fit_classifier, image_tensors
-
-    xtr, ytr, xte, yte = image_tensors("mnist", 2000)
-    s = dataclasses.replace(Settings(), train_size=2000, epochs=10, batch_size=50, warmup_epochs=1)
-    torch.manual_seed(0)
-    model = Mnist().build(s)
-    fit_classifier(model, xtr, ytr, xte[:2000], yte[:2000], s, seed=0)
-    assert accuracy(model, xte[:2000], yte[:2000]) > 0.3  # measured 0.45; an unlearned model scores 0.1
+    result = launch.train("vit", "mnist", tmp_path, quick=True)
+    assert result["milestone"]["passed"] and result["milestone"]["target"] == 0.40, result["metrics"]
+    assert (tmp_path / "attention.png").exists() and (tmp_path / "positions.png").exists()
