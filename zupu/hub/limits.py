@@ -1,0 +1,141 @@
+"""Bounds on the work one request can make the hub do, and on what its logs keep.
+
+- Headers: uvicorn's h11 parser buffers at most `HEADER_BUFFER` bytes of an unfinished header block
+  (httptools has no such cap, so the hub runs on h11); a block over `MAX_HEADER_BYTES` or
+  `MAX_HEADERS` lines gets 431.
+- Bodies: each endpoint has a ceiling (`body_limit`); a Content-Length over it gets 413 before a byte
+  of the body is read, and a body without one (chunked) is counted while it streams in, 413 once it
+  passes the ceiling. So memory per request stays bounded whatever a client announces.
+- YAML front matter: parsed without aliases (the "billion laughs" expansion) and at most
+  `YAML_DEPTH` levels deep.
+- The access log: paths without their query strings, LFS transfer links without their signatures.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from zupu.hub.db import HubError
+
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 64 << 10  # names and values of all headers together
+HEADER_BUFFER = 1 << 20  # what uvicorn's h11 holds of a header block still arriving
+SMALL_BODY = 8 << 20  # JSON API calls, forms, the LFS batch API
+YAML_DEPTH = 20
+
+_COMMIT = re.compile(r"^/api/(models|datasets|spaces)/[^/]+/[^/]+/commit(/|$)")
+_GIT = re.compile(r"/git-(upload|receive)-pack$")
+_LFS_TRANSFER = re.compile(r"^/lfs/(upload|part)/")
+
+
+def body_limit(path: str, max_commit_bytes: int, max_object_size: int) -> int:
+    """The most bytes a request body to `path` may hold."""
+    if _LFS_TRANSFER.match(path):
+        return max_object_size  # the handler also checks the exact size the link was signed for
+    if _COMMIT.match(path) or _GIT.search(path):
+        return max_commit_bytes
+    return SMALL_BODY
+
+
+class Bounds:
+    """ASGI middleware: 431 for oversized header blocks, 413 for bodies over their endpoint's limit.
+
+    `refuse(status, message)` makes the error response (the hub's JSON error shape). A body that turns
+    out too long while streaming raises HubError(413) from `receive`, inside the app, whose handler
+    answers it like any other refusal.
+    """
+
+    def __init__(self, app, limit: Callable[[str], int], refuse: Callable[[int, str], Any]):
+        self.app, self.limit, self.refuse = app, limit, refuse
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = scope["headers"]
+        if len(headers) > MAX_HEADERS or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+            return await self.refuse(431, f"send at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes "
+                                          "in all")(scope, receive, send)
+        limit = self.limit(scope["path"])
+        declared = next((v for k, v in headers if k == b"content-length"), None)
+        if declared is not None:
+            if not declared.isdigit():
+                return await self.refuse(400, "Content-Length is not a number")(scope, receive, send)
+            if int(declared) > limit:
+                return await self.refuse(413, f"a request body to {scope['path']} may hold at most {limit} "
+                                              f"bytes; this one announces {int(declared)}")(scope, receive, send)
+        seen = 0
+
+        async def bounded():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise HubError(413, f"a request body to {scope['path']} may hold at most {limit} bytes")
+            return message
+
+        return await self.app(scope, bounded, send)
+
+
+# --- YAML --------------------------------------------------------------------------------------------------
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases and nesting deeper than YAML_DEPTH (both are composed recursively)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here",
+                                              self.peek_event().start_mark)
+        if self.depth >= YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {YAML_DEPTH} levels",
+                                              self.peek_event().start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load` without aliases and without deep nesting; yaml.YAMLError for either."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+# --- the access log ------------------------------------------------------------------------------------------
+_SIGNED = re.compile(r"^(/lfs/(?:upload|part/\d+|complete|verify|download)/\d+/[0-9a-f]+/\d+/\d+/)[0-9a-f]+")
+
+
+def log_path(path: str) -> str:
+    """A request target as the access log keeps it: no query string, no LFS link signature."""
+    return _SIGNED.sub(r"\1<signature>", path.split("?", 1)[0])
+
+
+class _AccessLogFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn.access records: (client address, method, path with query, HTTP version, status)
+        if isinstance(record.args, tuple) and len(record.args) == 5:
+            args = list(record.args)
+            args[2] = log_path(str(args[2]))
+            record.args = tuple(args)
+        return True
+
+
+def quiet_access_log() -> None:
+    """Strip query strings and signatures from uvicorn's access log (once per process)."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _AccessLogFilter) for f in logger.filters):
+        logger.addFilter(_AccessLogFilter())
+
+
+def server_options() -> dict[str, Any]:
+    """uvicorn settings the hub's bounds rely on: the h11 parser with a capped header buffer."""
+    return {"http": "h11", "h11_max_incomplete_event_size": HEADER_BUFFER}
