@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from zupu.hub import gitrepo
 from zupu.hub.db import HubError, Repo, RepoObject
+from zupu.hub.inputs import field
 from zupu.hub.server import LFS_JSON, Caller, Hub, base_url
 
 SERVICES = ("git-upload-pack", "git-receive-pack")
@@ -137,11 +138,13 @@ async def lfs_batch(hub: Hub, request: Request, caller: Caller, kind: str, repo_
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         raise HubError(422, "an LFS batch request is a JSON object with operation and objects") from None
     if operation not in ("upload", "download") or not isinstance(objects, list):
-        raise HubError(422, f"LFS batch operation {operation!r} is not upload or download")
+        raise HubError(422, f"LFS batch operation {str(operation)[:40]!r} is not upload or download, or objects "
+                            "is not a list")
+    transfers = field(body, "transfers", list, [], "an LFS batch request")
     repo = await asyncio.to_thread(_find, hub, caller, kind, repo_id, operation == "upload")
     base = base_url(request)
     auth = {"Authorization": request.headers["authorization"]} if "authorization" in request.headers else {}
-    multipart = "multipart" in (body.get("transfers") or [])
+    multipart = "multipart" in transfers
     out = []
     for obj in objects:
         obj = obj if isinstance(obj, dict) else {}

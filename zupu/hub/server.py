@@ -42,6 +42,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from zupu.hub import db, gitattributes, gitrepo, limits
@@ -216,6 +217,11 @@ def create_app(hub: Hub) -> FastAPI:
     @app.exception_handler(HubError)
     async def _hub_error(_request: Request, e: HubError):
         return error_response(e)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _no_route(request: Request, e: StarletteHTTPException):
+        # What no route matched (a path with a newline: `{rest:path}` stops at it) in the Hub's error shape.
+        return error_response(HubError(e.status_code, f"no such endpoint {request.method} {request.url.path}"))
 
     @app.exception_handler(gitrepo.BadPath)
     async def _bad_path(_request: Request, e: gitrepo.BadPath):
