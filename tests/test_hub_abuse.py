@@ -229,7 +229,7 @@ def test_oversized_requests_are_refused_before_they_are_read(live, alice):
         except OSError:
             pass
         assert sock.recv(65536).startswith(b"HTTP/1.1 413")
-    # Headers: too many, or too long, 431; a header block without end is cut off by uvicorn's h11 buffer.
+    # Headers: too many, or too long, 431, also for a header block that never ends (cut off at 1 MiB).
     many = "".join(f"X-H{i}: v\r\n" for i in range(10_000))
     status, _, _ = live.request("GET", "/api/models", headers={f"X-H{i}": "v" for i in range(200)})
     assert status == 431
@@ -237,7 +237,7 @@ def test_oversized_requests_are_refused_before_they_are_read(live, alice):
         .startswith(b"HTTP/1.1 431")
     assert live.request("GET", "/api/models", headers={"X-Big": "a" * (100 << 10)})[0] == 431
     answer = send_oversized(port, b"GET /api/models HTTP/1.1\r\nHost: x\r\nX-Huge: ", 100 * mib)
-    assert answer == b"" or answer.startswith(b"HTTP/1.1 4")
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
     grown = rss() - before
     print(f"server RSS growth over the oversized requests: {grown / mib:.1f} MiB")
     assert grown < 64 * mib, f"RSS grew {grown / mib:.0f} MiB"

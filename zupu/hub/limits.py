@@ -1,8 +1,9 @@
 """Bounds on the work one request can make the hub do, and on what its logs keep.
 
-- Headers: uvicorn's h11 parser buffers at most `HEADER_BUFFER` bytes of an unfinished header block
-  (httptools has no such cap, so the hub runs on h11); a block over `MAX_HEADER_BYTES` or
-  `MAX_HEADERS` lines gets 431.
+- Headers: a header block over `MAX_HEADER_BYTES` or `MAX_HEADERS` lines gets 431. uvicorn's
+  httptools protocol has no cap of its own (a 100 MiB header is buffered whole), so the hub runs it
+  through `BoundedHttpTools`, which answers 431 and closes the connection once an unfinished header
+  block passes `HEADER_BUFFER` (h11, the fallback without httptools, is capped by its own setting).
 - Bodies: each endpoint has a ceiling (`body_limit`); a Content-Length over it gets 413 before a byte
   of the body is read, and a body without one (chunked) is counted while it streams in, 413 once it
   passes the ceiling. So memory per request stays bounded whatever a client announces.
@@ -136,6 +137,41 @@ def quiet_access_log() -> None:
         logger.addFilter(_AccessLogFilter())
 
 
+def _bounded_httptools():
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class BoundedHttpTools(HttpToolsProtocol):
+        """uvicorn's httptools protocol, refusing (431, then closing) a header block over HEADER_BUFFER bytes."""
+
+        _in_head, _head_bytes = True, 0
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head, self._head_bytes = True, 0
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._in_head and not self.transport.is_closing():
+                # Counted after parsing, so a chunk that ends the headers (and carries body) is never refused.
+                self._head_bytes += len(data)
+                if self._head_bytes > HEADER_BUFFER:
+                    message = f"the request's headers ran past {HEADER_BUFFER} bytes".encode()
+                    self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: "
+                                         b"text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: "
+                                         + str(len(message)).encode() + b"\r\n\r\n" + message)
+                    self.transport.close()
+
+    return BoundedHttpTools
+
+
 def server_options() -> dict[str, Any]:
-    """uvicorn settings the hub's bounds rely on: the h11 parser with a capped header buffer."""
-    return {"http": "h11", "h11_max_incomplete_event_size": HEADER_BUFFER}
+    """uvicorn settings the hub's header bounds rely on: httptools (as fast as uvicorn gets) with a capped
+    header buffer, else h11 with its cap."""
+    try:
+        return {"http": _bounded_httptools()}
+    except ImportError:
+        return {"http": "h11", "h11_max_incomplete_event_size": HEADER_BUFFER}
