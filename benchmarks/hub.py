@@ -13,7 +13,8 @@
    with the load average before and after.
 2. Load: --clients threads read small files, a 1 MiB LFS file, repo info and trees concurrently for a fixed
    number of requests, then commit concurrently (--commits in all, each on top of the branch, no parent
-   pinned); reports requests/s and latency percentiles, and checks every commit landed.
+   pinned); reports requests/s and latency percentiles, and checks every commit landed; then a 5,000-file
+   commit with a 1-file commit sent while it runs (the big one must not hold the small one up).
 3. Oversized requests (issue 22), against a freshly started hub before anything else: bodies announcing
    400 MiB (anonymous and signed-in, each streaming up to 64 MiB while the hub lets it), a chunked body
    over its endpoint's limit, a 100 MiB header, 10,000 headers; the hub process's RSS before and after
@@ -101,9 +102,12 @@ def download(port: int, path: str, token: str | None, pid: int) -> tuple[float, 
     return n / total / 1e6, first, cpu_seconds(pid) - cpu
 
 
-def commit(port: int, token: str, repo: str, path: str, data: bytes) -> tuple[int, float]:
+def commit(port: int, token: str, repo: str, path: str, data: bytes, n: int = 1) -> tuple[int, float]:
+    """Commit `data` as `path` (as `path.0` ... `path.{n-1}` when n > 1); (status, seconds)."""
+    files = [path] if n == 1 else [f"{path}.{i}" for i in range(n)]
     lines = [{"key": "header", "value": {"summary": f"add {path}"}},
-             {"key": "file", "value": {"path": path, "content": base64.b64encode(data).decode(), "encoding": "base64"}}]
+             *({"key": "file", "value": {"path": p, "content": base64.b64encode(data).decode(), "encoding": "base64"}}
+               for p in files)]
     t = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     body = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
@@ -303,6 +307,18 @@ def main() -> None:
         commit_line = (f"{args.commits} commits by {args.clients} clients on one branch: "
                        f"{args.commits / secs:.1f} commits/s; {percentiles([r[1] for r in results])}; "
                        f"{landed}/{args.commits} landed")
+
+        # A 5,000-file commit and, 0.1 s after it starts, a 1-file commit to the same branch.
+        timing: dict[str, tuple[int, float]] = {}
+        big = threading.Thread(target=lambda: timing.update(big=commit(hub_port, token, "bench/big", "many/f",
+                                                                           b"x" * 100, n=5000)))
+        big.start()
+        time.sleep(0.1)
+        timing["small"] = commit(hub_port, token, "bench/big", "one.txt", b"one")
+        big.join()
+        assert timing["big"][0] == timing["small"][0] == 200
+        big_line = (f"a 5,000-file commit took {timing['big'][1]:.2f} s; a 1-file commit sent 0.1 s after it "
+                    f"began took {timing['small'][1]:.2f} s")
     finally:
         for p in procs:
             p.terminate()
@@ -329,7 +345,7 @@ def main() -> None:
         "",
         f"Load: {read_line}.",
         "",
-        f"Commits: {commit_line}.",
+        f"Commits: {commit_line}; {big_line}.",
         "",
         "Oversized requests to a freshly started hub (issue 22):",
         "",
