@@ -147,8 +147,11 @@ def test_malformed_requests_get_4xx_in_the_error_shape(live, alice):
     assert status == 404 and headers["x-error-code"] == "RevisionNotFound"
 
     # A CR/LF in the URL reaches the error message but never splits a header.
-    status, headers, body = live.request("GET", "/api/models/alice/fz%0d%0aSet-Cookie:%20x=1/tree/main")
-    assert status == 404 and "set-cookie" not in headers and "\r" not in headers["x-error-message"]
+    for url, expected in (("/api/models/alice/fz%0d%0aSet-Cookie:%20x=1/tree/main", 404),
+                          ("/api/models/alice/fz%0dx/tree/main", 404), ("/alice/fz/resolve/main/a%0db.txt", 422)):
+        status, headers, body = live.request("GET", url)
+        assert status == expected and "set-cookie" not in headers and "\r" not in headers["x-error-message"], url
+        assert_hub_error(status, headers, body, url)
 
 
 def test_empty_commits_are_refused(live, alice):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import html
+from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -131,12 +131,16 @@ def meta_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-@functools.lru_cache(maxsize=64)
 def render_markdown(text: str, base: str, rev: str) -> str:
     """README Markdown -> HTML; relative images load from `resolve`, relative links open the blob page.
-    Cached: a card costs its rendering once, however often it is viewed."""
+    Over MARKDOWN_LIMIT characters, the text as it is."""
     if len(text) > MARKDOWN_LIMIT:
-        return f"<pre>{html.escape(text)}</pre>"
+        return f"<pre>{escape(text)}</pre>"
+    return _rendered(text, base, rev)
+
+
+@functools.lru_cache(maxsize=64)  # a card costs its rendering once, however often it is viewed
+def _rendered(text: str, base: str, rev: str) -> str:
     tokens = _MD.parse(text)
     for tok in tokens:
         for child in tok.children or []:
