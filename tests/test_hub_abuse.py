@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from zupu.hub import limits
 
@@ -260,6 +261,8 @@ def test_yaml_aliases_deep_nesting_and_huge_markdown_are_bounded(live, alice):
     status, _, body = live.request("POST", "/api/validate-yaml", {"content": f"---\n{laughs}---\n"})
     assert status == 400 and b"aliases" in body
     assert limits.load_yaml("a: [1, {b: c}]") == {"a": [1, {"b": "c"}]}
+    with pytest.raises(yaml.YAMLError, match="over the 100000"):
+        limits.load_yaml("a: " + "x" * limits.YAML_LIMIT)
 
     # 400 kB of `[`: over the Markdown budget, shown as text; once rendered, a card is cached.
     assert commit(live, alice, "alice/dos", add("README.md", b"[" * 400_000))[0] == 200

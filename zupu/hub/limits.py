@@ -7,13 +7,15 @@
 - Bodies: each endpoint has a ceiling (`body_limit`); a Content-Length over it gets 413 before a byte
   of the body is read, and a body without one (chunked) is counted while it streams in, 413 once it
   passes the ceiling. So memory per request stays bounded whatever a client announces.
-- YAML front matter: parsed without aliases (the "billion laughs" expansion) and at most
-  `YAML_DEPTH` levels deep.
+- YAML front matter: parsed without aliases (the "billion laughs" expansion), at most `YAML_DEPTH`
+  levels deep and `YAML_LIMIT` characters long (PyYAML's pure-Python parser, the one that can refuse
+  aliases, reads about 35-150 kB/s here).
 - The access log: paths without their query strings, LFS transfer links without their signatures.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -28,6 +30,7 @@ MAX_HEADER_BYTES = 64 << 10  # names and values of all headers together
 HEADER_BUFFER = 1 << 20  # what uvicorn's h11 holds of a header block still arriving
 SMALL_BODY = 8 << 20  # JSON API calls, forms, the LFS batch API
 YAML_DEPTH = 20
+YAML_LIMIT = 100_000  # characters
 
 _COMMIT = re.compile(r"^/api/(models|datasets|spaces)/[^/]+/[^/]+/commit(/|$)")
 _GIT = re.compile(r"/git-(upload|receive)-pack$")
@@ -102,8 +105,12 @@ class _BoundedLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
+@functools.lru_cache(maxsize=64)  # a card's front matter is parsed once, however often it is viewed
 def load_yaml(text: str) -> Any:
-    """`yaml.safe_load` without aliases and without deep nesting; yaml.YAMLError for either."""
+    """`yaml.safe_load` without aliases, deep nesting or more than YAML_LIMIT characters; yaml.YAMLError for
+    each. The result is cached and shared: do not modify it."""
+    if len(text) > YAML_LIMIT:
+        raise yaml.YAMLError(f"{len(text)} characters of YAML is over the {YAML_LIMIT} this hub parses")
     loader = _BoundedLoader(text)
     try:
         return loader.get_single_data()

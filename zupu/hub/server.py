@@ -345,7 +345,7 @@ def create_app(hub: Hub) -> FastAPI:
             parts = content.split("---", 2)
             front = parts[1] if len(parts) >= 3 else ""
         try:
-            meta = limits.load_yaml(front) or {}
+            meta = await run_in_threadpool(limits.load_yaml, front) or {}
         except yaml.YAMLError as e:
             return Response(f"invalid YAML metadata: {e}", status_code=400, media_type="text/plain")
         if not isinstance(meta, dict):
