@@ -149,7 +149,8 @@ async def lfs_batch(hub: Hub, request: Request, caller: Caller, kind: str, repo_
     for obj in objects:
         obj = obj if isinstance(obj, dict) else {}
         oid, size = obj.get("oid"), obj.get("size")
-        if not isinstance(oid, str) or not gitrepo.SHA256.match(oid) or not isinstance(size, int) or size < 0:
+        if not isinstance(oid, str) or not gitrepo.SHA256.match(oid) or not isinstance(size, int) \
+                or isinstance(size, bool) or size < 0:
             out.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
                         "error": {"code": 422, "message": "oid must be a sha256 hex digest and size an integer"}})
             continue

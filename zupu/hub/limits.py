@@ -29,11 +29,13 @@ MAX_HEADERS = 100
 MAX_HEADER_BYTES = 64 << 10  # names and values of all headers together
 HEADER_BUFFER = 1 << 20  # what uvicorn's h11 holds of a header block still arriving
 SMALL_BODY = 8 << 20  # JSON API calls, forms, the LFS batch API
+FETCH_BODY = 64 << 20  # a git fetch's wants and haves (anonymous for public repos, so not a push's limit)
 YAML_DEPTH = 20
 YAML_LIMIT = 100_000  # characters
 
 _COMMIT = re.compile(r"^/api/(models|datasets|spaces)/[^/]+/[^/]+/commit(/|$)")
-_GIT = re.compile(r"/git-(upload|receive)-pack$")
+_PUSH = re.compile(r"/git-receive-pack$")
+_FETCH = re.compile(r"/git-upload-pack$")
 _LFS_TRANSFER = re.compile(r"^/lfs/(upload|part)/")
 
 
@@ -41,9 +43,9 @@ def body_limit(path: str, max_commit_bytes: int, max_object_size: int) -> int:
     """The most bytes a request body to `path` may hold."""
     if _LFS_TRANSFER.match(path):
         return max_object_size  # the handler also checks the exact size the link was signed for
-    if _COMMIT.match(path) or _GIT.search(path):
+    if _COMMIT.match(path) or _PUSH.search(path):
         return max_commit_bytes
-    return SMALL_BODY
+    return FETCH_BODY if _FETCH.search(path) else SMALL_BODY
 
 
 class Bounds:
