@@ -58,6 +58,10 @@ class PathConflict(ZupuError):
     """A commit that would put a file where a folder is, or a folder where a file is (HTTP 409)."""
 
 
+class MissingEntry(ZupuError):
+    """A commit that deletes a file or folder the branch does not have (HTTP 404)."""
+
+
 class NothingToCommit(ZupuError):
     """A commit that changes no file (HTTP 400)."""
 
@@ -331,8 +335,8 @@ class Repo:
         """Apply `changes` on top of `branch` and move it by compare-and-swap; returns the new commit.
 
         `parent_commit`: the commit the caller built on; if the branch is elsewhere, StaleParent.
-        A file where a folder is (or the reverse) is PathConflict, never a silent replacement; a
-        commit that changes nothing is NothingToCommit.
+        A file where a folder is (or the reverse) is PathConflict, never a silent replacement;
+        deleting what is not there, MissingEntry; a commit that changes nothing, NothingToCommit.
         """
         ref = f"refs/heads/{branch}"
         head = self.refs().get(ref)
@@ -382,11 +386,13 @@ def _index_lines(listed: list[str], changes: list[Change]) -> list[str]:
     for ch in changes:
         check_path(ch.path)
         if ch.delete:
-            targets = [p for p in files if p.startswith(ch.path + "/")] if ch.folder else [ch.path]
+            targets = [p for p in files if p.startswith(ch.path + "/")] if ch.folder else []
+            targets += [ch.path] if ch.path in files else []
+            if not targets:
+                raise MissingEntry(f"A file with this name doesn't exist: {ch.path}")
             for p in targets:
-                if p in files:
-                    files.discard(p)
-                    count(p, -1)
+                files.discard(p)
+                count(p, -1)
                 lines.append(f"0 {ZERO}\t{p}")
             continue
         if below.get(ch.path, 0) > 0:

@@ -744,9 +744,6 @@ def repo_commit(ctx: Ctx) -> dict[str, Any]:
         head = git.refs().get(f"refs/heads/{branch}")
         if head is None:
             raise HubError(404, f"branch {branch!r} not found in {repo.repo_id}", "RevisionNotFound")
-        for ch in changes:
-            if ch.delete and git.entry(head, ch.path) is None:
-                raise HubError(404, f"A file with this name doesn't exist: {ch.path}", "EntryNotFound")
         # Make sure git-lfs clients smudge the LFS files this commit adds.
         tracked = gitattributes.lfs_tracked(git, head, lfs_paths)
         missing = [p for p in lfs_paths if p not in tracked]
@@ -763,6 +760,8 @@ def repo_commit(ctx: Ctx) -> dict[str, Any]:
             raise HubError(412, str(e)) from None
         except gitrepo.NothingToCommit as e:
             raise HubError(400, str(e)) from None
+        except gitrepo.MissingEntry as e:
+            raise HubError(404, str(e), "EntryNotFound") from None
     with ctx.hub.sessions() as s, s.begin():
         s.get(Repo, repo.id).updated = db.now()
     return {"commitUrl": f"{ctx.url(repo)}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None,
