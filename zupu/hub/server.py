@@ -355,7 +355,7 @@ def create_app(hub: Hub) -> FastAPI:
     # --- LFS transfers (signed links) -------------------------------------------------------------------
     @app.put("/lfs/upload/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_upload(repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
-        rid, oid, n = hub.check_signature("upload", repo_id, oid, size, exp, sig)
+        rid, oid, n = await run_in_threadpool(hub.check_signature, "upload", repo_id, oid, size, exp, sig)
         if request.headers.get("content-length", "").isdigit() and int(request.headers["content-length"]) > n:
             raise HubError(413 if int(request.headers["content-length"]) > hub.max_object_size else 400,
                            f"Content-Length {request.headers['content-length']} is not the announced size {n}")
@@ -370,7 +370,7 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.put("/lfs/part/{n}/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_part(n: str, repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
-        rid, oid, total = hub.check_signature(f"part/{n}", repo_id, oid, size, exp, sig)
+        rid, oid, total = await run_in_threadpool(hub.check_signature, f"part/{n}", repo_id, oid, size, exp, sig)
         k, chunk = int(n), hub.multipart_chunk
         if not 1 <= k <= -(-total // chunk):
             raise HubError(400, f"{oid} has no part {k}")
@@ -385,7 +385,7 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.post("/lfs/complete/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_complete(repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
-        rid, oid, n = hub.check_signature("complete", repo_id, oid, size, exp, sig)
+        rid, oid, n = await run_in_threadpool(hub.check_signature, "complete", repo_id, oid, size, exp, sig)
         body = await json_body(request)
         parts = sorted(objects(body, "parts"), key=lambda p: field(p, "partNumber", int, 0, "a part"))
         expected = -(-n // hub.multipart_chunk)
@@ -401,14 +401,14 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.post("/lfs/verify/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_verify(repo_id: str, oid: str, size: str, exp: str, sig: str):
-        rid, oid, n = hub.check_signature("verify", repo_id, oid, size, exp, sig)
+        rid, oid, n = await run_in_threadpool(hub.check_signature, "verify", repo_id, oid, size, exp, sig)
         if not _linked(hub, rid, oid) or not await run_in_threadpool(hub.storage.exists, oid, n):
             raise HubError(404, f"object {oid} of {n} bytes was not uploaded to this repo")
         return {}
 
     @app.get("/lfs/download/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_download(repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
-        rid, oid, n = hub.check_signature("download", repo_id, oid, size, exp, sig)
+        rid, oid, n = await run_in_threadpool(hub.check_signature, "download", repo_id, oid, size, exp, sig)
         if not _linked(hub, rid, oid) or not await run_in_threadpool(hub.storage.exists, oid, n):
             raise HubError(404, f"object {oid} is not in this repo")
         return _file_response(request, hub.storage, oid, n, {"ETag": f'"{oid}"', "X-Content-Type-Options": "nosniff",
