@@ -13,7 +13,12 @@
    with the load average before and after.
 2. Load: --clients threads read small files, a 1 MiB LFS file, repo info and trees concurrently for a fixed
    number of requests, then commit concurrently (--commits in all, each on top of the branch, no parent
-   pinned); reports requests/s and latency percentiles, and checks every commit landed.
+   pinned); reports requests/s and latency percentiles, and checks every commit landed; then a 5,000-file
+   commit with a 1-file commit sent while it runs (the big one must not hold the small one up).
+3. Oversized requests (issue 22), against a freshly started hub before anything else: bodies announcing
+   400 MiB (anonymous and signed-in, each streaming up to 64 MiB while the hub lets it), a chunked body
+   over its endpoint's limit, a 100 MiB header, 10,000 headers; the hub process's RSS before and after
+   and its peak (VmHWM), from /proc, and what each request was answered.
 
 Writes benchmarks/RESULTS-hub.md (or --out), stamped by benchmarks/results.py. Absolute numbers on a shared
 2-core machine are noise; ratios less so.
@@ -97,9 +102,12 @@ def download(port: int, path: str, token: str | None, pid: int) -> tuple[float, 
     return n / total / 1e6, first, cpu_seconds(pid) - cpu
 
 
-def commit(port: int, token: str, repo: str, path: str, data: bytes) -> tuple[int, float]:
+def commit(port: int, token: str, repo: str, path: str, data: bytes, n: int = 1) -> tuple[int, float]:
+    """Commit `data` as `path` (as `path.0` ... `path.{n-1}` when n > 1); (status, seconds)."""
+    files = [path] if n == 1 else [f"{path}.{i}" for i in range(n)]
     lines = [{"key": "header", "value": {"summary": f"add {path}"}},
-             {"key": "file", "value": {"path": path, "content": base64.b64encode(data).decode(), "encoding": "base64"}}]
+             *({"key": "file", "value": {"path": p, "content": base64.b64encode(data).decode(), "encoding": "base64"}}
+               for p in files)]
     t = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     body = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
@@ -136,6 +144,69 @@ def run_concurrently(n_threads: int, jobs: list, fn) -> tuple[list, float]:
     for th in threads:
         th.join()
     return out, time.perf_counter() - t
+
+
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of process `pid`, in bytes."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def send_oversized(port: int, head: bytes, body_bytes: int, chunked: bool = False) -> str:
+    """Send `head` then up to `body_bytes` of body (stopping once the hub answers or closes); its status line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        block = b"x" * (1 << 20)
+        if chunked:
+            block = b"%x\r\n%s\r\n" % (len(block), block)
+        sent = 0
+        sock.settimeout(0.5)
+        try:
+            while sent < body_bytes:
+                sock.sendall(block)
+                sent += 1 << 20
+                try:
+                    if sock.recv(1, socket.MSG_PEEK):
+                        break
+                except (TimeoutError, BlockingIOError):
+                    pass
+        except OSError:
+            pass
+        sock.settimeout(30)
+        try:
+            answer = sock.recv(4096)
+        except OSError:
+            answer = b""
+    return answer.split(b"\r\n", 1)[0].decode(errors="replace") or "connection closed"
+
+
+def oversized(port: int, pid: int, token: str) -> str:
+    """Section 3: the oversized requests and the hub's memory around them."""
+    mib, before = 1 << 20, memory(pid)
+    auth = f"Authorization: Bearer {token}\r\n"
+    cases = []
+    for who, path, hdr in (("anonymous", "/api/repos/create", ""), ("anonymous", "/login", ""),
+                           ("anonymous", "/api/models/bench/big/commit/main", ""),
+                           ("signed in", "/api/repos/create", auth)):
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\n{hdr}Content-Length: {400 * mib}\r\n\r\n".encode()
+        cases.append((f"{who} POST {path}, Content-Length 400 MiB", send_oversized(port, head, 64 * mib)))
+    head = f"POST /api/repos/create HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n".encode()
+    cases.append(("signed in POST /api/repos/create, chunked, 16 MiB (limit 8 MiB)",
+                  send_oversized(port, head, 16 * mib, chunked=True)))
+    cases.append(("GET with one 100 MiB header", send_oversized(
+        port, b"GET /api/models HTTP/1.1\r\nHost: x\r\nX-Huge: ", 100 * mib)))
+    many = "".join(f"X-H{i}: v\r\n" for i in range(10_000))
+    cases.append(("GET with 10,000 headers",
+                  send_oversized(port, f"GET /api/models HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode(), 0)))
+    after = memory(pid)
+    rows = "\n".join(f"| {what} | {answer} |" for what, answer in cases)
+    return (f"| request | answer |\n|---|---|\n{rows}\n\nHub process RSS {before['VmRSS'] / mib:.0f} MiB before, "
+            f"{after['VmRSS'] / mib:.0f} MiB after (peak {after['VmHWM'] / mib:.0f} MiB), for about "
+            f"{4 * 64 + 16 + 100} MiB sent at it")
 
 
 def main() -> None:
@@ -179,6 +250,7 @@ def main() -> None:
             return hub_port, peer_port
 
         hub_port, peer_port = start_servers()
+        oversized_lines = oversized(hub_port, procs[0].pid, token)
 
         blob = static / "weights.bin"
         with open(blob, "wb") as f:
@@ -235,6 +307,18 @@ def main() -> None:
         commit_line = (f"{args.commits} commits by {args.clients} clients on one branch: "
                        f"{args.commits / secs:.1f} commits/s; {percentiles([r[1] for r in results])}; "
                        f"{landed}/{args.commits} landed")
+
+        # A 5,000-file commit and, 0.1 s after it starts, a 1-file commit to the same branch.
+        timing: dict[str, tuple[int, float]] = {}
+        big = threading.Thread(target=lambda: timing.update(big=commit(hub_port, token, "bench/big", "many/f",
+                                                                           b"x" * 100, n=5000)))
+        big.start()
+        time.sleep(0.1)
+        timing["small"] = commit(hub_port, token, "bench/big", "one.txt", b"one")
+        big.join()
+        assert timing["big"][0] == timing["small"][0] == 200
+        big_line = (f"a 5,000-file commit took {timing['big'][1]:.2f} s; a 1-file commit sent 0.1 s after it "
+                    f"began took {timing['small'][1]:.2f} s")
     finally:
         for p in procs:
             p.terminate()
@@ -261,7 +345,11 @@ def main() -> None:
         "",
         f"Load: {read_line}.",
         "",
-        f"Commits: {commit_line}.",
+        f"Commits: {commit_line}; {big_line}.",
+        "",
+        "Oversized requests to a freshly started hub (issue 22):",
+        "",
+        f"{oversized_lines}.",
         "",
     ])
     print(table)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import uvicorn
 
 from zupu.hub import db
+from zupu.hub.limits import server_options
 from zupu.hub.server import Hub, create_app
 
 
@@ -47,7 +48,8 @@ class LiveHub:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(self.hub), log_level="warning", lifespan="off"))
+        self.server = uvicorn.Server(uvicorn.Config(create_app(self.hub), log_level="warning", lifespan="off",
+                                                   **server_options()))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 20

@@ -20,6 +20,7 @@ def _sessions(args: argparse.Namespace):
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from zupu.hub.limits import server_options
     from zupu.hub.server import Hub, create_app
 
     if args.sweep_after < 0:
@@ -28,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               sweep_after=args.sweep_after)
     print(f"zupu hub on http://{args.host}:{args.port} (data {hub.data}, LFS in {args.storage or 'data'}); "
           f"clients: HF_ENDPOINT=http://{args.host}:{args.port} HF_HUB_DISABLE_XET=1", flush=True)
-    uvicorn.run(create_app(hub), host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(create_app(hub), host=args.host, port=args.port, log_level=args.log_level, **server_options())
     return 0
 
 

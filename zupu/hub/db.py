@@ -39,6 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from zupu.errors import ZupuError
 
 REPO_TYPES = ("model", "dataset", "space")
+DELETED = "deleted"  # the type of a deleted repo's row, kept so that its id is never reused
 SCOPES = ("read", "write")
 SQLITE_TIMEOUT = 30  # seconds a connection waits for another's write lock
 

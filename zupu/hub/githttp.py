@@ -7,6 +7,13 @@ request that would be refused gets a 401 challenge so that git and git-lfs send 
 
 The LFS batch API (`POST .../info/lfs/objects/batch`) answers with signed upload, verify and download
 links (see server.Hub.sign); a download is offered only for objects this repo owns.
+
+Pushes: git checks every pushed object (`receive.fsckObjects`) and the hub's pre-receive hook
+(pushcheck.py) refuses names the HTTP API could not handle (backslashes, control characters) and the
+deletion of `main`; a refused push changes nothing. Force-pushes are allowed on every branch, as on
+the Hugging Face Hub. The commits only the old history reached stay in the repo (the hub never runs
+`git gc`), readable by their id through the API and `resolve`, and the LFS objects they point at stay
+owned by the repo, until the repo is deleted.
 """
 
 from __future__ import annotations
@@ -14,6 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
+import sys
+from pathlib import Path
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -21,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from zupu.hub import gitrepo
 from zupu.hub.db import HubError, Repo, RepoObject
+from zupu.hub.inputs import field
 from zupu.hub.server import LFS_JSON, Caller, Hub, base_url
 
 SERVICES = ("git-upload-pack", "git-receive-pack")
@@ -64,6 +75,11 @@ async def handle(hub: Hub, request: Request, kind: str, repo_id: str, rest: list
         "REMOTE_ADDR": request.client.host if request.client else "",
         "GIT_CONFIG_NOSYSTEM": "1",
         "HOME": str(hub.data),
+        # Settings for every repo, old ones too: git's own object checks and the hub's pre-receive hook.
+        "GIT_CONFIG_COUNT": "3",
+        "GIT_CONFIG_KEY_0": "receive.fsckObjects", "GIT_CONFIG_VALUE_0": "true",
+        "GIT_CONFIG_KEY_1": "core.hooksPath", "GIT_CONFIG_VALUE_1": str(_hooks(hub)),
+        "GIT_CONFIG_KEY_2": "receive.denyNonFastForwards", "GIT_CONFIG_VALUE_2": "false",
     }
     for header, var in (("content-encoding", "HTTP_CONTENT_ENCODING"), ("git-protocol", "GIT_PROTOCOL")):
         if request.headers.get(header):
@@ -93,6 +109,21 @@ async def handle(hub: Hub, request: Request, kind: str, repo_id: str, rest: list
     return Response(payload, status_code=status, headers=headers)
 
 
+def _hooks(hub: Hub) -> Path:
+    """The hub's git hooks folder, holding the pre-receive hook (pushcheck.py run by this Python)."""
+    folder = hub.data / "hooks"
+    hook = folder / "pre-receive"
+    check = Path(__file__).with_name("pushcheck.py")
+    script = f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(check))}\n"
+    if not hook.exists() or hook.read_text() != script:
+        from zupu.atomic import write_bytes
+
+        folder.mkdir(exist_ok=True)
+        write_bytes(hook, script.encode())
+        hook.chmod(0o755)
+    return folder
+
+
 def _after_push(hub: Hub, repo: Repo) -> None:
     from zupu.hub import db
 
@@ -107,16 +138,19 @@ async def lfs_batch(hub: Hub, request: Request, caller: Caller, kind: str, repo_
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         raise HubError(422, "an LFS batch request is a JSON object with operation and objects") from None
     if operation not in ("upload", "download") or not isinstance(objects, list):
-        raise HubError(422, f"LFS batch operation {operation!r} is not upload or download")
+        raise HubError(422, f"LFS batch operation {str(operation)[:40]!r} is not upload or download, or objects "
+                            "is not a list")
+    transfers = field(body, "transfers", list, [], "an LFS batch request")
     repo = await asyncio.to_thread(_find, hub, caller, kind, repo_id, operation == "upload")
     base = base_url(request)
     auth = {"Authorization": request.headers["authorization"]} if "authorization" in request.headers else {}
-    multipart = "multipart" in (body.get("transfers") or [])
+    multipart = "multipart" in transfers
     out = []
     for obj in objects:
         obj = obj if isinstance(obj, dict) else {}
         oid, size = obj.get("oid"), obj.get("size")
-        if not isinstance(oid, str) or not gitrepo.SHA256.match(oid) or not isinstance(size, int) or size < 0:
+        if not isinstance(oid, str) or not gitrepo.SHA256.match(oid) or not isinstance(size, int) \
+                or isinstance(size, bool) or size < 0:
             out.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
                         "error": {"code": 422, "message": "oid must be a sha256 hex digest and size an integer"}})
             continue

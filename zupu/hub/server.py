@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import threading
 import time
@@ -41,10 +42,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from zupu.hub import db, gitrepo
+from zupu.hub import db, gitattributes, gitrepo, limits
 from zupu.hub.db import HubError, Membership, Repo, RepoObject, Token, User
+from zupu.hub.inputs import field, objects, query_int, text
 from zupu.hub.storage import Storage, UploadRejected, open_storage
 
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -52,6 +55,9 @@ KINDS = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_TYPES = {"datasets": "dataset", "spaces": "space"}
 LFS_JSON = "application/vnd.git-lfs+json"
 GIB = 1 << 30
+RAW_CSP = "default-src 'none'; sandbox"
+# Files a browser could show as a page (and run script in): served as downloads only.
+ACTIVE_SUFFIXES = (".html", ".htm", ".xhtml", ".svg", ".svgz", ".xml", ".xsl", ".mht", ".shtml")
 SWEEP_AFTER = 24 * 3600  # seconds: leftovers of uploads older than this are a killed hub's, not in flight
 
 
@@ -107,6 +113,10 @@ class Hub:
         good = hmac.new(self.secret, msg.encode(), hashlib.sha256).hexdigest()[:40]
         if not hmac.compare_digest(good, sig) or not exp.isdigit() or int(exp) < time.time():
             raise HubError(403, "this LFS transfer link is invalid or expired; ask the batch API for a new one")
+        with self.sessions() as s:  # a link is for its repo only: ids of deleted repos are never reused
+            repo = s.get(Repo, int(repo_id))
+        if repo is None or repo.type == db.DELETED:
+            raise HubError(404, "the repository this LFS link was made for has been deleted", "RepoNotFound")
         return int(repo_id), oid, int(size)
 
     # --- callers and permissions ----------------------------------------------------------------------
@@ -159,12 +169,31 @@ class Hub:
 
 
 def error_response(e: HubError) -> JSONResponse:
-    headers = {"X-Error-Message": str(e).encode("ascii", "replace").decode()}
+    # ASCII without control characters: a CR or LF from a URL (`%0d`) must not end up splitting the header.
+    headers = {"X-Error-Message": re.sub(r"[\x00-\x1f\x7f]", "?", str(e).encode("ascii", "replace").decode())}
     if e.code:
         headers["X-Error-Code"] = e.code
     if e.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="zupu hub"'
     return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
+
+
+def repo_type(body: dict[str, Any]) -> str:
+    kind = field(body, "type", str) or "model"
+    if kind not in db.REPO_TYPES:
+        raise HubError(400, f"repo type {kind!r} is not one of {', '.join(db.REPO_TYPES)}")
+    return kind
+
+
+def visibility(body: dict[str, Any], current: bool | None) -> bool | None:
+    """Whether a create or settings body makes the repo private (`visibility` wins over `private`)."""
+    private = field(body, "private", bool, current)
+    shown = field(body, "visibility", str)
+    if shown is not None:
+        if shown not in ("public", "private"):
+            raise HubError(400, f"visibility {shown[:40]!r} is not public or private")
+        private = shown == "private"
+    return private
 
 
 def segments(request: Request) -> list[str]:
@@ -180,18 +209,38 @@ def base_url(request: Request) -> str:
 def create_app(hub: Hub) -> FastAPI:
     app = FastAPI(title="zupu hub", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.hub = hub
+    app.add_middleware(limits.Bounds, limit=lambda path: limits.body_limit(path, hub.max_commit_bytes,
+                                                                            hub.max_object_size),
+                       refuse=lambda status, message: error_response(HubError(status, message)))
+    limits.quiet_access_log()
 
     @app.exception_handler(HubError)
     async def _hub_error(_request: Request, e: HubError):
         return error_response(e)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _no_route(request: Request, e: StarletteHTTPException):
+        # What no route matched (a path with a newline: `{rest:path}` stops at it) in the Hub's error shape.
+        return error_response(HubError(e.status_code, f"no such endpoint {request.method} {request.url.path}"))
+
     @app.exception_handler(gitrepo.BadPath)
     async def _bad_path(_request: Request, e: gitrepo.BadPath):
         return error_response(HubError(422, str(e)))
 
+    @app.exception_handler(gitrepo.PathConflict)
+    async def _conflict(_request: Request, e: gitrepo.PathConflict):
+        return error_response(HubError(409, str(e)))
+
     async def caller_of(request: Request) -> Caller:
         # A database lookup: off the event loop, which meanwhile streams other requests' downloads.
         return await run_in_threadpool(hub.caller, request.headers.get("authorization"))
+
+    async def signed_in(request: Request) -> Caller:
+        """The caller, who must have sent a token: 401 before the body is read, not after."""
+        c = await caller_of(request)
+        if c.user is None:
+            raise HubError(401, "this needs a token (Authorization: Bearer ...)")
+        return c
 
     async def json_body(request: Request) -> dict[str, Any]:
         raw = await request.body()
@@ -221,29 +270,29 @@ def create_app(hub: Hub) -> FastAPI:
     # --- repo lifecycle --------------------------------------------------------------------------------
     @app.post("/api/repos/create")
     async def create_repo(request: Request):
+        c = await signed_in(request)
         body = await json_body(request)
-        c = await caller_of(request)
-        kind = body.get("type") or "model"
-        if kind not in db.REPO_TYPES:
-            raise HubError(400, f"repo type {kind!r} is not one of {', '.join(db.REPO_TYPES)}")
-        ns = body.get("organization") or (c.user.name if c.user else "")
-        name = db.check_name(str(body.get("name") or ""), "repo")
+        kind = repo_type(body)
+        ns = field(body, "organization", str) or c.user.name
+        name = db.check_name(field(body, "name", str, ""), "repo")
         db.check_name(ns, "namespace")
         user = hub.can_create_in(c, ns)
-        private = body.get("visibility", "private" if body.get("private") else "public") != "public"
+        private = visibility(body, False)
         url = f"{base_url(request)}/{PREFIX[kind]}{ns}/{name}"
         return await run_in_threadpool(_create_repo, hub, kind, ns, name, private, user, url)
 
     @app.delete("/api/repos/delete")
     async def delete_repo(request: Request):
+        c = await signed_in(request)
         body = await json_body(request)
-        c = await caller_of(request)
-        kind = body.get("type") or "model"
-        ns = body.get("organization") or (c.user.name if c.user else "")
-        repo = hub.find_repo(c, kind, f"{ns}/{body.get('name')}", write=True)
+        kind = repo_type(body)
+        ns = field(body, "organization", str) or c.user.name
+        repo = hub.find_repo(c, kind, f"{ns}/{field(body, 'name', str, '')}", write=True)
         with hub.sessions() as s, s.begin():
             s.execute(delete(RepoObject).where(RepoObject.repo_id == repo.id))
-            s.execute(delete(Repo).where(Repo.id == repo.id))
+            # The row stays as a tombstone, so its id (in git paths and signed links) is never given out again.
+            row = s.get(Repo, repo.id)
+            row.type, row.name, row.private = db.DELETED, f"{row.id}-{row.name}"[:96], True
         git = hub.git(repo)
         trash = git.path.with_name(f"{git.path.name}.deleted-{secrets.token_hex(4)}")
         os.replace(git.path, trash)
@@ -252,11 +301,11 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.post("/api/repos/move")
     async def move_repo(request: Request):
+        c = await signed_in(request)
         body = await json_body(request)
-        c = await caller_of(request)
-        kind = body.get("type") or "model"
-        repo = hub.find_repo(c, kind, str(body.get("fromRepo")), write=True)
-        ns, _, name = str(body.get("toRepo") or "").partition("/")
+        kind = repo_type(body)
+        repo = hub.find_repo(c, kind, field(body, "fromRepo", str, ""), write=True)
+        ns, _, name = field(body, "toRepo", str, "").partition("/")
         db.check_name(name, "repo")
         hub.can_create_in(c, ns)
         with hub.sessions() as s:
@@ -282,21 +331,21 @@ def create_app(hub: Hub) -> FastAPI:
         search = (q.get("search") or "").lower()
         out = [_repo_summary(r) for r in rows
                if search in r.repo_id.lower() and (not r.private or (c.user and hub.member_of(c.user, r.namespace)))]
-        limit = int(q.get("limit") or 0)
+        limit = query_int(q, "limit")
         return out[:limit] if limit > 0 else out
 
     @app.post("/api/validate-yaml")
     async def validate_yaml(request: Request):
         body = await json_body(request)
-        content = str(body.get("content") or "")
+        content = field(body, "content", str, "")
         import yaml
 
-        text = content
+        front = content
         if content.startswith("---"):
             parts = content.split("---", 2)
-            text = parts[1] if len(parts) >= 3 else ""
+            front = parts[1] if len(parts) >= 3 else ""
         try:
-            meta = yaml.safe_load(text) or {}
+            meta = await run_in_threadpool(limits.load_yaml, front) or {}
         except yaml.YAMLError as e:
             return Response(f"invalid YAML metadata: {e}", status_code=400, media_type="text/plain")
         if not isinstance(meta, dict):
@@ -306,7 +355,7 @@ def create_app(hub: Hub) -> FastAPI:
     # --- LFS transfers (signed links) -------------------------------------------------------------------
     @app.put("/lfs/upload/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_upload(repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
-        rid, oid, n = hub.check_signature("upload", repo_id, oid, size, exp, sig)
+        rid, oid, n = await run_in_threadpool(hub.check_signature, "upload", repo_id, oid, size, exp, sig)
         if request.headers.get("content-length", "").isdigit() and int(request.headers["content-length"]) > n:
             raise HubError(413 if int(request.headers["content-length"]) > hub.max_object_size else 400,
                            f"Content-Length {request.headers['content-length']} is not the announced size {n}")
@@ -321,7 +370,7 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.put("/lfs/part/{n}/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_part(n: str, repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
-        rid, oid, total = hub.check_signature(f"part/{n}", repo_id, oid, size, exp, sig)
+        rid, oid, total = await run_in_threadpool(hub.check_signature, f"part/{n}", repo_id, oid, size, exp, sig)
         k, chunk = int(n), hub.multipart_chunk
         if not 1 <= k <= -(-total // chunk):
             raise HubError(400, f"{oid} has no part {k}")
@@ -336,14 +385,14 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.post("/lfs/complete/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_complete(repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
-        rid, oid, n = hub.check_signature("complete", repo_id, oid, size, exp, sig)
+        rid, oid, n = await run_in_threadpool(hub.check_signature, "complete", repo_id, oid, size, exp, sig)
         body = await json_body(request)
-        parts = sorted(body.get("parts") or [], key=lambda p: int(p.get("partNumber", 0)))
+        parts = sorted(objects(body, "parts"), key=lambda p: field(p, "partNumber", int, 0, "a part"))
         expected = -(-n // hub.multipart_chunk)
-        if body.get("oid") != oid or [int(p.get("partNumber", 0)) for p in parts] != list(range(1, expected + 1)):
+        if field(body, "oid", str) != oid or [p.get("partNumber") for p in parts] != list(range(1, expected + 1)):
             raise HubError(400, f"completion must list parts 1..{expected} of {oid}")
         try:
-            await hub.storage.assemble(oid, n, str(rid), [str(p.get("etag", "")) for p in parts],
+            await hub.storage.assemble(oid, n, str(rid), [field(p, "etag", str, "", "a part") for p in parts],
                                        hub.max_object_size)
         except UploadRejected as e:
             raise HubError(e.status, str(e)) from None
@@ -352,17 +401,18 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.post("/lfs/verify/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_verify(repo_id: str, oid: str, size: str, exp: str, sig: str):
-        rid, oid, n = hub.check_signature("verify", repo_id, oid, size, exp, sig)
+        rid, oid, n = await run_in_threadpool(hub.check_signature, "verify", repo_id, oid, size, exp, sig)
         if not _linked(hub, rid, oid) or not await run_in_threadpool(hub.storage.exists, oid, n):
             raise HubError(404, f"object {oid} of {n} bytes was not uploaded to this repo")
         return {}
 
     @app.get("/lfs/download/{repo_id}/{oid}/{size}/{exp}/{sig}")
     async def lfs_download(repo_id: str, oid: str, size: str, exp: str, sig: str, request: Request):
-        rid, oid, n = hub.check_signature("download", repo_id, oid, size, exp, sig)
+        rid, oid, n = await run_in_threadpool(hub.check_signature, "download", repo_id, oid, size, exp, sig)
         if not _linked(hub, rid, oid) or not await run_in_threadpool(hub.storage.exists, oid, n):
             raise HubError(404, f"object {oid} is not in this repo")
-        return _file_response(request, hub.storage, oid, n, {"ETag": f'"{oid}"'})
+        return _file_response(request, hub.storage, oid, n, {"ETag": f'"{oid}"', "X-Content-Type-Options": "nosniff",
+                                                             "Content-Security-Policy": RAW_CSP})
 
     # --- everything under a repo ---------------------------------------------------------------------------
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE"]
@@ -378,10 +428,11 @@ def create_app(hub: Hub) -> FastAPI:
         handler = REPO_API.get((request.method if request.method != "HEAD" else "GET", op))
         if handler is None:
             raise HubError(404, f"no endpoint {request.method} /api/{kinds}/{{repo}}/{op}")
+        c = await caller_of(request)
+        if c.user is None and request.method not in ("GET", "HEAD") and handler is not repo_paths_info:
+            raise HubError(401, f"{request.method} {op} needs a token (Authorization: Bearer ...)")
         body = await request.body() if request.method in ("POST", "PUT", "DELETE") else b""
-        if len(body) > hub.max_commit_bytes:
-            raise HubError(413, f"request body over this hub's {hub.max_commit_bytes} bytes")
-        ctx = Ctx(hub, await caller_of(request), KINDS[kinds], repo_id, args, request, body)
+        ctx = Ctx(hub, c, KINDS[kinds], repo_id, args, request, body)
         return await run_in_threadpool(handler, ctx)
 
     from zupu.hub import githttp, web
@@ -518,10 +569,7 @@ def repo_info(ctx: Ctx) -> dict[str, Any]:
 
 def repo_settings(ctx: Ctx) -> dict[str, Any]:
     repo = ctx.repo(write=True)
-    body = ctx.json()
-    private = body.get("private")
-    if "visibility" in body:
-        private = body["visibility"] != "public"
+    private = visibility(ctx.json(), None)
     with ctx.hub.sessions() as s, s.begin():
         row = s.get(Repo, repo.id)
         if private is not None:
@@ -568,14 +616,19 @@ def repo_paths_info(ctx: Ctx) -> list[dict[str, Any]]:
     ctype = ctx.request.headers.get("content-type", "")
     if "json" in ctype:
         body = ctx.json()
-        paths, expand = body.get("paths") or [], bool(body.get("expand"))
+        paths, expand = field(body, "paths", list, []), field(body, "expand", bool, False)
     else:
-        form = parse_qs(ctx.body.decode(), keep_blank_values=True)
+        try:
+            form = parse_qs(ctx.body.decode(), keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            raise HubError(400, "the form is not valid UTF-8") from None
         paths, expand = form.get("paths", []), form.get("expand", ["False"])[0].lower() == "true"
     git = ctx.hub.git(repo)
     out = []
     for p in paths:
-        p = gitrepo.check_path(str(p).strip("/"))
+        if not isinstance(p, str):
+            raise HubError(400, "paths must be a list of strings")
+        p = gitrepo.check_path(p.strip("/"))
         e = git.entry(sha, p)
         if e is not None:
             out.append(_entry_json(e, git.last_commit_for(sha, p) if expand else None))
@@ -605,39 +658,26 @@ def repo_commits(ctx: Ctx) -> JSONResponse:
 def repo_preupload(ctx: Ctx) -> dict[str, Any]:
     repo = ctx.repo(write=True)
     git = ctx.hub.git(repo)
-    sha = git.resolve(ctx.args[0] if ctx.args else "main")
-    body = ctx.json()
-    lfs_patterns = _lfs_patterns(git, sha)
-    out = []
-    for f in body.get("files") or []:
-        path = gitrepo.check_path(str(f.get("path")))
+    sha = ctx.commit_of(repo, ctx.args[0] if ctx.args else "main")
+    files = objects(ctx.json(), "files")
+    checked = []
+    for f in files:
+        path = gitrepo.check_path(field(f, "path", str, "", "a file"))
         try:
-            sample = base64.b64decode(f.get("sample") or "")
+            sample = base64.b64decode(field(f, "sample", str, "", "a file"))
         except binascii.Error:
             raise HubError(400, f"sample of {path} is not base64") from None
-        size = int(f.get("size") or 0)
-        lfs = size >= 10 * (1 << 20) or b"\x00" in sample or _matches(path, lfs_patterns)
-        existing = git.entry(sha, path) if sha else None
+        checked.append((path, sample, field(f, "size", int, 0, "a file")))
+    tracked = gitattributes.lfs_tracked(git, sha, [path for path, _, _ in checked])
+    out = []
+    for path, sample, size in checked:
+        lfs = size >= 10 * (1 << 20) or b"\x00" in sample or path in tracked
+        existing = git.entry(sha, path)
         oid = None
         if existing is not None and existing.kind == "file":
             oid = existing.lfs[0] if existing.lfs else existing.oid
         out.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
     return {"files": out, "commitOid": sha}
-
-
-def _lfs_patterns(git: gitrepo.Repo, sha: str | None) -> list[str]:
-    e = git.entry(sha, ".gitattributes") if sha else None
-    if e is None:
-        return []
-    lines = git.blob(e.oid).decode(errors="replace").splitlines()
-    return [ln.split()[0] for ln in lines if "filter=lfs" in ln and ln.split()]
-
-
-def _matches(path: str, patterns: list[str]) -> bool:
-    from fnmatch import fnmatchcase
-
-    name = path.rsplit("/", 1)[-1]
-    return any(fnmatchcase(path if "/" in p else name, p.lstrip("/")) for p in patterns)
 
 
 def repo_commit(ctx: Ctx) -> dict[str, Any]:
@@ -656,62 +696,72 @@ def repo_commit(ctx: Ctx) -> dict[str, Any]:
             key, value = item["key"], item["value"]
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             raise HubError(400, f"commit line {n} is not a JSON object with key and value") from None
+        if not isinstance(value, dict):
+            raise HubError(400, f"commit line {n}: value must be an object")
+        where = f"commit line {n}"
         if key == "header":
             header = value
         elif key == "file":
-            path = gitrepo.check_path(value.get("path"))
-            content = value.get("content", "")
+            path = gitrepo.check_path(field(value, "path", str, "", where))
+            content = field(value, "content", str, "", where)
             try:
-                data = base64.b64decode(content, validate=True) if value.get("encoding") == "base64" \
-                    else content.encode()
-            except binascii.Error:
-                raise HubError(400, f"content of {path} is not valid base64") from None
+                data = base64.b64decode(content, validate=True) \
+                    if field(value, "encoding", str, "", where) == "base64" else content.encode()
+            except (binascii.Error, UnicodeEncodeError):
+                raise HubError(400, f"content of {path} is not valid base64 or UTF-8") from None
             changes.append(gitrepo.Change(path, data=data))
         elif key == "lfsFile":
-            path, oid, size = gitrepo.check_path(value.get("path")), str(value.get("oid")), value.get("size")
-            if value.get("algo", "sha256") != "sha256" or not gitrepo.SHA256.match(oid):
+            path = gitrepo.check_path(field(value, "path", str, "", where))
+            oid, size = field(value, "oid", str, "", where), field(value, "size", int, None, where)
+            if field(value, "algo", str, "sha256", where) != "sha256" or not gitrepo.SHA256.match(oid):
                 raise HubError(400, f"lfsFile {path}: oid must be a sha256 hex digest")
             with ctx.hub.sessions() as s:
                 obj = s.get(RepoObject, (repo.id, oid))
             if obj is None or not ctx.hub.storage.exists(oid):
                 raise HubError(422, f"lfsFile {path}: object {oid} was never uploaded to {repo.repo_id}; "
                                     "upload it through the LFS batch API first")
-            if size is not None and int(size) != obj.size:
+            if size is not None and size != obj.size:
                 raise HubError(422, f"lfsFile {path}: size {size} does not match the uploaded {obj.size} bytes")
             changes.append(gitrepo.Change(path, lfs=(oid, obj.size)))
             lfs_paths.append(path)
         elif key in ("deletedFile", "deletedFolder"):
-            path = gitrepo.check_path(str(value.get("path", "")).rstrip("/"))
+            path = gitrepo.check_path(field(value, "path", str, "", where).rstrip("/"))
             changes.append(gitrepo.Change(path, delete=True, folder=key == "deletedFolder"))
         else:
             raise HubError(400, f"commit line {n}: operation {key!r} is not supported by this hub")
-    message = str(header.get("summary") or "commit").strip()
-    if header.get("description"):
-        message += "\n\n" + str(header["description"])
-    parent = header.get("parentCommit")
+    if not changes:
+        raise HubError(400, "this commit has no operations; nothing was committed")
+    message = text(field(header, "summary", str, "", "the commit header").strip() or "commit", "summary")
+    description = text(field(header, "description", str, "", "the commit header"), "description")
+    if description:
+        message += "\n\n" + description
+    parent = field(header, "parentCommit", str, None, "the commit header")
     git = ctx.hub.git(repo)
+    # The slow part, writing the blobs, before the lock: a big commit does not hold up small ones.
+    changes = git.store(changes)
     # One committer per repo: in this process, and across hub processes sharing a PostgreSQL database.
     with ctx.hub.lock(repo), db.advisory_lock(ctx.hub.sessions, repo.id):
         head = git.refs().get(f"refs/heads/{branch}")
         if head is None:
             raise HubError(404, f"branch {branch!r} not found in {repo.repo_id}", "RevisionNotFound")
-        for ch in changes:
-            if ch.delete and git.entry(head, ch.path) is None:
-                raise HubError(404, f"A file with this name doesn't exist: {ch.path}", "EntryNotFound")
         # Make sure git-lfs clients smudge the LFS files this commit adds.
-        patterns = _lfs_patterns(git, head)
-        missing = [p for p in lfs_paths if not _matches(p, patterns)]
+        tracked = gitattributes.lfs_tracked(git, head, lfs_paths)
+        missing = [p for p in lfs_paths if p not in tracked]
         if missing:
             e = git.entry(head, ".gitattributes")
             attrs = git.blob(e.oid).decode() if e else ""
             attrs += ("" if not attrs or attrs.endswith("\n") else "\n") + "".join(
-                f"{p.replace(' ', '[[:space:]]')} filter=lfs diff=lfs merge=lfs -text\n" for p in missing)
+                gitattributes.lfs_line(p) for p in dict.fromkeys(missing))
             changes.append(gitrepo.Change(".gitattributes", attrs.encode()))
         author = ctx.caller.user.name
         try:
             oid = git.commit(branch, changes, message, (author, f"{author}@zupu.hub"), parent_commit=parent)
         except gitrepo.StaleParent as e:
             raise HubError(412, str(e)) from None
+        except gitrepo.NothingToCommit as e:
+            raise HubError(400, str(e)) from None
+        except gitrepo.MissingEntry as e:
+            raise HubError(404, str(e), "EntryNotFound") from None
     with ctx.hub.sessions() as s, s.begin():
         s.get(Repo, repo.id).updated = db.now()
     return {"commitUrl": f"{ctx.url(repo)}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None,
@@ -723,7 +773,7 @@ def repo_branch_create(ctx: Ctx) -> Response:
     branch = "/".join(ctx.args)
     _check_ref_name(branch)
     git = ctx.hub.git(repo)
-    start = ctx.commit_of(repo, ctx.json().get("startingPoint") or "main")
+    start = ctx.commit_of(repo, field(ctx.json(), "startingPoint", str, "main"))
     if not git.update_ref(f"refs/heads/{branch}", start, None):
         raise HubError(409, f"branch {branch!r} already exists")
     return JSONResponse({})
@@ -744,13 +794,14 @@ def repo_branch_delete(ctx: Ctx) -> dict[str, Any]:
 def repo_tag_create(ctx: Ctx) -> dict[str, Any]:
     repo = ctx.repo(write=True)
     body = ctx.json()
-    tag = str(body.get("tag") or "")
+    tag = field(body, "tag", str, "")
     _check_ref_name(tag)
+    message = text(field(body, "message", str, ""), "message")
     git = ctx.hub.git(repo)
     commit = ctx.commit_of(repo, "/".join(ctx.args) or "main")
     if f"refs/tags/{tag}" in git.refs():
         raise HubError(409, f"tag {tag!r} already exists")
-    git.create_tag(tag, commit, body.get("message"), (ctx.caller.user.name, f"{ctx.caller.user.name}@zupu.hub"))
+    git.create_tag(tag, commit, message, (ctx.caller.user.name, f"{ctx.caller.user.name}@zupu.hub"))
     return {}
 
 
@@ -801,7 +852,11 @@ def _resolve(hub: Hub, kind: str, repo_id: str, revision: str, path: str, reques
         raise HubError(404, f"revision {revision!r} not found in {repo_id}", "RevisionNotFound")
     gitrepo.check_path(path)
     found = git.file(sha, path)
-    headers = {"X-Repo-Commit": sha, "Access-Control-Expose-Headers": "X-Repo-Commit,X-Linked-Etag,X-Linked-Size"}
+    headers = {"X-Repo-Commit": sha, "Access-Control-Expose-Headers": "X-Repo-Commit,X-Linked-Etag,X-Linked-Size",
+               # Repo files are served from the pages' origin: never as a page that could run script there.
+               "X-Content-Type-Options": "nosniff", "Content-Security-Policy": RAW_CSP}
+    if path.lower().endswith(ACTIVE_SUFFIXES):
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1], safe='')}"
     if found is None:
         # The commit header lets the client remember that the file does not exist at that commit.
         return JSONResponse({"error": f"Entry not found: {path} at {revision}"}, status_code=404,
@@ -818,18 +873,19 @@ def _resolve(hub: Hub, kind: str, repo_id: str, revision: str, path: str, reques
 
 
 def _range(request: Request, size: int) -> tuple[int, int] | None:
-    """The (start, end inclusive) of a `Range: bytes=a-b` header, None for the whole file; 416 if unsatisfiable."""
+    """The (start, end inclusive) of a `Range: bytes=a-b` header, None for the whole file; 416 if unsatisfiable.
+
+    A range that does not parse, like `bytes=5-2` (last before first), is ignored (RFC 9110, 14.1.1 and 14.2)."""
     header = request.headers.get("range")
     if not header or not header.startswith("bytes=") or "," in header:
         return None
     a, _, b = header[6:].strip().partition("-")
-    try:
-        if a == "":
-            start, end = max(0, size - int(b)), size - 1
-        else:
-            start, end = int(a), (int(b) if b else size - 1)
-    except ValueError:
+    if not (a.isdigit() or a == "") or not (b.isdigit() or b == "") or a == b == "" or (a and b and int(b) < int(a)):
         return None
+    if a == "":
+        start, end = max(0, size - int(b)), size - 1
+    else:
+        start, end = int(a), (int(b) if b else size - 1)
     end = min(end, size - 1)
     if start > end or start >= size:
         raise HubError(416, f"range {header} is outside the file's {size} bytes")

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
+from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -36,13 +38,15 @@ from markdown_it import MarkdownIt
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from zupu.hub import gitrepo
+from zupu.hub import gitrepo, limits
 from zupu.hub.db import HubError, Repo, User
 from zupu.hub.server import KINDS, PREFIX, Caller, Hub, base_url, error_response
 
 COOKIE = "zupu_token"
 PREVIEW_LIMIT = 500_000  # bytes of text shown inline on a blob page; larger files are download-only
-CARD_LIMIT = 1 << 20  # a README larger than this is not rendered
+CARD_LIMIT = 1 << 20  # a README larger than this is not shown
+MARKDOWN_LIMIT = 100_000  # characters of Markdown rendered (worst inputs take ~25 us each); past it, plain text
+TREE_PER_PAGE = 500
 COMMITS_PER_PAGE = 50
 LAST_COMMITS = 100  # a folder listing looks up the last commit of at most this many entries (one git log each)
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; "
@@ -110,7 +114,7 @@ def split_front_matter(text: str) -> tuple[dict[str, Any] | None, str | None, st
         if line.strip() == "---":
             raw, body = "".join(lines[1:i]), "".join(lines[i + 1:])
             try:
-                meta = yaml.safe_load(raw)
+                meta = limits.load_yaml(raw)
             except yaml.YAMLError as e:
                 return None, f"the YAML front matter does not parse: {e}", body
             if meta is not None and not isinstance(meta, dict):
@@ -128,7 +132,15 @@ def meta_value(value: Any) -> str:
 
 
 def render_markdown(text: str, base: str, rev: str) -> str:
-    """README Markdown -> HTML; relative images load from `resolve`, relative links open the blob page."""
+    """README Markdown -> HTML; relative images load from `resolve`, relative links open the blob page.
+    Over MARKDOWN_LIMIT characters, the text as it is."""
+    if len(text) > MARKDOWN_LIMIT:
+        return f"<pre>{escape(text)}</pre>"
+    return _rendered(text, base, rev)
+
+
+@functools.lru_cache(maxsize=64)  # a card costs its rendering once, however often it is viewed
+def _rendered(text: str, base: str, rev: str) -> str:
     tokens = _MD.parse(text)
     for tok in tokens:
         for child in tok.children or []:
@@ -245,10 +257,13 @@ def tree_page(v: RepoView, request: Request, path: str) -> HTMLResponse:
         if e is None or e.kind != "directory":
             raise HubError(404, f"{path} is not a folder at {v.rev}", "EntryNotFound")
     entries = sorted(v.git.ls(v.sha, path), key=lambda e: (e.kind != "directory", e.path.lower()))
-    rows = [(e, v.git.last_commit_for(v.sha, e.path) if i < LAST_COMMITS else None) for i, e in enumerate(entries)]
+    p = request.query_params.get("p", "0")
+    p = int(p) if p.isdigit() else 0
+    shown = entries[p * TREE_PER_PAGE:(p + 1) * TREE_PER_PAGE]
+    rows = [(e, v.git.last_commit_for(v.sha, e.path) if i < LAST_COMMITS else None) for i, e in enumerate(shown)]
     last = v.git.last_commit_for(v.sha, path) if path else (v.git.log(v.sha, limit=1) or [None])[0]
     return page(request, "tree.html", **v.context("files", "tree", path), rows=rows, last=last,
-                crumbs=_crumbs(path))
+                crumbs=_crumbs(path), p=p, more=(p + 1) * TREE_PER_PAGE < len(entries), total=len(entries))
 
 
 def blob_page(v: RepoView, request: Request, path: str) -> HTMLResponse:
@@ -360,6 +375,8 @@ def register(app: FastAPI, hub: Hub) -> None:
 
     @app.post("/logout")
     async def logout(request: Request):
+        if not _same_origin(request):  # another site must not sign the visitor out
+            return error_page(hub, request, HubError(403, "sign-out must come from this hub's own page"))
         out = RedirectResponse("/", 303)
         out.delete_cookie(COOKIE, path="/")
         return out
