@@ -31,7 +31,7 @@ from zupu.train.threads import threads
 from zupu.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 120
+STEPS = 60
 TINY_GPT = {"steps": STEPS, "warmup": 2, "n_layer": 1, "n_embd": 32, "n_head": 2, "batch_size": 8,
             "eval_tokens": 2048, "samples": 1, "sample_tokens": 10, "precision": "fp32", "log_every": 1,
             "checkpoint_every": 5}
@@ -187,6 +187,7 @@ def ddp_runs(tmp_path_factory):
             "codes": {name: job.returncode for name, job in jobs.items()}}
 
 
+@pytest.mark.slow  # 2 jobs of 3 processes each (torchrun's agent and 2 ranks), then a third
 def test_ddp_losses_equal_one_process_on_the_whole_batch(ddp_runs, tmp_path):
     assert ddp_runs["codes"]["full"] == 0, ddp_runs["outputs"]["full"][1][-3000:]
     with threads(1):
@@ -198,6 +199,7 @@ def test_ddp_losses_equal_one_process_on_the_whole_batch(ddp_runs, tmp_path):
     assert json.loads((ddp_runs["full"] / "metrics.json").read_text())["metrics"]["processes"] == 2
 
 
+@pytest.mark.slow  # 2 jobs of 3 processes each (torchrun's agent and 2 ranks), then a third
 def test_ddp_run_directory_is_written_once_by_rank_zero(ddp_runs):
     full = ddp_runs["full"]
     assert [p["step"] for p in curve(full)][:STEPS] == list(range(1, STEPS + 1))  # each step logged once
@@ -208,6 +210,7 @@ def test_ddp_run_directory_is_written_once_by_rank_zero(ddp_runs):
     assert ddp_runs["outputs"]["full"][0].count("milestone val_loss") == 1  # rank 0 alone reports
 
 
+@pytest.mark.slow  # 2 jobs of 3 processes each (torchrun's agent and 2 ranks), then a third
 def test_killed_rank_stops_the_job_and_ddp_resumes_bit_exactly(ddp_runs):
     killed = ddp_runs["killed"]
     assert ddp_runs["codes"]["killed"] != 0

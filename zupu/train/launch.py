@@ -68,8 +68,8 @@ def train(member: str, recipe: str | None = None, out: str | Path | None = None,
             if world.size > 1:
                 metrics["processes"] = world.size
             result = run.finish(model, metrics, r.milestone_for(quick))
-            if world.main:
-                r.figures(model, settings, run)
+            if world.main:  # figures read weights into numpy and sample on the host
+                r.figures(model.cpu(), settings, run)
         finally:
             run.close()
     return result
