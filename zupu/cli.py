@@ -59,7 +59,7 @@ def train_argv(args: argparse.Namespace) -> list[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     from zupu.recipe import parse_sets
 
-    if args.nproc > 1:  # the short form of torchrun on this machine; the ranks print the result
+    if args.nproc != 1:  # the short form of torchrun on this machine; the ranks print the result
         from zupu.train.distributed import run_torchrun
 
         run_torchrun(args.nproc, train_argv(args))

@@ -48,6 +48,7 @@ from zupu.models.gpt import GPT, GPTConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.tokenizers import CharTokenizer
 from zupu.tokenizers import load as load_tokenizer
+from zupu.train import device as devices
 from zupu.train.batches import RandomWindows
 from zupu.train.optim import MuonAdamW, make_schedule
 from zupu.train.precision import dtype_of
@@ -130,7 +131,7 @@ def val_loss(model: GPT, ids: torch.Tensor, block_size: int, max_tokens: int = 0
     n = (len(ids) - 1) // block_size * block_size
     if max_tokens:
         n = min(n, max(block_size, max_tokens // block_size * block_size))
-    device = next(model.parameters()).device
+    device = devices.of(model)
     x = ids[:n].view(-1, block_size).to(device)  # (windows, T)
     y = ids[1:n + 1].view(-1, block_size).to(device)
     was_training = model.training
@@ -207,7 +208,7 @@ class CharLM(Recipe):
                      seed: int, stop: str | None = None) -> list[str]:
         """`n` samples continuing `prompt` at temperature 1 (top-k off), each cut at `stop` if given."""
         g = torch.Generator().manual_seed(seed)
-        ids = torch.tensor([tok.encode(prompt)] * n, device=next(model.parameters()).device)  # (n, prompt length)
+        ids = torch.tensor([tok.encode(prompt)] * n, device=devices.of(model))  # (n, prompt length)
         eos = tok.encode(stop)[0] if stop else None
         model.eval()
         out = torch.stack(list(model.generate(ids, max_tokens, eos_token_id=eos, generator=g)), 1)  # (n, new)

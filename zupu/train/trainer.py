@@ -42,7 +42,7 @@ from torch import nn
 
 from zupu.atomic import write_bytes
 from zupu.checkpoint import load_into
-from zupu.errors import CheckpointError
+from zupu.errors import CheckpointError, SettingError
 from zupu.progress import progress
 from zupu.train import device as devices
 from zupu.train.device import to_device
@@ -240,6 +240,9 @@ class Trainer:
         """This rank's shard of the step's batch through DDP; returns the whole batch's logged scalars."""
         assert self.ddp is not None
         total = _rows(batch)
+        if total < self.world.size:
+            raise SettingError(f"a batch of {total} rows cannot be shared by {self.world.size} processes; use a "
+                               "batch at least that large, or fewer processes")
         mine = to_device(_split(batch, self.world.size)[self.world.rank], self.device)
         weight = _rows(mine) / total  # this shard's share of the batch
         out = self.ddp(mine)
@@ -254,12 +257,24 @@ class Trainer:
         dist.all_reduce(scalars)
         return dict(zip(names, scalars, strict=True))
 
+    def _check_same_step(self) -> None:
+        """Every rank must start at the same step: a rank on another machine that cannot see the resume
+        checkpoint would otherwise start over beside the others."""
+        steps = [torch.zeros((), dtype=torch.long, device=self.device) for _ in range(self.world.size)]
+        dist.all_gather(steps, torch.tensor(self.step, device=self.device))
+        if len({int(s) for s in steps}) > 1:
+            raise CheckpointError(f"--resume: the ranks start at steps {[int(s) for s in steps]}: some could not "
+                                  f"read {self.run.resume_path if self.run else 'the checkpoint'}; put --out on a "
+                                  "file system every machine sees")
+
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Train to `max_steps` (or early stop); return the last eval metrics plus `steps`."""
         keep_freed_memory()
         if self.run is not None and self.run.resume:
             self.load_checkpoint()
+        if self.ddp is not None:
+            self._check_same_step()
         self.model.train()
         if self.evaluate is not None and self.eval_every and self.step == 0:
             self._evaluate()
