@@ -5,6 +5,7 @@ must log the losses one process logs on the same global batch, resume bit-exactl
 leave one run directory written by rank 0 alone.
 """
 
+import collections
 import json
 import os
 import signal
@@ -97,9 +98,11 @@ def test_trainer_moves_each_batch_to_the_models_device():
 
 
 def test_nested_batches_move_whole():
-    batch = {"x": (torch.zeros(2), [torch.ones(3)]), "n": 3}
+    Pair = collections.namedtuple("Pair", "ids labels")
+    batch = {"x": (torch.zeros(2), [torch.ones(3)]), "n": 3, "pair": Pair(torch.zeros(1), "text")}
     moved = devices.to_device(batch, torch.device("meta"))
     assert moved["x"][0].is_meta and moved["x"][1][0].is_meta and moved["n"] == 3
+    assert isinstance(moved["pair"], Pair) and moved["pair"].ids.is_meta and moved["pair"].labels == "text"
 
 
 # -- data parallelism -------------------------------------------------------------------------------------
