@@ -58,7 +58,11 @@ def launched() -> bool:
 def local_device(device: torch.device) -> torch.device:
     """The device of this rank: a CUDA device becomes the rank's own GPU (cuda:LOCAL_RANK) on its machine."""
     if device.type == "cuda" and launched():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        local, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if local >= count:
+            raise SettingError(f"rank {local} of this machine has no GPU of its own (cuda:{local}; the machine has "
+                               f"{count}): start at most {count} processes per machine")
+        return torch.device("cuda", local)
     return device
 
 
