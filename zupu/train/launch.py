@@ -62,9 +62,8 @@ def train(member: str, recipe: str | None = None, out: str | Path | None = None,
                 run.meta_check()
             elif world.main:
                 run.write_meta()
-            metrics = r.train(model, settings, run)
             # recorded: they depend on the machine
-            metrics.update(threads=n_threads, device=str(where))
+            metrics = {**r.train(model, settings, run), "threads": n_threads, "device": str(where)}
             if world.size > 1:
                 metrics["processes"] = world.size
             result = run.finish(model, metrics, r.milestone_for(quick))
