@@ -35,8 +35,9 @@ def _one_thread():
 @pytest.mark.parametrize(("member", "recipe"), RECIPES, ids=[f"{m.name}/{r.name}" for m, r in RECIPES])
 def test_recipe_run_is_recorded_reevaluated_and_reloaded(member, recipe, tmp_path, capsys):
     assert recipe.tiny is not None, f"recipe {recipe.name!r} of {member.name} declares no tiny settings"
-    launch.train(member.name, recipe.name, tmp_path, overrides=dict(recipe.tiny))
+    launch.train(member.name, recipe.name, tmp_path, overrides=dict(recipe.tiny), device="cpu")
     reported = json.loads((tmp_path / "metrics.json").read_text())
+    assert reported["metrics"]["device"] == "cpu"  # the model, batches and evaluation ran where asked
     entry = json.loads((tmp_path / "config.json").read_text())["zupu"]
     assert (reported["member"], reported["recipe"]) == (entry["member"], entry["recipe"]) == (member.name, recipe.name)
 

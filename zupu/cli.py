@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -44,15 +45,35 @@ def cmd_tree(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_argv(args: argparse.Namespace) -> list[str]:
+    """The `zupu train` arguments of `args` without --nproc: what each torchrun rank runs."""
+    argv = ["train", args.member, "--seed", str(args.seed), "--device", args.device]
+    for flag, value in (("--recipe", args.recipe), ("--out", args.out)):
+        if value:
+            argv += [flag, value]
+    for pair in args.set:
+        argv += ["--set", pair]
+    return argv + ["--quick"] * args.quick + ["--resume"] * args.resume
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from zupu.recipe import parse_sets
+
+    if args.nproc != 1:  # the short form of torchrun on this machine; the ranks print the result
+        from zupu.train.distributed import run_torchrun
+
+        run_torchrun(args.nproc, train_argv(args))
+        return 0
     from zupu.train.launch import train
 
     try:
-        result = train(args.member, args.recipe, args.out, args.seed, args.quick, parse_sets(args.set), args.resume)
+        result = train(args.member, args.recipe, args.out, args.seed, args.quick, parse_sets(args.set), args.resume,
+                       args.device)
     except KeyboardInterrupt:
         print("interrupted; continue with the same command and --resume", file=sys.stderr)
         return 130
+    if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than the first: rank 0 reports
+        return 0
     ms = result["milestone"]
     verdict = "reached" if ms["passed"] else "MISSED"
     print(json.dumps(result["metrics"], indent=2))
@@ -118,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     s.add_argument("--quick", action="store_true", help="the recipe's quick settings (what the tour runs)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    s.add_argument("--device", default="cpu", help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps "
+                   "(default: cpu)")
+    s.add_argument("--nproc", type=int, default=1, metavar="N", help="train data-parallel in N processes on this "
+                   "machine (torchrun --standalone --nproc-per-node N); for several machines call torchrun directly")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="re-evaluate a saved run and print its metrics as JSON")

@@ -59,6 +59,9 @@ class Recipe:
     # {} when the defaults already do; None (the default) is a recipe that has not declared them
     tiny: ClassVar[dict[str, Any] | None] = None
     in_tour: ClassVar[bool] = True
+    # whether `train` can run data-parallel under torchrun (`zupu.train.distributed`): all its training goes
+    # through the Trainer (or the classifier loop) on batches the ranks can share
+    data_parallel: ClassVar[bool] = False
 
     def milestone_for(self, quick: bool) -> Milestone:
         """The milestone a run is judged by: the quick one for `--quick` runs where the recipe states one."""

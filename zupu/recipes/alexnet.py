@@ -73,6 +73,7 @@ class Fashion(Recipe):
     name = "fashion-mnist"
     summary = "ReLU, LRN, overlapping max-pool, dropout, augmentation, SGD+momentum+decay on full Fashion-MNIST"
     Settings = FashionSettings
+    data_parallel = True  # the classifier loop: torchrun can split its batches
     milestone = Milestone("test_acc", 0.91, paper="Xiao et al. (2017) Fashion-MNIST benchmark: 2-conv CNNs "
                           "~91-92%; AlexNet (2012) itself: 15.3% top-5 error on ImageNet")
     # 3 epochs on 5,000 images (117 steps): dropout and augmentation make the first epochs slow, so the quick run

@@ -55,6 +55,7 @@ from zupu.models.bert import (
 )
 from zupu.recipe import Milestone, Recipe
 from zupu.tokenizers import WordPiece
+from zupu.train import device as devices
 from zupu.train.batches import TensorBatches
 from zupu.train.metrics import accuracy
 from zupu.train.optim import make_schedule
@@ -159,6 +160,7 @@ def pretrain(model: BertForPreTraining, batches: PretrainBatches, steps: int, lr
         out = model.loss(b["input_ids"], b["attention_mask"], b["token_type_ids"], b["mlm_labels"], b["nsp_labels"])
         return {"pretrain_" + k: v for k, v in out.items()} | {"loss": out["loss"]}
 
+    model.to(devices.current())  # made inside the recipe: onto the run's device, as launch does the saved model
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     Trainer(model, step, batches, opt, steps, run=run, log_every=log_every, grad_clip=1.0,
             scheduler=make_schedule(opt, "linear", steps, max(1, steps // 10), 0.0), desc="bert pre-train").fit()
@@ -169,7 +171,7 @@ def pretrain(model: BertForPreTraining, batches: PretrainBatches, steps: int, lr
 def pretraining_accuracy(model: BertForPreTraining, tok: WordPiece, docs: list, max_length: int,
                          n: int = 2048) -> dict[str, float]:
     """Masked-token and next-sentence accuracy on `n` fresh pairs (a batch seed training never uses)."""
-    b = PretrainBatches(tok, docs, n, max_length, seed=10**6)(0)
+    b = devices.to_device(PretrainBatches(tok, docs, n, max_length, seed=10**6)(0), devices.of(model))
     model.eval()
     out = model.loss(b["input_ids"], b["attention_mask"], b["token_type_ids"], b["mlm_labels"], b["nsp_labels"])
     model.train()
@@ -242,6 +244,7 @@ class SpeakerID(Recipe):
     name = "shakespeare-speakers"
     summary = "pre-train (MLM + NSP) on Shakespeare's speeches, fine-tune to tell 4 speakers apart"
     Settings = Settings
+    data_parallel = True
     milestone = Milestone("gain", 0.10, paper="BERT: pre-training helps most on small labelled sets (GLUE RTE, MRPC)")
     # 400 pre-training steps and one fine-tuning seed: too few for fine-tuning to gain (gain -0.024 / +0.036 /
     # -0.014, both arms near chance), so the quick run is judged on what it does show, that pre-training learns:
@@ -277,6 +280,7 @@ class SpeakerID(Recipe):
         """Fine-tune on the labelled speeches; returns test accuracy. No run log: both arms must match."""
         tok, _, train, test = corpus(s.train_per_speaker, s.vocab_size)
         ids, mask, labels = encode_labelled(tok, train, s.max_length)
+        model.to(devices.current())
 
         def step(b: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
             return {"loss": F.cross_entropy(model(b[0], b[1]), b[2])}
@@ -407,7 +411,7 @@ def topic_classifier(config: BertConfig, encoder_state: dict | None = None, seed
     model = BertForMeanPooledClassification(config)
     if encoder_state is not None:
         model.bert.load_state_dict(encoder_state)
-    return model
+    return model.to(devices.current())
 
 
 def bag_of_chars(tok: WordPiece, train: list, test: list) -> float:
@@ -456,6 +460,7 @@ class TangTopics(Recipe):
     name = "tang-topics"
     summary = "pre-train (MLM + NSP) on 全唐诗, fine-tune to tell 4 poem topics apart from 80 labels"
     Settings = TopicSettings
+    data_parallel = True
     milestone = Milestone("gain", 0.10, paper="BERT: pre-training helps most on small labelled sets (GLUE RTE, MRPC)")
     # 300 pre-training steps (1% of the full run) and 50-step fine-tunes: far too few for fine-tuning to gain
     # (gains -0.086 / -0.120 / -0.086 at seeds 0-2; seed 0: 0.425 pre-trained vs 0.511 from scratch), so the quick

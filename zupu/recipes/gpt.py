@@ -48,6 +48,7 @@ from zupu.models.gpt import GPT, GPTConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.tokenizers import CharTokenizer
 from zupu.tokenizers import load as load_tokenizer
+from zupu.train import device as devices
 from zupu.train.batches import RandomWindows
 from zupu.train.optim import MuonAdamW, make_schedule
 from zupu.train.precision import dtype_of
@@ -74,6 +75,8 @@ class CharSettings:
     grad_clip: float = 1.0
     eval_every: int = 0  # 0: evaluate once, at the end
     eval_tokens: int = 0  # validation tokens per evaluation (a fixed prefix of the split); 0: the whole split
+    log_every: int = 25  # steps per point of the curve (the mean loss over them)
+    checkpoint_every: int = 0  # steps per resume checkpoint; 0: a quarter of the run, at least 100
     threads: int = 0  # 0: the cores free when the run starts (`zupu.train.threads.auto_threads`)
     # batch shards trained side by side, one thread each (a 128-wide model's matmuls split badly inside one
     # matmul, whole shards do not); 0: one per thread the run has; 1: the whole batch on its threads
@@ -128,8 +131,9 @@ def val_loss(model: GPT, ids: torch.Tensor, block_size: int, max_tokens: int = 0
     n = (len(ids) - 1) // block_size * block_size
     if max_tokens:
         n = min(n, max(block_size, max_tokens // block_size * block_size))
-    x = ids[:n].view(-1, block_size)  # (windows, T)
-    y = ids[1:n + 1].view(-1, block_size)
+    device = devices.of(model)
+    x = ids[:n].view(-1, block_size).to(device)  # (windows, T)
+    y = ids[1:n + 1].view(-1, block_size).to(device)
     was_training = model.training
     model.eval()
     total = sum(F.cross_entropy(model(x[i:i + batch]).flatten(0, 1), y[i:i + batch].flatten(), reduction="sum")
@@ -142,6 +146,7 @@ class CharLM(Recipe):
     """A character-level GPT on one text: shared by the Shakespeare and Tang-poem recipes."""
 
     Settings = CharSettings
+    data_parallel = True
 
     def text(self) -> str:
         raise NotImplementedError
@@ -174,8 +179,8 @@ class CharLM(Recipe):
 
         trainer = Trainer(model, step, batches, opt, s.steps, run=run,
                           scheduler=make_schedule(opt, s.schedule, s.steps, s.warmup, s.min_lr_factor),
-                          evaluate=evaluate, eval_every=s.eval_every, log_every=25, grad_clip=s.grad_clip,
-                          checkpoint_every=max(100, s.steps // 4), desc=f"gpt {self.name}",
+                          evaluate=evaluate, eval_every=s.eval_every, log_every=s.log_every, grad_clip=s.grad_clip,
+                          checkpoint_every=s.checkpoint_every or max(100, s.steps // 4), desc=f"gpt {self.name}",
                           workers=s.workers or torch.get_num_threads())
         start = time.perf_counter()
         trainer.fit()
@@ -203,7 +208,7 @@ class CharLM(Recipe):
                      seed: int, stop: str | None = None) -> list[str]:
         """`n` samples continuing `prompt` at temperature 1 (top-k off), each cut at `stop` if given."""
         g = torch.Generator().manual_seed(seed)
-        ids = torch.tensor([tok.encode(prompt)] * n)  # (n, prompt length)
+        ids = torch.tensor([tok.encode(prompt)] * n, device=devices.of(model))  # (n, prompt length)
         eos = tok.encode(stop)[0] if stop else None
         model.eval()
         out = torch.stack(list(model.generate(ids, max_tokens, eos_token_id=eos, generator=g)), 1)  # (n, new)

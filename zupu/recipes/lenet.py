@@ -83,6 +83,7 @@ class MnistRecipe(Recipe):
     10k test images."""
 
     tiny = {"epochs": 1, "batch_size": 250}
+    data_parallel = True  # the classifier loop: torchrun can split its batches
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError

@@ -79,6 +79,7 @@ class Mnist(Recipe):
     dataset = "mnist"
     summary = "ViT (4 layers, d=64, 7x7 patches, 0.1M params) on MNIST: 5k train / 10k test, random shifts"
     Settings = Settings
+    data_parallel = True  # the classifier loop: torchrun can split its batches
     milestone = Milestone("test_acc", 0.95, paper="Dosovitskiy et al. (2020) train on 14M-300M images; on 5k "
                           "digits a ViT must learn the locality a CNN is given (LeNet-5, 60k: 99.05%)")
     # 4 epochs (156 steps): a ViT on 5k digits starts slowly (it must learn the locality a CNN is given), so the

@@ -38,7 +38,11 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = N
         probs = sorted_logits.softmax(-1)
         drop = probs.cumsum(-1) - probs > top_p  # mass before this token already reaches p; the first stays
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+    probs = logits.softmax(-1)
+    if generator is not None and generator.device != probs.device:
+        # a host generator keeps a seed's samples the same on every device (the draw is a (B, V) copy per token)
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator)[:, 0].to(probs.device)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
 @torch.no_grad()

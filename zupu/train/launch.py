@@ -12,7 +12,9 @@ import torch
 
 from zupu import registry
 from zupu.checkpoint import load_model, read_config
-from zupu.errors import CheckpointError
+from zupu.errors import CheckpointError, SettingError
+from zupu.train import device as devices
+from zupu.train.distributed import launched, local_device, session
 from zupu.train.run import Run
 from zupu.train.threads import auto_threads, threads
 
@@ -32,10 +34,16 @@ def recipe_threads(settings: Any) -> int:
 
 
 def train(member: str, recipe: str | None = None, out: str | Path | None = None, seed: int = 0,
-          quick: bool = False, overrides: dict[str, Any] | None = None, resume: bool = False) -> dict[str, Any]:
-    """Train and return what metrics.json holds (metrics, milestone, seconds)."""
+          quick: bool = False, overrides: dict[str, Any] | None = None, resume: bool = False,
+          device: str = "cpu") -> dict[str, Any]:
+    """Train on `device` (`zupu.train.device.resolve`) and return what metrics.json holds (metrics, milestone,
+    seconds). Started by torchrun as one of several processes, train data-parallel (`zupu.train.distributed`)."""
     m = registry.get(member)
     r = m.recipe(recipe)
+    if launched() and not r.data_parallel:
+        raise SettingError(f"{m.name} {r.name} cannot be split over processes (its training is not a sequence of "
+                           "batches the ranks can share); run it as one process, without --nproc or torchrun")
+    where = local_device(devices.resolve(device))
     settings = r.settings(quick=quick, overrides=overrides)
     out = Path(out) if out else Path("runs") / f"{m.name}-{r.name}"
     if resume:  # a resumed run keeps the settings and seed it started with
@@ -45,17 +53,24 @@ def train(member: str, recipe: str | None = None, out: str | Path | None = None,
         meta = json.loads(meta_path.read_text())
         settings, seed = r.settings(overrides=meta["settings"]), meta["seed"]
     n_threads = recipe_threads(settings)
-    with threads(n_threads):
-        seed_everything(seed)
-        model = r.build(settings)
-        run = Run(out, m.name, r.name, settings, seed, resume=resume)
-        if resume:
-            run.meta_check()
-        else:
-            run.write_meta()
-        metrics = {**r.train(model, settings, run), "threads": n_threads}  # recorded: it depends on the machine
-        result = run.finish(model, metrics, r.milestone_for(quick))
-        r.figures(model, settings, run)
+    with threads(n_threads), devices.using(where), session(where) as world:
+        seed_everything(seed)  # the same seed on every rank: the same initial weights
+        model = r.build(settings).to(where)  # before `train` makes its optimiser over the parameters
+        run = Run(out, m.name, r.name, settings, seed, resume=resume, writer=world.main)
+        try:
+            if world.main and resume:
+                run.meta_check()
+            elif world.main:
+                run.write_meta()
+            # recorded: they depend on the machine
+            metrics = {**r.train(model, settings, run), "threads": n_threads, "device": str(where)}
+            if world.size > 1:
+                metrics["processes"] = world.size
+            result = run.finish(model, metrics, r.milestone_for(quick))
+            if world.main:  # figures read weights into numpy and sample on the host
+                r.figures(model.cpu(), settings, run)
+        finally:
+            run.close()
     return result
 
 
@@ -70,5 +85,5 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
     r = m.recipe(meta["recipe"])
     settings = r.settings(overrides=meta.get("settings") or {})
     model = load_model(run_dir)
-    with threads(recipe_threads(settings)):
+    with threads(recipe_threads(settings)):  # on the CPU: a saved run is scored where `evaluate` reads its data
         return {"member": m.name, "recipe": r.name, "metrics": r.evaluate(model, settings)}

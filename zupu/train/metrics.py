@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from zupu.train.device import of, to_device
+
 WORDS = {"acc": "accuracy", "val": "validation", "err": "error", "mse": "mean squared error", "r2": "R²",
          "bleu": "BLEU", "chrf": "chrF", "ppl": "perplexity", "lr": "learning rate", "frac": "fraction",
          "sklearn": "scikit-learn", "rbm": "RBM", "p": "p-value", "kl": "KL", "nll": "NLL", "mlp": "MLP",
@@ -33,9 +35,12 @@ def accuracy(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], la
     step = batch_size or n
     was_training = model.training
     model.eval()
+    device = of(model)  # the chunks go where the model is; the data stays on the host
+    right = 0
     try:
-        right = sum(int((predict(*(t[i:i + step] for t in inputs)) == labels[i:i + step]).sum())
-                    for i in range(0, n, step))
+        for i in range(0, n, step):
+            predicted = predict(*(to_device(t[i:i + step], device) for t in inputs))
+            right += int((predicted == to_device(labels[i:i + step], predicted.device)).sum())
     finally:
         model.train(was_training)
     return right / n

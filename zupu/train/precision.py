@@ -11,13 +11,16 @@ from __future__ import annotations
 import torch
 
 from zupu.errors import SettingError
+from zupu.train.device import current
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-def native_bf16(device_type: str = "cpu") -> bool:
-    """Whether `device_type` multiplies bfloat16 at full speed: oneDNN's own test on a CPU (AVX-512 with
-    BF16 or AMX, or AVX-512 cores it runs bf16 kernels on), the CUDA capability on a GPU."""
+def native_bf16(device_type: str | None = None) -> bool:
+    """Whether `device_type` (by default the run's, `zupu.train.device.current`) multiplies bfloat16 at full
+    speed: oneDNN's own test on a CPU (AVX-512 with BF16 or AMX, or AVX-512 cores it runs bf16 kernels on), the
+    CUDA capability on a GPU."""
+    device_type = device_type or current().type
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device_type != "cpu":
@@ -28,8 +31,9 @@ def native_bf16(device_type: str = "cpu") -> bool:
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def resolve(precision: str, device_type: str = "cpu") -> str:
-    """"auto" -> "bf16" where the hardware has native bfloat16, else "fp32"; "bf16"/"fp32" as asked."""
+def resolve(precision: str, device_type: str | None = None) -> str:
+    """"auto" -> "bf16" where the hardware (by default the run's device) has native bfloat16, else "fp32";
+    "bf16"/"fp32" as asked."""
     if precision not in PRECISIONS:
         raise SettingError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     if precision == "auto":

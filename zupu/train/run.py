@@ -2,6 +2,10 @@
 
 Layout (the contract `zupu train`/`zupu eval`/`zupu tour` rely on):
     config.json  model.safetensors  metrics.jsonl  metrics.json  *.png  [resume.safetensors]
+
+Under data parallelism only rank 0 writes it. The other ranks get a Run with `writer=False`: what the recipe
+writes (a tokenizer it reads back, samples) goes to a scratch directory of their own, removed at `close`, the
+curve and the model are not written, and the resume checkpoint is read from the real directory.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,14 +37,16 @@ def _clean(value: Any) -> Any:
 
 
 class Run:
-    def __init__(self, out: str | Path, member: str, recipe: str, settings: Any, seed: int, resume: bool = False):
-        self.out = Path(out)
+    def __init__(self, out: str | Path, member: str, recipe: str, settings: Any, seed: int, resume: bool = False,
+                 writer: bool = True):
+        self.writer = writer
+        self.out = Path(out) if writer else Path(tempfile.mkdtemp(prefix="zupu-rank-"))
         self.out.mkdir(parents=True, exist_ok=True)
         self.member, self.recipe, self.settings, self.seed, self.resume = member, recipe, settings, seed, resume
         self.metrics_path = self.out / "metrics.jsonl"
-        self.resume_path = self.out / "resume.safetensors"
+        self.resume_path = Path(out) / "resume.safetensors"
         self.started = time.perf_counter()
-        if not resume:
+        if writer and not resume:
             for stale in (self.metrics_path, self.resume_path, self.out / "metrics.json"):
                 stale.unlink(missing_ok=True)
 
@@ -61,6 +69,8 @@ class Run:
 
     def log(self, step: int, **values: Any) -> None:
         """Append one point of the curve: `run.log(100, loss=0.3, val_acc=0.91)`."""
+        if not self.writer:
+            return
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **{k: _clean(v) for k, v in values.items()}}) + "\n")
 
@@ -71,6 +81,8 @@ class Run:
 
     def truncate(self, step: int) -> None:
         """Drop curve points after `step` (a resumed run will log them again)."""
+        if not self.writer:
+            return
         kept = [r for r in self.history() if r["step"] <= step]
         with open(self.metrics_path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in kept)
@@ -82,7 +94,6 @@ class Run:
         """Save the model and metrics.json, draw the curve; return what metrics.json holds."""
         from zupu.train.plots import plot_history
 
-        save_model(model, self.out, self.meta)
         metrics = {k: _clean(v) for k, v in metrics.items()}
         result = {
             "member": self.member,
@@ -92,6 +103,9 @@ class Run:
             "milestone": milestone.judge(metrics),
             "seconds": round(time.perf_counter() - self.started, 2),
         }
+        if not self.writer:
+            return result
+        save_model(model, self.out, self.meta)
         write_json(self.out / "metrics.json", result)
         curves = self.out / "curves.png"
         if not plot_history(self.history(), curves, f"{self.member} · {self.recipe}",
@@ -99,3 +113,8 @@ class Run:
             curves.unlink(missing_ok=True)  # a stale curve from an earlier run in this directory
         self.resume_path.unlink(missing_ok=True)
         return result
+
+    def close(self) -> None:
+        """Remove a non-writing rank's scratch directory."""
+        if not self.writer:
+            shutil.rmtree(self.out, ignore_errors=True)

@@ -11,6 +11,14 @@ cores: the small matmuls of a small model split badly inside one matmul, whole s
 shards' gradients are summed in a fixed order, so runs stay deterministic; the step function must then
 return a mean loss over its shard and draw no random numbers (threads would share the generator).
 
+Under torchrun (`zupu.train.distributed`) the step runs inside DistributedDataParallel: every rank takes the
+whole batch of the step and computes its own consecutive shard, DDP averages the gradients (each rank's loss is
+weighted by its shard's rows, so unequal shards still give the whole batch's mean), and the logged scalars are
+summed over ranks each step, so the curve is the one a single process would log. The thread `workers` are then
+one per rank. The resume checkpoint (written by rank 0) holds every rank's random state.
+
+Batches are moved to the model's device (`zupu.train.device.to_device`) as they are taken.
+
 `fit` also sets glibc's malloc, once per process, to keep freed memory for the next step
 (`zupu.train.threads.keep_freed_memory`: a step otherwise faults its activations' pages back in).
 
@@ -26,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as st_save
@@ -33,8 +42,11 @@ from torch import nn
 
 from zupu.atomic import write_bytes
 from zupu.checkpoint import load_into
-from zupu.errors import CheckpointError
+from zupu.errors import CheckpointError, SettingError
 from zupu.progress import progress
+from zupu.train import device as devices
+from zupu.train.device import to_device
+from zupu.train.distributed import world
 from zupu.train.run import Run
 from zupu.train.threads import keep_freed_memory, parallel
 
@@ -74,7 +86,18 @@ class Trainer:
         self.evaluate, self.eval_every, self.log_every = evaluate, eval_every, max(1, log_every)
         self.grad_clip, self.monitor, self.mode, self.patience = grad_clip, monitor, mode, patience
         self.checkpoint_every, self.callbacks, self.desc = checkpoint_every, callbacks, desc
-        self.workers = workers
+        self.world = world()
+        self.workers = 1 if self.world.size > 1 else workers  # under DDP the ranks are the data parallelism
+        self.device = devices.of(model)
+        self.ddp: nn.Module | None = None
+        if self.world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # DDP runs the step itself, so its hooks see the forward that the step does on the model's
+            # parameters; static_graph: a step may leave some parameters out (a pooler) or use one twice (a
+            # tied head), the same ones every step, which DDP then learns once instead of searching each step
+            self.ddp = DistributedDataParallel(_Step(model, step), device_ids=[self.device] if self.device.type ==
+                                               "cuda" else None, static_graph=True)
         self.step = 0
         self.best: float | None = None
         self.bad_evals = 0
@@ -124,7 +147,8 @@ class Trainer:
                 tensors[f"optim.{pid}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
-        tensors["rng"] = torch.get_rng_state()
+        for rank, states in enumerate(self._gather_rng()):
+            tensors.update({(k if rank == 0 else f"{k}.rank{rank}"): v for k, v in states.items()})
         tensors.update({f"window.{k}": v for k, v in self.window.items()})
         meta = {
             "step": self.step,
@@ -135,9 +159,22 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "last_eval": self.last_eval,
         }
+        if not self.world.main:
+            return
         blob = st_save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
                        metadata={"trainer": json.dumps(meta, default=repr)})
         write_bytes(self.run.resume_path, blob)
+
+    def _gather_rng(self) -> list[dict[str, torch.Tensor]]:
+        """The random states of every rank, rank 0's first (a collective under DDP: every rank calls it)."""
+        states = {"rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.world.size == 1:
+            return [states]
+        gathered: list[dict[str, torch.Tensor] | None] = [None] * self.world.size
+        dist.all_gather_object(gathered, states)
+        return gathered  # type: ignore[return-value]
 
     def load_checkpoint(self) -> bool:
         if self.run is None or not self.run.resume_path.exists():
@@ -162,12 +199,16 @@ class Trainer:
             self.scheduler.load_state_dict(meta["scheduler"])
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         self.best_state = best or None
-        torch.set_rng_state(tensors["rng"])
+        suffix = f".rank{self.world.rank}" if f"rng.rank{self.world.rank}" in tensors else ""  # same ranks as saved
+        torch.set_rng_state(tensors[f"rng{suffix}"])
+        if self.device.type == "cuda" and f"cuda_rng{suffix}" in tensors:
+            torch.cuda.set_rng_state(tensors[f"cuda_rng{suffix}"], self.device)
         self.window = {k[7:]: v for k, v in tensors.items() if k.startswith("window.")}
         self.window_n = meta["window_n"]
         self.step, self.best, self.bad_evals = meta["step"], meta["best"], meta["bad_evals"]
         self.last_eval = meta["last_eval"]
-        self.run.truncate(self.step)
+        if self.world.main:
+            self.run.truncate(self.step)
         return True
 
     # -- data parallelism over threads --------------------------------------------------------
@@ -194,12 +235,46 @@ class Trainer:
         return {k: sum(out[k].detach() * w for (out, _), w in zip(results, weights, strict=True))
                 for k, v in results[0][0].items() if torch.is_tensor(v) and v.numel() == 1}
 
+    # -- data parallelism over processes ------------------------------------------------------
+    def _ddp_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """This rank's shard of the step's batch through DDP; returns the whole batch's logged scalars."""
+        assert self.ddp is not None
+        total = _rows(batch)
+        if total < self.world.size:
+            raise SettingError(f"a batch of {total} rows cannot be shared by {self.world.size} processes; use a "
+                               "batch at least that large, or fewer processes")
+        mine = to_device(_split(batch, self.world.size)[self.world.rank], self.device)
+        weight = _rows(mine) / total  # this shard's share of the batch
+        out = self.ddp(mine)
+        loss = out.get("loss")
+        if loss is not None and loss.requires_grad:
+            # DDP averages over ranks: scaling by size * share makes that the row-weighted mean of the shards
+            (loss * (self.world.size * weight)).backward()
+        names = [k for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1]
+        if not names:
+            return {}
+        scalars = torch.stack([out[k].detach().float().reshape(()) * weight for k in names])
+        dist.all_reduce(scalars)
+        return dict(zip(names, scalars, strict=True))
+
+    def _check_same_step(self) -> None:
+        """Every rank must start at the same step: a rank on another machine that cannot see the resume
+        checkpoint would otherwise start over beside the others."""
+        steps = [torch.zeros((), dtype=torch.long, device=self.device) for _ in range(self.world.size)]
+        dist.all_gather(steps, torch.tensor(self.step, device=self.device))
+        if len({int(s) for s in steps}) > 1:
+            raise CheckpointError(f"--resume: the ranks start at steps {[int(s) for s in steps]}: some could not "
+                                  f"read {self.run.resume_path if self.run else 'the checkpoint'}; put --out on a "
+                                  "file system every machine sees")
+
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Train to `max_steps` (or early stop); return the last eval metrics plus `steps`."""
         keep_freed_memory()
         if self.run is not None and self.run.resume:
             self.load_checkpoint()
+        if self.ddp is not None:
+            self._check_same_step()
         self.model.train()
         if self.evaluate is not None and self.eval_every and self.step == 0:
             self._evaluate()
@@ -208,9 +283,12 @@ class Trainer:
             while self.step < self.max_steps and not self._should_stop():
                 self.optimizer.zero_grad(set_to_none=True)
                 batch = self.batches(self.step)
-                if self.workers > 1:
-                    out = self._sharded_step(batch)
+                if self.ddp is not None:
+                    out = self._ddp_step(batch)
+                elif self.workers > 1:
+                    out = self._sharded_step(to_device(batch, self.device))
                 else:
+                    batch = to_device(batch, self.device)
                     out = self.step_fn(batch)
                     loss = out.get("loss")
                     if loss is not None and loss.requires_grad:
@@ -239,7 +317,8 @@ class Trainer:
                 for cb in self.callbacks:
                     cb(self.step, self)
         except KeyboardInterrupt:
-            self.save_checkpoint()
+            if self.ddp is None:  # under DDP saving is collective, and the other ranks may be gone
+                self.save_checkpoint()
             raise
         finally:
             bar.close()
@@ -249,6 +328,17 @@ class Trainer:
             self.model.load_state_dict(self.best_state)  # the last weights are worse than the best seen
             final = self._evaluate()
         return {**final, "steps": self.step}
+
+
+class _Step(nn.Module):
+    """The step function as a module, so that DDP wraps the forward the step does (its hooks need that)."""
+
+    def __init__(self, model: nn.Module, step: StepFn):
+        super().__init__()
+        self.model, self.step = model, step
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.step(batch)
 
 
 def _split(batch: Batch, n: int) -> list[Batch]:
