@@ -6,21 +6,15 @@ import dataclasses
 
 import pytest
 import torch
-from reference import unavailable
 
-from zupu import weights
 from zupu.apps.chat import Chat
-from zupu.errors import PackageMissing, SettingError
-from zupu.hf import gguf
+from zupu.errors import SettingError
 from zupu.models.llama import PRESETS, Llama
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    try:
-        return gguf.tokenizer(weights.fetch("smollm2"))
-    except PackageMissing as e:
-        unavailable(str(e))
+def tokenizer(smollm2_tokenizer):
+    return smollm2_tokenizer
 
 
 @pytest.fixture(scope="module")
