@@ -32,6 +32,7 @@ import torch
 from zupu import data
 from zupu.apps.chat import Chat
 from zupu.checkpoint import from_pretrained
+from zupu.data.download import fetch_file
 from zupu.models.llama import Llama
 from zupu.recipe import Milestone, Recipe
 from zupu.recipes.llama import tokenizer
@@ -71,7 +72,8 @@ def kind_of(subcategory: str) -> str | None:
 def emoji_task() -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
     """(shot pool, answer key): (name, kind) of every base emoji of the four kinds, in emoji.json's order; every
     fourth goes to the pool the few-shot examples come from, the rest is the answer key."""
-    entries = json.loads(data.fetch("emoji-noto-64")["emoji.json"].read_text(encoding="utf-8"))
+    listing = next(f for f in data.get("emoji-noto-64").files if f.path.endswith("/emoji.json"))
+    entries = json.loads(fetch_file("emoji-noto-64", listing).read_text(encoding="utf-8"))  # not the 3,786 images
     items = [(e["name"].lower(), kind) for e in entries
              if e.get("has_img_google") and e.get("name") and (kind := kind_of(e["subcategory"]))]
     return tuple(items[::4]), tuple(x for i, x in enumerate(items) if i % 4)
