@@ -246,7 +246,7 @@ def window_figure(log: list[dict[str, Any]], s: Settings, path) -> None:
     ax.set_xlim(0, s.window * 1.45)
     ax.set_xlabel(f"tokens in the window (budget {s.window}, dashed; hatched: the reply being written)")
     ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in COLOURS.values()], labels=list(COLOURS),
-              loc="lower right", fontsize=8)
+              loc="upper right", fontsize=8)
     ax.set_title("SmolLM2's context window: the oldest turns go, the system prompt stays")
     save(fig, path)
 
