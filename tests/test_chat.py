@@ -6,21 +6,15 @@ import dataclasses
 
 import pytest
 import torch
-from reference import unavailable
 
-from zupu import weights
 from zupu.apps.chat import Chat
-from zupu.errors import PackageMissing, SettingError
-from zupu.hf import gguf
+from zupu.errors import SettingError
 from zupu.models.llama import PRESETS, Llama
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    try:
-        return gguf.tokenizer(weights.fetch("smollm2"))
-    except PackageMissing as e:
-        unavailable(str(e))
+def tokenizer(smollm2_tokenizer):
+    return smollm2_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +61,42 @@ def test_reply_streams_until_end_of_turn_and_joins_the_conversation(model, token
     chat.ask("Hi")
     pieces = list(chat.reply(temperature=0))
     assert chat.turns[-1]["content"] == "".join(pieces)
+
+
+def test_prompt_arms_score_each_label_as_a_plain_forward_would(model, tokenizer):
+    """The recipe runs the prompts' shared opening once and rewinds its KV cache for each prompt: the label
+    log-probabilities must equal log_softmax of one uncached forward over each whole prompt."""
+    from zupu.recipes import chat as recipe
+
+    prompts = [tokenizer.apply_chat_template(recipe.messages(arm, name, recipe.shots(1, 0)), True)
+               for arm in recipe.ARMS for name in ("dog face", "red apple", "bullet train")]
+    got = recipe.label_scores(model, tokenizer, prompts)  # (9, 4)
+    for row, prompt in zip(got, prompts, strict=True):
+        with torch.no_grad():
+            logp = model(torch.tensor([tokenizer.encode(prompt)]))[0, -1].log_softmax(-1)
+        want = [logp[sorted({tokenizer.encode(w)[0] for w in (label, label.capitalize())})].logsumexp(0)
+                for label in recipe.LABELS]
+        assert torch.allclose(row, torch.stack(want), atol=1e-5)
+
+
+def test_the_answer_key_is_balanced_and_apart_from_the_shots():
+    from zupu.recipes import chat as recipe
+
+    pool, key = recipe.emoji_task()
+    assert len(key) == 266 and not set(pool) & set(key)
+    assert recipe.answer_key(40) == recipe.answer_key(40) and len(recipe.answer_key(40)) == 40
+    assert [k for _, k in recipe.answer_key(40)].count("plant") == 10
+    assert ("dog face", "animal") in pool + key and ("automobile", "vehicle") in pool + key
+    assert recipe.shots(2, 0) != recipe.shots(2, 1) and {x for s in (0, 1) for x in recipe.shots(2, s)} <= set(pool)
+
+
+def test_the_window_figure_counts_every_token_of_the_prompt(model, tokenizer):
+    from zupu.recipes import chat as recipe
+
+    chat = Chat(model, tokenizer, system="Be brief.", context=200, max_new_tokens=5)
+    chat.ask("Hi")
+    chat.turns.append({"role": "assistant", "content": "Hello there"})
+    chat.ask("How are you?")
+    held = recipe.message_tokens(chat)
+    assert [r for r, _ in held] == ["system", "user", "assistant", "user"]
+    assert sum(n for _, n in held) == len(tokenizer.encode(tokenizer.apply_chat_template(chat.messages(), False)))

@@ -7,12 +7,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from reference import need, unavailable
+from reference import need
 
 import zupu
-from zupu import weights
 from zupu.checkpoint import load_model, save_model
-from zupu.errors import CheckpointError, PackageMissing
+from zupu.errors import CheckpointError
 from zupu.hf import gguf as zgguf
 from zupu.hf import keymap
 from zupu.hf.llama import from_state, names_for
@@ -25,24 +24,16 @@ PROMPT = "The capital of France is"
 
 
 @pytest.fixture(scope="module")
-def gguf_path():
-    try:
-        return weights.fetch("smollm2")
-    except PackageMissing as e:
-        unavailable(str(e))
-
-
-@pytest.fixture(scope="module")
-def ours(gguf_path):
-    g = zgguf.GGUF(gguf_path)
+def ours(smollm2_gguf, smollm2_tokenizer):
+    g = zgguf.GGUF(smollm2_gguf)
     config = g.config()
-    model = from_state(config, g.tensors(config), str(gguf_path))
-    return model, zgguf.tokenizer(gguf_path)
+    model = from_state(config, g.tensors(config), str(smollm2_gguf))
+    return model, smollm2_tokenizer
 
 
 @pytest.fixture(scope="module")
-def theirs(gguf_path):
-    d, f = str(gguf_path.parent), gguf_path.name
+def theirs(smollm2_gguf):
+    d, f = str(smollm2_gguf.parent), smollm2_gguf.name
     model = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=f).eval()
     return model, transformers.AutoTokenizer.from_pretrained(d, gguf_file=f)
 

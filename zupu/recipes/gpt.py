@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import re
 import time
 from collections import Counter
@@ -50,6 +49,7 @@ from zupu.tokenizers import CharTokenizer
 from zupu.tokenizers import load as load_tokenizer
 from zupu.train import device as devices
 from zupu.train.batches import RandomWindows
+from zupu.train.metrics import wilson_interval
 from zupu.train.optim import MuonAdamW, make_schedule
 from zupu.train.precision import dtype_of
 from zupu.train.precision import resolve as resolve_precision
@@ -259,17 +259,6 @@ def quatrains(poems: list[dict]) -> list[str]:
         if is_quatrain(body):
             out.append(body)
     return out
-
-
-def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion (95% for z = 1.96): sound near 0 and 1, where the
-    normal approximation is not."""
-    if n == 0:
-        return 0.0, 1.0
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @cache

@@ -87,6 +87,16 @@ class FastBPE:
         """Each token as the text it stands for (what `zupu chat --show-tokens` prints)."""
         return [self.decode([i]) for i in ids]
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes a token stands for: a piece of a multi-byte character decodes to U+FFFD, its bytes do not."""
+        from zupu.tokenizers.bpe import bytes_to_unicode
+
+        piece = self.backend.id_to_token(token_id)
+        if token_id in self.special_tokens.values():
+            return piece.encode("utf-8")
+        to_byte = {c: b for b, c in bytes_to_unicode().items()}
+        return bytes(to_byte[c] for c in piece)
+
     def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         from zupu.tokenizers.chat import render
 

@@ -1,8 +1,9 @@
-"""Metrics that recipes compute the same way: one `accuracy` for every classifier; and their names as a
-reader wants them (`display_name`), for figures and the tour's report."""
+"""Metrics that recipes compute the same way: one `accuracy` for every classifier, one Wilson interval for a
+proportion; and their names as a reader wants them (`display_name`), for figures and the tour's report."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -44,3 +45,14 @@ def accuracy(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], la
     finally:
         model.train(was_training)
     return right / n
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (95% for z = 1.96): sound near 0 and 1, where the
+    normal approximation is not."""
+    if n == 0:
+        return 0.0, 1.0
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
