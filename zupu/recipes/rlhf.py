@@ -899,7 +899,7 @@ class SmolDPO(Recipe):
 
     def train(self, model: Llama, s: SmolDPOSettings, run) -> dict:
         start = time.perf_counter()
-        train, _, _ = dpo_data(s)
+        train, _, chars = dpo_data(s)
         ref = frozen_lm(s.weights)
         model.requires_grad_(False)
         top = model.layers[len(model.layers) - s.trainable_layers:]
@@ -927,7 +927,9 @@ class SmolDPO(Recipe):
         model.eval().requires_grad_(False)
         after = self.evaluate(model, s)
         run.log(steps, **{f"test_{k}": v for k, v in after.items() if isinstance(v, float)})
-        return {**after, "steps": steps, "train_seconds": time.perf_counter() - start}
+        rule = length_rule_correct(*(chars[k] for k in ("train_chosen", "train_rejected", "test_chosen",
+                                                         "test_rejected")))[1]
+        return {**after, "length_rule": rule, "steps": steps, "train_seconds": time.perf_counter() - start}
 
     def evaluate(self, model: Llama, s: SmolDPOSettings) -> dict:
         _, test, chars = dpo_data(s)
@@ -939,14 +941,13 @@ class SmolDPO(Recipe):
         ratio = logp - ref_logp  # (2N,): log pi/rho of each held-out reply
         margin = s.beta * (ratio[:n] - ratio[n:])  # implicit reward of the chosen minus the rejected
         right = (margin > 0).float() + 0.5 * (margin == 0).float()  # before training every margin is 0: a tie
-        length, rule = length_rule_correct(chars["train_chosen"], chars["train_rejected"], chars["test_chosen"],
-                                           chars["test_rejected"])
+        length, _ = length_rule_correct(chars["train_chosen"], chars["train_rejected"], chars["test_chosen"],
+                                        chars["test_rejected"])
         return {"implicit_acc": right.mean().item(), "implicit_acc_ci95": list(interval(right)),
                 "implicit_margin": margin.mean().item(), "chosen_log_ratio": ratio[:n].mean().item(),
                 "rejected_log_ratio": ratio[n:].mean().item(),
                 "base_prefers_chosen": (ref_logp[:n] > ref_logp[n:]).float().mean().item(),
-                "length_rule_acc": length.mean().item(), "length_rule": rule,
-                "kl": sampled_kl(model, ref, test.prompts, s), "test_pairs": n}
+                "length_rule_acc": length.mean().item(), "kl": sampled_kl(model, ref, test.prompts, s), "test_pairs": n}
 
     def example(self, s: SmolDPOSettings) -> tuple[torch.Tensor]:
         return (torch.tensor([dpo_data(s)[1].prompts[0]]),)
