@@ -258,3 +258,63 @@ def test_sft_takes_the_loss_on_the_reply_and_generation_learns_to_stop():
         loss.backward()
         opt.step()
     assert stop_rate(model, convs, s) == 1.0
+
+
+def _tiny_llama(seed: int):
+    """zupu's Llama at its tiny preset, random weights, RMSNorm gains randomised."""
+    from zupu.models.llama import PRESETS, Llama
+    torch.manual_seed(seed)
+    model = Llama(PRESETS["tiny"]).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln" in name or name.startswith("norm"):
+                p.copy_(torch.randn_like(p) * 0.3 + 1.0)
+    return model
+
+
+def test_blocks_entered_and_left_midway_give_the_models_logits():
+    # the reward model reads a middle block's output and DPO runs the top blocks on cached lower ones: both must
+    # be Llama.forward's computation, padding included
+    from zupu.recipes.rlhf import right_padded, run_blocks
+    model = _tiny_llama(0)
+    ids, mask = right_padded([[5, 9, 3, 7, 1], [4, 2, 8]])
+    with torch.no_grad():
+        low = list(run_blocks(model, model.embed_tokens(ids), mask, model.layers[:1]))[-1]
+        high = list(run_blocks(model, low, mask, model.layers[1:]))[-1]
+        logits = model.lm_head(model.norm(high))
+        expected = model(ids, attention_mask=mask)
+    torch.testing.assert_close(logits[0], expected[0])
+    torch.testing.assert_close(logits[1, :3], expected[1, :3])
+
+
+def test_reply_logprobs_sum_the_reply_tokens_as_trl_does():
+    # the output layer runs at the reply's positions only; the sum must equal sequence_logprobs over all logits
+    # (which test_dpo_loss_equals_trls_dpo_trainer holds to trl's)
+    from zupu.recipes.rlhf import reply_logprobs, right_padded, run_blocks
+    model = _tiny_llama(1)
+    ids, mask = right_padded([[5, 9, 3, 7, 1, 6], [4, 2, 8, 11]])
+    completion = torch.tensor([[0, 0, 1, 1, 1, 1], [0, 1, 1, 0, 0, 0]])  # prompt, reply, padding
+    with torch.no_grad():
+        hidden = list(run_blocks(model, model.embed_tokens(ids), mask, model.layers))[-1]
+        got = reply_logprobs(model, hidden, ids, completion)
+        expected = rlhf.sequence_logprobs(model(ids, attention_mask=mask), ids, completion)
+    torch.testing.assert_close(got, expected)
+
+
+def test_hh_pairs_leave_out_the_pairs_whose_sides_continue_different_dialogues():
+    from zupu.recipes.rlhf import hh_pairs
+    pairs = hh_pairs(2312)
+    assert len(pairs) == 2307  # 5 of the file's pairs run a "Human:" turn into a reply
+    assert all(prompt.startswith("\n\nHuman:") for prompt, _, _ in pairs)
+
+
+def test_the_linear_reward_reads_raw_features_after_standardising_them():
+    # one feature on a scale of 1000 decides the preference; another, on a scale of 1, is noise
+    from zupu.recipes.rlhf import HHSettings, fit_linear_reward, pair_correct
+    g = torch.Generator().manual_seed(0)
+    fw, fl = torch.randn(200, 2, generator=g), torch.randn(200, 2, generator=g)
+    fw[:, 0] = 1000 * (fw[:, 0].abs() + 0.1)
+    fl[:, 0] = -1000 * (fl[:, 0].abs() + 0.1)
+    head = fit_linear_reward(fw, fl, 0.01, HHSettings(steps=50), seed=0)
+    assert pair_correct(head, fw, fl).mean() == 1.0
+    assert head.score.weight[0, 0].abs() > 0 and head.score.weight[0, 0] > 0

@@ -46,6 +46,11 @@ class PreferenceError(ZupuError):
     """A preference pair or chat that cannot be trained on: a missing side, a template that does not render."""
 
 
+class DialogueMismatch(PreferenceError):
+    """The two sides of a pair continue different dialogues (5 of the 2,312 HH-RLHF harmless test pairs do:
+    a reply with a "Human:" turn run into it), so there is no one prompt they answer."""
+
+
 @dataclass
 class RewardModelConfig:
     lm: GPTConfig = field(default_factory=GPTConfig)  # the body: a causal LM whose lm_head becomes the score
@@ -80,7 +85,8 @@ class RewardModel(nn.Module):
 
 @dataclass
 class FeatureRewardConfig:
-    n_features: int = 385  # all-MiniLM-L6-v2's sentence vector and the reply's log-length
+    n_features: int = 577  # a SmolLM2-135M block's hidden state (576) and the reply's log-length
+    layer: int | None = None  # the block of the frozen language model the features are read from
 
 
 class FeatureReward(nn.Module):
@@ -121,7 +127,7 @@ def preference_pair(row: object, where: str) -> tuple[str, str, str]:
     prompt, chosen = split_dialogue(row.get("chosen"), f"{where}: 'chosen'")
     other, rejected = split_dialogue(row.get("rejected"), f"{where}: 'rejected'")
     if prompt != other:
-        raise PreferenceError(f"{where}: 'chosen' and 'rejected' continue different dialogues")
+        raise DialogueMismatch(f"{where}: 'chosen' and 'rejected' continue different dialogues")
     return prompt, chosen, rejected
 
 
