@@ -188,6 +188,22 @@ def test_isbi_crops_prompt_one_connected_cell():
         assert box.tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
 
 
+def test_ambiguous_scenes_put_a_real_part_inside_a_whole_and_click_it():
+    from zupu.recipes.sam import composites
+
+    b = composites("test", 24, 32, np.random.default_rng(0))
+    assert b["x"].shape == (24, 1, 32, 32) and len(b["target"]) == 48 and 0 <= b["x"].min() < b["x"].max() <= 255
+    part, whole, target, amb = b["part"], b["whole"], b["target"], b["ambiguous"]
+    assert not (part & ~whole).any() and (part.sum((1, 2)) >= 5).all() and (whole.sum((1, 2)) > part.sum((1, 2))).all()
+    assert amb.tolist() == [True, False] * 24  # per scene: a click on the part, then one on the whole
+    is_part, is_whole = (target == part).all((1, 2)), (target == whole).all((1, 2))
+    assert is_whole[~amb].all() and (is_part | is_whole)[amb].all() and 4 <= is_part[amb].sum() <= 20  # coin flips
+    for i, (x, y) in enumerate(b["click"].long().tolist()):
+        assert part[i, y, x] == amb[i] and whole[i, y, x]
+    for i, (x, y) in enumerate(b["centre"].long().tolist()):
+        assert part[i, y, x] == amb[i] and whole[i, y, x]
+
+
 @pytest.fixture
 def run_dir(tmp_path, monkeypatch):
     """A SAM run (untrained tiny weights) as `zupu train sam` writes it, and a fresh embedding cache."""
@@ -274,3 +290,14 @@ def test_quick_membrane_run_reaches_its_milestone(tmp_path):
     result = train("sam", out=tmp_path / "run", seed=0, quick=True)
     assert result["milestone"]["passed"], result["milestone"]
     assert result["metrics"]["test_miou_1click"] > 0.22  # measured 0.295-0.305 at seeds 0-2
+
+
+@pytest.mark.slow
+def test_quick_ambiguous_run_shows_three_guesses_beat_one_mask(tmp_path):
+    """The quick recipe on part-in-whole scenes: on ambiguous clicks the best of the three guesses beats the
+    single-mask model trained on the same batches (lower end of the paired 95% bootstrap interval)."""
+    from zupu.train.launch import train
+
+    result = train("sam", recipe="ambiguous", out=tmp_path / "run", seed=0, quick=True)
+    assert result["milestone"]["passed"], result["milestone"]
+    assert (tmp_path / "run" / "ambiguous.png").is_file()

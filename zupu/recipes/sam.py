@@ -1,6 +1,7 @@
-"""SAM recipe: promptable segmentation of cells in the real ISBI 2012 electron-microscopy images.
+"""SAM recipes: promptable segmentation of cells in the real ISBI 2012 electron-microscopy images (`membrane`),
+and clicks that are ambiguous by construction (`ambiguous`, below `composites`).
 
-A prompt is a click or a box on one cell (a connected white region of the label), and the answer is that
+`membrane`: a prompt is a click or a box on one cell (a connected white region of the label), and the answer is that
 cell's mask. Images 0-19 train, 20-24 validate (the choices below), 25-29 test; each is halved to 256 x 256
 and cut into 32 x 32 crops. Training follows section 3 and appendix A of the paper on a small scale:
 - each crop is encoded once and serves four target cells, each prompted three times: one random click
@@ -9,6 +10,13 @@ and cut into 32 x 32 crops. Training follows section 3 and appendix A of the pap
   answer, with that answer's logits as the mask prompt (one mask out);
 - mask loss = 20 focal + dice; the IoU head regresses each mask's true IoU (mean squared error).
 Evaluation clicks the cell's centre (the pixel farthest from its boundary), then adds corrective clicks.
+
+`ambiguous`: 32 x 32 scenes built here from real Fashion-MNIST images (train images 0-49,999 train, 50,000-59,999
+validate, the 10,000 test images test): a garment or bag 20-24 pixels wide (the whole), a smaller item 9-13
+pixels wide drawn darker inside its silhouette (the part), on clutter. A click on the part asks for the part or
+for the whole, decided by a coin flip per prompt, so one mask can only be right half the time; a click on the
+whole away from the part asks for the whole. Same training as `membrane`, two prompts per scene; a second model
+trained with one output mask (`multimask_output=False`) on the same batches is the ablation.
 """
 
 from __future__ import annotations
@@ -172,7 +180,8 @@ def clicks_session(model: SAM, batch: dict[str, torch.Tensor], k: int) -> tuple[
 @torch.no_grad()
 def scores(model: SAM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per prompt (B,): the IoU of the chosen 1-click mask, the best of its three, token 0's single mask, the
-    box's mask, each corrective round's (K, B); and the three guesses' predicted and true IoUs (B, 3)."""
+    box's mask, each corrective round's (K, B); the three guesses' predicted and true IoUs (B, 3), and their
+    logits (B, 3, S, S)."""
     model.eval()
     rounds, first = clicks_session(model, batch, MAX_CLICKS)
     t = batch["target"]
@@ -183,7 +192,7 @@ def scores(model: SAM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return {"chosen": iou(rounds[0][:, None], t)[:, 0], "best_of_3": true.max(1).values,
             "single_token": iou(single, t)[:, 0], "box": iou(box, t)[:, 0],
             "rounds": torch.stack([iou(r[:, None], t)[:, 0] for r in rounds]), "iou_pred": first["iou_pred"],
-            "true_iou": true}
+            "true_iou": true, "masks": first["masks"]}
 
 
 def summary(sc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -376,14 +385,14 @@ def fashion_pool(split: str, size: int, solid: bool, limit: int = 3000) -> tuple
     return pix, ndimage.binary_fill_holes(pix > 25, within_image)
 
 
-def composites(split: str, n: int, size: int, rng: np.random.Generator,
-               per_crop: int = 2) -> dict[str, torch.Tensor]:
+def composites(split: str, n: int, size: int, rng: np.random.Generator, per_crop: int = 2,
+               centres: bool = True) -> dict[str, torch.Tensor]:
     """n size x size scenes, each a large Fashion-MNIST garment or bag (the whole) with a small Fashion-MNIST
     object drawn darker inside its silhouette (the part), on clutter (another item at a third of its brightness,
     turned, plus noise). Prompt p of a scene is ambiguous when p is even: a click on the part, whose target is
     the part or the whole by a coin flip (no model can know which: only several guesses can be right); odd p
     clicks the whole away from the part, and the target is the whole. Keys as `crops`, plus `ambiguous`,
-    `part` and `whole` per prompt."""
+    `part` and `whole` per prompt (`centre` only with `centres`: training clicks at random and skips it)."""
     out = {k: [] for k in ("x", "target", "click", "centre", "box", "ambiguous", "part", "whole")}
     clutter = fashion_pool(split, size, False)[0]
     while len(out["x"]) < n:
@@ -415,14 +424,15 @@ def composites(split: str, n: int, size: int, rng: np.random.Generator,
             q = rng.integers(len(xs))
             out["target"].append(target)
             out["click"].append((xs[q], ys[q]))
-            out["centre"].append(centre(region))
+            if centres:
+                out["centre"].append(centre(region))
             out["box"].append(box_of(target))
             out["ambiguous"].append(ambiguous)
             out["part"].append(part)
             out["whole"].append(whole)
     floats = ("x", "click", "centre", "box")
     return {k: torch.as_tensor(np.stack(v)).float() if k in floats else torch.as_tensor(np.stack(v))
-            for k, v in out.items()}
+            for k, v in out.items() if v}
 
 
 def paired_gain(a: torch.Tensor, b: torch.Tensor, resamples: int = 2000) -> tuple[float, float, float]:
@@ -452,7 +462,7 @@ class AmbiguousSettings:
     decoder_depth: int = 2
     val_crops: int = 64
     test_crops: int = 128
-    relax: float = 0.0  # relaxed winner-takes-all (prompt_step)
+    relax: float = 0.05  # relaxed winner-takes-all (prompt_step): 0 collapsed the three guesses into one on val
     ablation: bool = True  # also train the single-mask model (same budget, same batches) and compare
 
 
@@ -461,11 +471,20 @@ class Ambiguous(Recipe):
     summary = ("SAM on real Fashion-MNIST objects inside others: a click on the inner one means part or whole, "
                "three guesses cover both; single-mask ablation")
     Settings = AmbiguousSettings
-    milestone = Milestone("test_multimask_gain_ci_low", 0.15, paper="Kirillov et al. (2023), section 3: "
+    milestone = Milestone("test_multimask_gain_ci_low", 0.3, paper="Kirillov et al. (2023), section 3: "
                           "one output for an ambiguous prompt averages the valid masks; three do not")
-    quick = {"steps": 150}
-    quick_milestone = Milestone("test_multimask_gain_ci_low", 0.05)
-    quick_seconds = 30
+    # measured at seed 0 (1000 steps, 185 s of one thread, both models): ambiguous test clicks, best of 3 0.892 vs
+    # the single-mask model 0.455, gain 0.438 [0.408, 0.466]; both readings among the guesses (part IoU 0.824,
+    # whole 0.959); the chosen mask 0.538 (a coin flip decides the target, so no choice can do much better);
+    # unambiguous clicks 0.961 vs 0.745; box 0.929; 2 clicks 0.870; IoU-head r 0.51
+    quick = {"steps": 140, "batch_size": 6, "val_crops": 32}
+    # 140 steps: gain 0.098 / 0.122 / 0.071, interval low end 0.067 / 0.093 / 0.044 at seeds 0/1/2 (target 0.03,
+    # room for other kernels' rounding). At this budget the gain is not yet the two readings: the part is among the
+    # guesses at IoU 0.21-0.24 (the whole at 0.89-0.91); the one-mask model is simply worse, on unambiguous clicks
+    # too (0.73-0.77 vs 0.90-0.91). Relaxed winner-takes-all 0.05 was chosen on validation (150 steps: best of 3
+    # 0.528 with 0, 0.654 with 0.05, 0.644 with 0.15; at 300 steps 0.797 with 0.05, 0.765 with 0.15)
+    quick_milestone = Milestone("test_multimask_gain_ci_low", 0.03)
+    quick_seconds = 28  # 28.6-28.9 s of one thread's CPU time at load ~20 (process_time around the run), 3 seeds
     tiny = {"steps": 2, "batch_size": 2, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
             "prompt_embed_dim": 16, "decoder_depth": 1, "val_crops": 4, "test_crops": 4, "warmup": 0}
 
@@ -484,28 +503,32 @@ class Ambiguous(Recipe):
         return b
 
     def fit(self, model: SAM, s: AmbiguousSettings, seed: int, multimask: bool, run=None) -> None:
-        val = self.fixed("val", s)
+        """Train on scenes drawn from the step; with a run (the saved model), validation curves as it goes."""
+        val = self.fixed("val", s) if run is not None else None
 
         def batches(step: int) -> dict[str, torch.Tensor]:  # a pure function of the step: --resume is exact
-            return composites("train", s.batch_size, s.crop, np.random.default_rng([seed, step]), s.prompts_per_crop)
+            return composites("train", s.batch_size, s.crop, np.random.default_rng([seed, step]), s.prompts_per_crop,
+                              centres=False)
 
         opt = make_optimizer("adamw", model.parameters(), s.lr, weight_decay=s.weight_decay)
         Trainer(model, lambda b: prompt_step(model, b, s, multimask, s.relax), batches, opt, s.steps, run=run,
                 scheduler=make_schedule(opt, "cosine", s.steps, warmup=s.warmup), grad_clip=1.0,
-                evaluate=lambda: {f"val_{k}": v for k, v in self.metrics(model, val).items()},
-                eval_every=max(1, s.steps // 4), log_every=25,
+                evaluate=None if val is None else lambda: {f"val_{k}": v for k, v in self.metrics(model, val).items()},
+                eval_every=max(1, s.steps // 2), log_every=25,
                 desc=f"sam ambiguous ({'three masks' if multimask else 'one mask'})").fit()
 
     def train(self, model: SAM, s: AmbiguousSettings, run) -> dict:
         self.fit(model, s, run.seed, multimask=True, run=run)
-        out = {**self.evaluate(model, s), "parameters": sum(p.numel() for p in model.parameters())}
+        test = self.fixed("test", s)
+        multi_sc = scores(model, test)  # once: the test metrics and the ablation's pairs
+        out = {**{f"val_{k}": v for k, v in self.metrics(model, self.fixed("val", s)).items()},
+               **{f"test_{k}": v for k, v in self.metrics(model, test, multi_sc).items()},
+               "parameters": sum(p.numel() for p in model.parameters())}
         if s.ablation:
             torch.manual_seed(run.seed)  # the same initial weights as the saved model
             single = self.build(s)
             self.fit(single, s, run.seed, multimask=False)
-            test = self.fixed("test", s)
             amb = test["ambiguous"]
-            multi_sc = scores(model, test)
             single_iou = one_mask(single, test)
             gain, lo, hi = paired_gain(multi_sc["best_of_3"][amb], single_iou[amb])
             chosen_gain = paired_gain(multi_sc["chosen"][amb], single_iou[amb])
@@ -518,13 +541,16 @@ class Ambiguous(Recipe):
             ambiguity_figure(model, single, {k: v[amb][:4] for k, v in test.items()}, run.path("ambiguous.png"))
         return out
 
-    def metrics(self, model: SAM, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        sc = scores(model, batch)
+    def metrics(self, model: SAM, batch: dict[str, torch.Tensor], sc: dict | None = None) -> dict[str, float]:
+        sc = scores(model, batch) if sc is None else sc
         amb = batch["ambiguous"]
         out = summary(sc)
         out.update({"miou_1click_ambiguous": sc["chosen"][amb].mean(),
                     "miou_1click_ambiguous_best_of_3": sc["best_of_3"][amb].mean(),
-                    "miou_1click_unambiguous": sc["chosen"][~amb].mean()})
+                    "miou_1click_unambiguous": sc["chosen"][~amb].mean(),
+                    # are both readings among the three guesses? the best guess's IoU with each, whatever was asked
+                    "miou_ambiguous_part_in_3": iou(sc["masks"], batch["part"]).max(1).values[amb].mean(),
+                    "miou_ambiguous_whole_in_3": iou(sc["masks"], batch["whole"]).max(1).values[amb].mean()})
         return {k: round(float(v), 4) for k, v in out.items()}
 
     def evaluate(self, model: SAM, s: AmbiguousSettings) -> dict:
