@@ -417,8 +417,10 @@ def composites(split: str, n: int, size: int, rng: np.random.Generator, per_crop
         op[r:r + s, c:c + s], ip[ri:ri + t, ci:ci + t] = opix[i], ipix[j]
         img = 0.35 * np.rot90(clutter[rng.integers(len(clutter))], rng.integers(4)) + rng.normal(0, 12, (size, size))
         img = np.where(part, 30 + 0.4 * ip, np.where(whole, 70 + 0.7 * op, img))
-        out["x"].append(img.clip(0, 255)[None])
         rest = whole & ~ndimage.binary_dilation(part)
+        if not rest.any():  # nowhere to click the whole without touching the part
+            continue
+        out["x"].append(img.clip(0, 255)[None])
         for p in range(per_crop):
             ambiguous = p % 2 == 0
             region = part if ambiguous else rest
