@@ -3,14 +3,16 @@ prompt bookkeeping; a quick learning test on the real ISBI membrane crops; the s
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import pytest
 import torch
-from reference import segment_anything_modeling
+from reference import need, segment_anything_modeling
 from torch import nn
 
 from zupu.errors import CheckpointError
-from zupu.hf.sam import load_segment_anything
+from zupu.hf.sam import load_segment_anything, load_transformers
 from zupu.models.sam import SAM, SamConfig
 
 CFG = SamConfig(image_size=32, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -78,6 +80,58 @@ def test_prompt_encoder_and_mask_decoder_equal_segment_anything(kinds, multimask
     torch.testing.assert_close(iou_z, iou, atol=1e-5, rtol=1e-5)
 
 
+@cache
+def transformers_sam() -> nn.Module:
+    """transformers' SamModel with CFG's shapes (a one-layer vision encoder nobody compares) and every prompt
+    encoder and mask decoder weight random. Its two-way blocks take their LayerNorm eps from the config (1e-6
+    by default); segment-anything's and zupu's are torch's 1e-5, so the config says 1e-5."""
+    transformers = need("transformers")
+    c = CFG
+    e = c.prompt_embed_dim
+    config = transformers.SamConfig(
+        vision_config={"hidden_size": 16, "output_channels": e, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": c.image_size, "patch_size": c.patch_size, "window_size": 0,
+                       "global_attn_indexes": [0], "num_pos_feats": e // 2, "num_channels": 1},
+        prompt_encoder_config={"hidden_size": e, "image_size": c.image_size, "patch_size": c.patch_size,
+                               "mask_input_channels": c.mask_in_chans, "layer_norm_eps": c.layer_norm_eps},
+        mask_decoder_config={"hidden_size": e, "mlp_dim": c.decoder_mlp_dim, "num_hidden_layers": c.decoder_depth,
+                             "num_attention_heads": c.decoder_heads, "iou_head_depth": c.iou_head_depth,
+                             "iou_head_hidden_dim": c.iou_head_hidden_dim, "layer_norm_eps": 1e-5,
+                             "attention_downsample_rate": c.attention_downsample_rate})
+    ref = transformers.SamModel(config).eval()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if not name.startswith("vision_encoder."):
+                scale = 0.5 if p.dim() == 1 else 1.0 / max(1, p[0].numel()) ** 0.5
+                p.copy_(torch.randn(p.shape, generator=g) * scale + (1.0 if "norm" in name and name.endswith("weight")
+                                                                      else 0.0))
+    return ref
+
+
+@pytest.mark.parametrize("kinds", CASES, ids=["+".join(k) for k in CASES])
+@pytest.mark.parametrize("multimask", [True, False])
+def test_prompt_encoder_and_mask_decoder_equal_transformers(kinds, multimask):
+    ref = transformers_sam()  # built once (slow to build), never changed
+    ours = SAM(CFG).eval()
+    load_transformers(ours, ref.state_dict())
+    p = {k: v for k, v in prompts(CFG).items() if k in kinds}
+    coords, labels = p.get("points", (None, None))
+    image = torch.randn(3, CFG.prompt_embed_dim, CFG.grid, CFG.grid)
+    with torch.no_grad():
+        # transformers: points (B, point_batch 1, N, 2), boxes (B, 1, 4)
+        out = ref(image_embeddings=image, input_points=None if coords is None else coords[:, None],
+                  input_labels=None if labels is None else labels[:, None],
+                  input_boxes=None if "boxes" not in p else p["boxes"][:, None], input_masks=p.get("masks"),
+                  multimask_output=multimask)
+        masks_z, iou_z = ours.decode(image, coords, labels, p.get("boxes"), p.get("masks"), multimask)
+    masks, iou = out.pred_masks[:, 0], out.iou_scores[:, 0]
+    assert masks.shape == masks_z.shape == (3, 3 if multimask else 1, CFG.image_size, CFG.image_size)
+    assert masks.abs().mean() > 0.1 and iou.std() > 1e-3  # not a degenerate comparison
+    torch.testing.assert_close(masks_z, masks, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(iou_z, iou, atol=1e-5, rtol=1e-5)
+
+
 def test_loading_names_every_wrong_tensor():
     ref, ours = reference(CFG), SAM(CFG)
     state = ref.state_dict()
@@ -132,6 +186,22 @@ def test_isbi_crops_prompt_one_connected_cell():
         assert t[click[1], click[0]] and t[centre[1], centre[0]]
         ys, xs = np.nonzero(t)
         assert box.tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
+
+
+def test_ambiguous_scenes_put_a_real_part_inside_a_whole_and_click_it():
+    from zupu.recipes.sam import composites
+
+    b = composites("test", 24, 32, np.random.default_rng(0))
+    assert b["x"].shape == (24, 1, 32, 32) and len(b["target"]) == 48 and 0 <= b["x"].min() < b["x"].max() <= 255
+    part, whole, target, amb = b["part"], b["whole"], b["target"], b["ambiguous"]
+    assert not (part & ~whole).any() and (part.sum((1, 2)) >= 5).all() and (whole.sum((1, 2)) > part.sum((1, 2))).all()
+    assert amb.tolist() == [True, False] * 24  # per scene: a click on the part, then one on the whole
+    is_part, is_whole = (target == part).all((1, 2)), (target == whole).all((1, 2))
+    assert is_whole[~amb].all() and (is_part | is_whole)[amb].all() and 4 <= is_part[amb].sum() <= 20  # coin flips
+    for i, (x, y) in enumerate(b["click"].long().tolist()):
+        assert part[i, y, x] == amb[i] and whole[i, y, x]
+    for i, (x, y) in enumerate(b["centre"].long().tolist()):
+        assert part[i, y, x] == amb[i] and whole[i, y, x]
 
 
 @pytest.fixture
@@ -220,3 +290,14 @@ def test_quick_membrane_run_reaches_its_milestone(tmp_path):
     result = train("sam", out=tmp_path / "run", seed=0, quick=True)
     assert result["milestone"]["passed"], result["milestone"]
     assert result["metrics"]["test_miou_1click"] > 0.22  # measured 0.295-0.305 at seeds 0-2
+
+
+@pytest.mark.slow
+def test_quick_ambiguous_run_shows_three_guesses_beat_one_mask(tmp_path):
+    """The quick recipe on part-in-whole scenes: on ambiguous clicks the best of the three guesses beats the
+    single-mask model trained on the same batches (lower end of the paired 95% bootstrap interval)."""
+    from zupu.train.launch import train
+
+    result = train("sam", recipe="ambiguous", out=tmp_path / "run", seed=0, quick=True)
+    assert result["milestone"]["passed"], result["milestone"]
+    assert (tmp_path / "run" / "ambiguous.png").is_file()
