@@ -44,7 +44,8 @@ class Digits(Recipe):
     Settings = ImageSettings
     milestone = Milestone("test_acc", 0.85, paper="a linear classifier on MNIST: 88% (LeCun et al. 1998, 1-layer NN)")
     quick = {"epochs": 3}  # 90.2 / 90.0 / 90.2% at seeds 0-2: the full milestone holds
-    quick_seconds = 30.0  # 29-51 s at one thread on the shared machine at load 7-10 (seeds 0-2)
+    quick_seconds = 11.0  # 10.6 s of CPU on one pinned core, imports and figures included (load 20; the 29-51 s
+    # declared before were wall times on a loaded machine); 4.1 s of training in the quick tour of 2026-12-04
     tiny = {"epochs": 1, "batch_size": 50}
 
     def data(self, s: ImageSettings) -> tuple[torch.Tensor, ...]:
@@ -113,7 +114,9 @@ class Letters(Digits):
     summary = "the Mark-1's task: notMNIST letters A-J on a 20x20 'retina' of photocells, 80/20 split"
     Settings = RetinaSettings
     milestone = Milestone("test_acc", 0.85, paper="Mark-1 (1960): 20x20 photocells, recognised letters")
-    quick_seconds = 30.0  # quick (3 epochs): 88.5 / 88.6 / 88.2% at seeds 0-2, 38-80 s at one thread, load 7-30
+    # quick (3 epochs): 88.5 / 88.6 / 88.2% at seeds 0-2
+    quick_seconds = 13.0  # 13.0 s of CPU on one pinned core, imports and figures included (load 20; the 38-80 s
+    # declared before were wall times on a loaded machine); 4.0 s of training in the quick tour of 2026-12-04
 
     def data(self, s: ImageSettings) -> tuple[torch.Tensor, ...]:
         letters = data.load("notmnist")["all"]
