@@ -327,18 +327,15 @@ class ConnectFourSettings(Settings):
 @dataclass
 class GoSettings(Settings):
     game: str = "go"
-    blocks: int = 3
-    generations: int = 40
-    games_per_generation: int = 32
-    simulations: int = 48
-    eval_simulations: int = 100
+    generations: int = 16
+    games_per_generation: int = 24
+    eval_simulations: int = 64
     dirichlet_alpha: float = 0.4  # ~10 / 26 moves
     temperature_moves: int = 8
     buffer_size: int = 40_000
-    train_steps: int = 150
-    bot_simulations: tuple[int, ...] = (100,)
-    arena_games: int = 60
-    elo_every: int = 5
+    bot_simulations: tuple[int, ...] = (64,)
+    elo_every: int = 4
+    elo_games: int = 16
 
 
 class TicTacToeAlphaGo(TicTacToe):
@@ -370,7 +367,7 @@ class Go(AlphaZero):
     summary = ("OpenSpiel's Go on a 5x5 board, komi 0.5, from the rules alone: an Elo curve over generations "
                "and the score against MCTSBot at the agent's own simulations per move")
     Settings = GoSettings
-    milestone = Milestone("score_vs_mcts100_lo", 0.5, paper="AlphaGo Zero (2017) beat every earlier AlphaGo; "
+    milestone = Milestone("score_vs_mcts64_lo", 0.5, paper="AlphaGo Zero (2017) beat every earlier AlphaGo; "
                           "the milestone: beat rollout MCTS at equal simulations, the interval's low end above 0.5")
     in_tour = False
     tiny = {**AlphaZero.tiny, "bot_simulations": (2,), "arena_games": 2, "elo_every": 1, "elo_games": 2}
