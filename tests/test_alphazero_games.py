@@ -98,7 +98,7 @@ def test_teacher_games_carry_the_teachers_moves():
         mine, theirs = np.flatnonzero(x[0].flatten()).tolist(), np.flatnonzero(x[1].flatten()).tolist()
         crosses, noughts = (mine, theirs) if len(mine) == len(theirs) else (theirs, mine)  # x moves on equal counts
         state = game.new_game().new_initial_state()
-        for a in [m for pair in zip(crosses, [*noughts, None]) for m in pair if m is not None]:
+        for a in [m for i, c in enumerate(crosses) for m in (c, *noughts[i:i + 1])]:  # x, o, x, ...
             state.apply_action(a)
         assert values[solve.key(state)] * (1 if state.current_player() == 0 else -1) == value
     assert (z != 0).any() and (z == 0).any()  # some openings already lose, others draw

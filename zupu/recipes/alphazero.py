@@ -154,7 +154,7 @@ class AlphaZero(Recipe):
             taught.add(*teacher_play(self.teacher(s, run.seed), game, s.teacher_games, s.opening_moves, rng))
             lp, lv = self.fit(model, optimizer, lambda g: taught.sample(s.batch_size, g), s.teacher_steps, game,
                               generator)
-            stage1 = {f"stage1_{k}": v for k, v in self.evaluate(model, s).items()}
+            stage1 = {f"stage1_{k}": v for k, v in {**self.final_extra(model, s), **self.evaluate(model, s)}.items()}
             run.log(0, loss=lp + lv, policy_loss=lp, value_loss=lv, teacher_positions=len(taught), **stage1)
         buffer = ReplayBuffer(s.buffer_size)
         agent = Agent(model, game, s.simulations, s.c_puct)
@@ -321,6 +321,7 @@ class ConnectFourSettings(Settings):
     train_steps: int = 150
     teacher_games: int = 300
     teacher_steps: int = 600
+    generations: int = 10
     bot_simulations: tuple[int, ...] = (100, 400, 1000)
 
 
@@ -357,6 +358,10 @@ class ConnectFour(AlphaZero):
     Settings = ConnectFourSettings
     milestone = Milestone("score_vs_mcts400_lo", 0.5, paper="AlphaZero-style agents beat rollout MCTS at equal "
                           "or larger budgets; the milestone: the 95% interval's low end above an even score")
+    quick = {"teacher_games": 100, "teacher_simulations": 400, "teacher_steps": 300, "generations": 1,
+             "games_per_generation": 16, "eval_simulations": 50, "bot_simulations": (50,), "arena_games": 20}
+    quick_milestone = Milestone("score_vs_mcts50_lo", 0.5)
+    quick_seconds = 40.0
     in_tour = False
     tiny = {**AlphaZero.tiny, "bot_simulations": (2,), "arena_games": 2, "teacher_games": 2, "teacher_steps": 2,
             "teacher_simulations": 4}
@@ -369,7 +374,9 @@ class Go(AlphaZero):
     Settings = GoSettings
     milestone = Milestone("score_vs_mcts64_lo", 0.5, paper="AlphaGo Zero (2017) beat every earlier AlphaGo; "
                           "the milestone: beat rollout MCTS at equal simulations, the interval's low end above 0.5")
-    in_tour = False
+    quick = {"generations": 4, "eval_simulations": 32, "bot_simulations": (8, 32), "arena_games": 20, "elo_every": 0}
+    quick_milestone = Milestone("score_vs_mcts8_lo", 0.5)
+    quick_seconds = 30.0
     tiny = {**AlphaZero.tiny, "bot_simulations": (2,), "arena_games": 2, "elo_every": 1, "elo_games": 2}
 
 
