@@ -152,3 +152,13 @@ def test_play_refuses_illegal_moves_in_every_game(tiny_run, monkeypatch, capsys)
         assert "pass: 25" in out
     else:
         assert "\n0 1 2 3 4 5 6\n" in out  # the column numbers under the board
+
+
+@pytest.mark.slow
+def test_quick_go_beats_a_low_budget_mcts_with_confidence(tmp_path):
+    need("pyspiel")
+    with threads(1):
+        result = launch.train("alphazero", "go-5x5", tmp_path, quick=True)
+    m = result["metrics"]
+    assert m["score_vs_mcts8_lo"] >= 0.5 and result["milestone"]["passed"], m
+    assert m["score_vs_mcts32"] > 0.5, m  # and ahead of MCTSBot at its own budget (seed 0: 0.85)
