@@ -228,10 +228,11 @@ class AlphaZero(Recipe):
     def figure_position(self, s: Settings):
         """The position whose search the figure draws, and its caption."""
         game = board_game(s.game)
-        state = game.new_game().new_initial_state()
-        for action in (3, 3, 2) if game.column_actions else (12, 6, 7):
+        state, moves = game.new_game().new_initial_state(), []
+        for action in (3, 3, 2) if game.column_actions else (12, 6, 7):  # columns / points c3, b2, c2
+            moves.append(state.action_to_string(state.current_player(), action))  # OpenSpiel's: x3, B c3
             state.apply_action(action)
-        return state, "a search from an early position"
+        return state, f"{game.marks[state.current_player()]} to move after {', '.join(moves)}"
 
     def figures(self, model: PolicyValueNet, s: Settings, run) -> None:
         from zupu.games.figures import ladder_figure, search_figure
@@ -345,7 +346,7 @@ class TicTacToeAlphaGo(TicTacToe):
                "improved by self-play; optimal-move fractions after each stage")
     Settings = AlphaGoSettings
     milestone = Milestone("optimal_if_unbeaten", 0.99, paper="AlphaGo (2016): supervised policy, then self-play")
-    quick = {"generations": 5}
+    quick = {"generations": 2}
     quick_seconds = 30.0
     in_tour = False
     tiny = {**AlphaZero.tiny, "teacher_games": 4, "teacher_steps": 2}
