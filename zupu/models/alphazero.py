@@ -76,7 +76,7 @@ class PolicyValueNet(nn.Module):
 PRESETS = {
     "tiny": PolicyValueConfig(channels=8, blocks=1, value_hidden=8),
     "tic-tac-toe": PolicyValueConfig(),
-    "connect-four": PolicyValueConfig(rows=6, columns=7, num_actions=7, channels=64, blocks=4, value_hidden=64),
-    "go-5x5": PolicyValueConfig(rows=5, columns=5, in_channels=3, num_actions=26, channels=64, blocks=4,
-                                value_hidden=64),
+    # what the recipes of the same names train
+    "connect-four": PolicyValueConfig(rows=6, columns=7, num_actions=7, blocks=3),
+    "go-5x5": PolicyValueConfig(rows=5, columns=5, in_channels=3, num_actions=26),
 }
