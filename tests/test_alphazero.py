@@ -100,7 +100,7 @@ def test_symmetries_map_moves_boards_and_outcomes():
             assert image.returns() == state.returns()
     planes, policy = torch.rand(5, 2, 3, 3), torch.rand(5, 9)
     ks = torch.tensor([0, 3, 4, 7, 5])
-    p2, pi2 = augment(planes, policy, ks)
+    p2, pi2 = augment(planes, policy, ks, range(COUNT), game.action_permutation)
     for i, k in enumerate(ks.tolist()):
         assert torch.equal(p2[i], transform(planes[i], k))
         assert torch.equal(pi2[i], transform(policy[i].view(3, 3), k).flatten())

@@ -3,10 +3,13 @@
 A position and its search probabilities, turned or mirrored together, are as good a training example as the
 original (AlphaGo Zero augments its data with the 8 for Go; tic-tac-toe has the same ones). Transform `k` in
 0..7 turns the board k % 4 quarter turns counter-clockwise and then, for k >= 4, mirrors it left to right.
-Actions are cells numbered row by row (OpenSpiel's order for tic-tac-toe and Go, without Go's pass).
+Actions are cells numbered row by row (OpenSpiel's order for tic-tac-toe and Go, without Go's pass);
+`BoardGame.action_permutation` maps a game's actions (Connect-4's columns, Go's pass).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -29,10 +32,11 @@ def map_action(action: int, size: int, k: int) -> int:
     return int((cell_permutation(size, k) == action).nonzero())
 
 
-def augment(planes: torch.Tensor, policy: torch.Tensor, ks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply transform `ks[i]` to example i: planes `(B, C, S, S)` and per-cell policies `(B, S * S)`."""
-    size = planes.shape[-1]
-    every_planes = torch.stack([transform(planes, k) for k in range(COUNT)])  # (8, B, C, S, S)
-    every_policy = torch.stack([policy[:, cell_permutation(size, k)] for k in range(COUNT)])  # (8, B, S * S)
+def augment(planes: torch.Tensor, policy: torch.Tensor, ks: torch.Tensor, transforms: Sequence[int],
+            permutation: Callable[[int], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply transform `transforms[ks[i]]` to example i: planes `(B, C, H, W)` and policies `(B, A)`, where
+    `policy[:, permutation(k)]` is a policy seen through transform k (cells move, Go's pass stays)."""
+    every_planes = torch.stack([transform(planes, k) for k in transforms])  # (T, B, C, H, W)
+    every_policy = torch.stack([policy[:, permutation(k)] for k in transforms])  # (T, B, A)
     rows = torch.arange(len(ks))
     return every_planes[ks, rows], every_policy[ks, rows]
