@@ -61,6 +61,8 @@ class Trainer:
         mode: str = "min",
         patience: int | None = None,
         checkpoint_every: int = 0,
+        # called as cb(step, trainer) after each step; one with state_dict() / load_state_dict() (str -> tensor)
+        # has that state saved in the resume checkpoint
         callbacks: tuple[Callable[[int, Trainer], None], ...] = (),
         desc: str = "train",
         workers: int = 1,
@@ -124,6 +126,9 @@ class Trainer:
                 tensors[f"optim.{pid}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        for i, cb in enumerate(self.callbacks):  # a callback with state (EMA's average) continues on --resume
+            if hasattr(cb, "state_dict"):
+                tensors.update({f"callback.{i}.{k}": v for k, v in cb.state_dict().items()})
         tensors["rng"] = torch.get_rng_state()
         tensors.update({f"window.{k}": v for k, v in self.window.items()})
         meta = {
@@ -162,6 +167,10 @@ class Trainer:
             self.scheduler.load_state_dict(meta["scheduler"])
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         self.best_state = best or None
+        for i, cb in enumerate(self.callbacks):
+            if hasattr(cb, "load_state_dict"):
+                prefix = f"callback.{i}."
+                cb.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         torch.set_rng_state(tensors["rng"])
         self.window = {k[7:]: v for k, v in tensors.items() if k.startswith("window.")}
         self.window_n = meta["window_n"]
@@ -232,12 +241,12 @@ class Trainer:
                         self.run.log(self.step, **logged)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in {**logged, **self.last_eval}.items() if k != "lr"})
                     self.window, self.window_n = {}, 0
+                for cb in self.callbacks:  # before the checkpoint, which holds their state after this step
+                    cb(self.step, self)
                 if self.eval_every and self.step % self.eval_every == 0 and self.step < self.max_steps:
                     self._evaluate()
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0:
                     self.save_checkpoint()
-                for cb in self.callbacks:
-                    cb(self.step, self)
         except KeyboardInterrupt:
             self.save_checkpoint()
             raise
