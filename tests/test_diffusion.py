@@ -489,3 +489,47 @@ def test_a_resumed_run_continues_the_same_ema(tmp_path, monkeypatch):
     launch.train("diffusion", "fashion-ddpm", tmp_path / "cut", resume=True)
     full, cut = (load_file(tmp_path / d / "diffusion_pytorch_model.safetensors") for d in ("full", "cut"))
     assert full.keys() == cut.keys() and all(torch.equal(full[k], cut[k]) for k in full)
+
+
+def test_frechet_distance_equals_torchmetrics_fid_with_the_judge_as_its_network():
+    """torchmetrics' FrechetInceptionDistance takes a custom feature network: with the (RGB) judge's features
+    in place of Inception, it gives what the recipes report."""
+    need("torchmetrics")
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from zupu.recipes.diffusion import Judge, frechet_distance
+
+    torch.manual_seed(0)
+    judge = Judge(32, 3, 10).eval()
+
+    class Features(torch.nn.Module):
+        def forward(self, x):
+            return judge.features(x)
+
+    fid = FrechetInceptionDistance(feature=Features(), normalize=True, input_img_size=(3, 32, 32))
+    real, fake = torch.rand(200, 3, 32, 32), torch.rand(150, 3, 32, 32) ** 2
+    fid.update(real, real=True)
+    fid.update(fake, real=False)
+    with torch.no_grad():
+        want = float(fid.compute())
+        assert frechet_distance(judge.features(real), judge.features(fake)) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_quick_text_to_image_recipe_follows_held_out_names_and_guidance_helps(tmp_path):
+    """The quick emoji-latent run (about a minute on one core, once its TAEF2 latents are cached): samples for
+    names it never saw fall in the right Unicode category at the quick milestone, more often guided than not,
+    and the run directory is a pipeline `zupu draw` draws from."""
+    from zupu.apps.draw import draw
+    from zupu.train import launch
+    from zupu.train.threads import threads
+
+    with threads(1):
+        result = launch.train("diffusion", "emoji-latent", tmp_path, quick=True)
+    m = result["metrics"]
+    assert result["milestone"]["passed"], m
+    assert m["sample_category_acc"] > m["sample_category_acc_w0"], m
+    assert m["fd_floor"] < m["fd"], m
+    assert m["nearest_train_samples"] > 0.5 * m["nearest_train_test"], m
+    assert all((tmp_path / f).is_file() for f in ("samples.png", "trajectory.png", "guidance.png", "inpainting.png"))
+    assert draw(tmp_path, "red heart", steps=4, n=2).shape == (2, 3, 64, 64)

@@ -1,4 +1,5 @@
-"""diffusion recipe: a class-conditional DDPM on Fashion-MNIST pixels, with classifier-free guidance and EMA.
+"""diffusion recipes: a class-conditional DDPM on Fashion-MNIST pixels (`fashion-ddpm`), and text to image by
+latent diffusion on the emoji (`emoji-latent`), both with classifier-free guidance and EMA.
 
 Training (Ho et al. 2020, algorithm 1): x_0 a training image in [-1, 1], t ~ U{0..T-1}, eps ~ N(0, I),
 minimise |eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t, c)|^2; the class c is replaced by a
@@ -14,6 +15,19 @@ distance between two disjoint sets of real test images (the floor that sample si
 classifier's accuracy on samples drawn for a given class at guidance 0 and w (guidance must raise it);
 and each sample's distance to its nearest training image next to a real test image's (a sample much
 closer than that would be a copy).
+
+`emoji-latent` is Stable Diffusion small (Rombach et al. 2022): the 3,786 Noto emoji at 64x64 are encoded once
+by the real, pretrained TAEF2 encoder into 32x8x8 latents (kept in zupu's cache); a UNet2DConditionModel-shaped
+UNet learns to denoise them, reading through cross-attention the states of a CLIP text encoder that reads the
+emoji's names and short names. The CLIP is trained first, here, on the same training split (the CLIP recipe's
+`emoji`, fewer epochs; or `clip_run` names a CLIP run to load) and then frozen. The empty caption is the "no
+condition" of classifier-free guidance. A tenth of the base emoji (with their skin tones) never reaches the UNet
+or the CLIP: their names are the test prompts. Judged like fashion-ddpm, by a classifier trained here on the
+real training images, here of the 10 Unicode categories (Smileys & Emotion, Flags, Food & Drink...): the
+category accuracy of samples drawn for held-out names at guidance w and 0, the Frechet distance in its features
+beside the real-vs-real floor, the CLIP score (cosine of the CLIP's image and text embeddings, beside real
+images'), and nearest-training-image distances. The run directory is also the pipeline, in diffusers' layout
+(`zupu.sampling.latent.TextToImage`; `zupu draw RUN --prompt TEXT`).
 """
 
 from __future__ import annotations
@@ -310,8 +324,8 @@ def emoji_subset(limit: int) -> torch.Tensor:
 @functools.cache
 def emoji_latents(limit: int, weights: str = "taef2") -> torch.Tensor:
     """The emoji of `emoji_subset(limit)` (64x64 RGB on white) through the real TAEF2 encoder: (N, 32, 8, 8).
-    Encoded once (about 20 ms an emoji on one core) and kept in zupu's cache, under a name that is the digest of
-    the encoder's weights and the images, so a changed file is never read stale."""
+    Encoded once (25 ms an emoji on one core: 94 s for all of them) and kept in zupu's cache, under a name that
+    is the digest of the encoder's weights and the images, so a changed file is never read stale."""
     import hashlib
 
     from zupu.checkpoint import load_state, save_state
@@ -460,7 +474,8 @@ class EmojiLatent(Recipe):
     Settings = EmojiLatentSettings
     milestone = Milestone("sample_category_acc", 0.5, paper="Rombach et al. 2022 (latent diffusion); judged by a "
                           "category classifier on prompts held out of training; the full run's target")
-    quick = {"steps": 800, "clip_epochs": 4, "eval_samples": 100, "sample_steps": 20, "judge_epochs": 4}
+    quick = {"channels": (32, 64), "steps": 800, "clip_epochs": 4, "eval_samples": 100, "sample_steps": 20,
+             "judge_epochs": 4}
     quick_milestone = Milestone("sample_category_acc", 0.3, paper="held-out names; chance 0.1")
     quick_seconds = 60.0
     tiny = {"channels": (16, 32), "heads": 2, "steps": 4, "batch_size": 16, "warmup": 0, "eval_samples": 8,
