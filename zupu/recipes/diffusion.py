@@ -479,7 +479,7 @@ class EmojiLatent(Recipe):
     quick_milestone = Milestone("sample_category_acc", 0.3, paper="held-out names; chance 0.1")
     quick_seconds = 60.0
     tiny = {"channels": (16, 32), "heads": 2, "steps": 4, "batch_size": 16, "warmup": 0, "eval_samples": 8,
-            "sample_steps": 2, "emoji_limit": 160, "clip_epochs": 1, "clip_hidden": 16, "clip_layers": 1,
+            "sample_steps": 2, "emoji_limit": 96, "clip_epochs": 1, "clip_hidden": 16, "clip_layers": 1,
             "judge_epochs": 1}
 
     def config(self, s: EmojiLatentSettings, d_text: int) -> UNetConfig:
