@@ -1,6 +1,6 @@
 """zupu's diffusion sampling step vs diffusers': the same UNet weights, the same DDIM schedule, the same threads.
 
-    python benchmarks/diffusion_step.py [--repeats 5] [--batch 32]
+    python benchmarks/diffusion_step.py [--repeats 5] [--batch 32] [--taesd DIR] [--ddpm-run RUN]
 
 One sampling step is a UNet forward and a scheduler step, as both libraries' pipelines run it. Two UNets:
 the fashion-ddpm recipe's full-size pixel model (a diffusers UNet2DModel, 28x28, self-attention) and a
@@ -11,6 +11,12 @@ warm-up steps first, and the median over repeats is reported. Both run on one to
 process (CPU) time, which a shared, loaded machine disturbs far less than wall time (wall-time ratios of
 the same code ranged 0.9-1.5 at load 20); the ratio is what to read. Writes benchmarks/RESULTS-diffusion.md,
 stamped by results.py.
+
+`--taesd DIR` (a checkout of https://github.com/madebyollin/taesd, e.g. what zupu's `fetch` brings; its
+taesd.py is imported from there, never copied) adds TAEF2 encode and decode on real 64px emoji, zupu's
+against the reference's, same weights (the registry's `taef2`), outputs checked equal, timed the same way.
+`--ddpm-run RUN` (a fashion-ddpm run) adds its samples drawn with DDIM in 50 steps and DDPM in 1000 from the
+same noise and labels: Frechet distance in the judge's features and the judge's accuracy, side by side.
 """
 
 from __future__ import annotations
@@ -53,10 +59,80 @@ def step_time(unet, scheduler, x: torch.Tensor, extras: dict, t: int, zupu_model
     return time.process_time() - start
 
 
+def taef2_rows(folder: Path, repeats: int) -> list[str]:
+    """TAEF2 encode / decode of 16 real emoji, zupu vs the reference's taesd.py, process time, median."""
+    import sys
+
+    from zupu import data, weights
+    from zupu.hf.diffusion import load_taesd
+
+    sys.path.insert(0, str(folder))
+    import taesd
+
+    w = weights.fetch("taef2")
+    ref = taesd.TAESD(w / "taef2_encoder.pth", w / "taef2_decoder.pth").eval()
+    ours = load_taesd()
+    x = torch.from_numpy(data.load("emoji-noto-64").images[::200][:16]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        z = ours.encode(x)
+        torch.testing.assert_close(z, ref.encoder(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours.decode(z), ref.decoder(z), atol=1e-5, rtol=1e-5)
+    jobs = {"encode": ((ours.encode, ref.encoder), x), "decode": ((ours.decode, ref.decoder), z)}
+    lines = ["", f"## TAEF2: zupu vs the reference (madebyollin's taesd.py), {len(x)} real 64x64 emoji", "",
+             "Same weights (the registry's verified `taef2`), outputs equal within 1e-5; one thread, process time, "
+             f"median of {repeats} interleaved repeats after two warm-ups.", "",
+             "| pass | zupu ms | reference ms | zupu / reference |", "|---|---:|---:|---:|"]
+    for name, ((mine, theirs), inp) in jobs.items():
+        times = {"zupu": [], "ref": []}
+        for r in range(repeats + 2):
+            for who, fn in (("zupu", mine), ("ref", theirs)):
+                start = time.process_time()
+                with torch.no_grad():
+                    fn(inp)
+                if r >= 2:
+                    times[who].append(time.process_time() - start)
+        a, b = statistics.median(times["zupu"]), statistics.median(times["ref"])
+        print(f"taef2 {name}: zupu {a * 1000:.1f} ms, reference {b * 1000:.1f} ms, ratio {a / b:.2f}", flush=True)
+        lines.append(f"| {name} | {a * 1000:.1f} | {b * 1000:.1f} | {a / b:.2f} |")
+    return lines
+
+
+def sampler_rows(run_dir: Path, samples: int) -> list[str]:
+    """A fashion-ddpm run's guided samples by DDIM 50 steps and DDPM 1000, same labels and noise seed."""
+    import json
+
+    from zupu.recipes.diffusion import frechet_distance, judge, pixels
+    from zupu.train.metrics import accuracy
+
+    recipe = FashionDDPM()
+    meta = json.loads((run_dir / "config.json").read_text())["zupu"]
+    s = recipe.settings(overrides=meta["settings"])
+    model = zupu.from_pretrained(run_dir).eval()
+    net, _ = judge(s.image_size, s.classifier_train, s.classifier_epochs)
+    labels = torch.arange(samples) % 10
+    real = net.features(pixels("test", s.image_size)[0][:samples])
+    lines = ["", f"## DDIM 50 steps vs DDPM 1000 steps: {samples} guided samples (w={s.guidance:g}) of "
+             f"`{run_dir.name}` ({s.image_size}x{s.image_size}, {s.steps} training steps)", "",
+             "The same labels and noise seed; Frechet distance in the judge's features against as many real test "
+             "images, and the judge's accuracy on the samples; CPU seconds of drawing them.", "",
+             "| sampler | steps | Frechet distance | judge accuracy | CPU s |", "|---|---:|---:|---:|---:|"]
+    for name, ddim, steps in (("DDIM", True, 50), ("DDPM", False, 1000)):
+        start = time.process_time()
+        x = recipe.draw(model, s, labels, s.guidance, ddim=ddim, steps=steps)
+        took = time.process_time() - start
+        fd, acc = frechet_distance(net.features(x), real), accuracy(net, x, labels)
+        print(f"{name} {steps}: fd {fd:.3f} acc {acc:.3f} {took:.1f} s", flush=True)
+        lines.append(f"| {name} | {steps} | {fd:.3f} | {acc:.3f} | {took:.1f} |")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--taesd", type=Path, help="a checkout of madebyollin/taesd: adds TAEF2 zupu vs reference")
+    p.add_argument("--ddpm-run", type=Path, help="a fashion-ddpm run: adds DDIM 50 vs DDPM 1000 on its samples")
+    p.add_argument("--samples", type=int, default=200, help="samples per sampler with --ddpm-run")
     args = p.parse_args()
     run = Run(__file__)
     torch.set_num_threads(1)  # the same for both; process time is then each step's own CPU work
@@ -97,6 +173,10 @@ def main() -> None:
              "depend on the load of the shared machine.", "",
              "| UNet | parameters | zupu ms | diffusers ms | zupu / diffusers |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {n} | {p:,} | {z * 1000:.1f} | {d * 1000:.1f} | {z / d:.2f} |" for n, p, z, d in rows]
+    if args.taesd:
+        lines += taef2_rows(args.taesd, args.repeats)
+    if args.ddpm_run:
+        lines += sampler_rows(args.ddpm_run, args.samples)
     run.write(Path(__file__).with_name("RESULTS-diffusion.md"), "\n".join(lines), threads=1)
 
 

@@ -286,10 +286,14 @@ class PartsIndex:
 
 
 def save_parts(parts: Mapping[str, nn.Module | dict[str, Any] | None], out: str | os.PathLike, class_name: str,
-               meta: dict[str, Any] | None = None) -> Path:
-    """Write a model made of parts in diffusers' layout; each part's folder loads alone (see the module doc)."""
+               meta: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write a model made of parts in diffusers' layout; each part's folder loads alone (see the module doc).
+    `extra` adds keys that are not parts to model_index.json (each named with a leading "_", which diffusers
+    and `read_parts` pass over): a part kept by reference, say, instead of copied."""
     out = Path(out)
-    index: dict[str, Any] = {"_class_name": class_name, "_diffusers_version": DIFFUSERS_LAYOUT}
+    if any(not k.startswith("_") for k in extra or {}):
+        raise CheckpointError(f"model_index.json keys that are not parts start with '_': {sorted(extra or {})}")
+    index: dict[str, Any] = {"_class_name": class_name, "_diffusers_version": DIFFUSERS_LAYOUT, **(extra or {})}
     for name, part in parts.items():
         if not name.isidentifier() or name.startswith("_"):  # a folder name and a pipeline attribute in diffusers
             raise CheckpointError(f"part name {name!r} must be a Python identifier not starting with '_'")

@@ -1,13 +1,16 @@
 """`zupu draw RUN`: images from a trained diffusion run, written as a PNG grid.
 
     zupu draw runs/diffusion --label sneaker --guidance 3 --steps 50 --seed 1 --n 8
-    zupu draw runs/diffusion --prompt "ankle boot"                      # a class name (text prompts need CLIP)
+    zupu draw runs/diffusion --prompt "ankle boot"                      # a class name
     zupu draw runs/diffusion --label bag --init shoe.png --strength 0.6  # image-to-image
     zupu draw runs/diffusion --label shirt --init coat.png --mask sleeves.png   # inpaint: white = redraw
+    zupu draw runs/emoji --prompt "smiling cat face with heart eyes"    # text to image (emoji-latent)
+    zupu draw runs/emoji --prompt "a red apple" --init apple.png --outpaint 16   # draw a 16px border around it
 
 The run's recipe gives the image size, the classes and the noise schedule; sampling is DDIM
-(`zupu.sampling.denoise`) with classifier-free guidance w. An init image or mask must be a grayscale
-PNG of the run's size; the mask's white pixels are redrawn, its black ones kept.
+(`zupu.sampling.denoise`) with classifier-free guidance w. An init image or mask must be a PNG of the
+run's size, grayscale for a pixel model (fashion-ddpm), RGB for a text-to-image one (its mask grayscale);
+the mask's white pixels are redrawn, its black ones kept.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ if TYPE_CHECKING:
     import torch
 
 
-def _image(path: str, size: int, what: str) -> torch.Tensor:
-    """A grayscale PNG of size x size -> (1, 1, size, size) in [0, 1]."""
+def _image(path: str, size: int, what: str, mode: str = "L") -> torch.Tensor:
+    """A PNG of size x size in `mode` (L: grayscale, RGB) -> (1, C, size, size) in [0, 1]."""
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
@@ -36,13 +39,15 @@ def _image(path: str, size: int, what: str) -> torch.Tensor:
         raise SettingError(f"{what} {path} does not exist") from None
     except UnidentifiedImageError:
         raise SettingError(f"{what} {path} is not an image PIL can read") from None
-    if im.mode not in ("L", "1"):
-        raise SettingError(f"{what} {path} is mode {im.mode}; the model draws grayscale: convert it to mode L "
-                           "(e.g. PIL's Image.convert('L'))")
+    if im.mode not in ((mode, "1") if mode == "L" else (mode,)):
+        kind = "grayscale" if mode == "L" else mode
+        raise SettingError(f"{what} {path} is mode {im.mode}; {kind} is wanted here: convert it to mode {mode} "
+                           f"(e.g. PIL's Image.convert({mode!r}))")
     if im.size != (size, size):
         raise SettingError(f"{what} {path} is {im.size[0]}x{im.size[1]}; this model draws {size}x{size} images: "
                            "resize it first")
-    return torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32) / 255.0)[None, None]
+    pixels = torch.from_numpy(np.asarray(im.convert(mode), dtype=np.float32) / 255.0)
+    return pixels[None, None] if mode == "L" else pixels.permute(2, 0, 1)[None]  # (1, C, size, size)
 
 
 def label_of(text: str, classes: tuple[str, ...]) -> int:
@@ -58,9 +63,39 @@ def label_of(text: str, classes: tuple[str, ...]) -> int:
                        f" (classes: {', '.join(classes)}, or 0-{len(classes) - 1})")
 
 
+def draw_text(run: str | Path, prompt: str | None, steps: int = 50, guidance: float = 3.0, seed: int = 0,
+              n: int = 8, init: str | None = None, strength: float = 0.7, mask: str | None = None,
+              outpaint: int = 0) -> torch.Tensor:
+    """(n, 3, H, W) images in [0, 1] from a text-to-image pipeline folder (an emoji-latent run)."""
+    import torch
+
+    from zupu.sampling.latent import TextToImage
+
+    if not prompt:
+        raise SettingError("this model draws from text: give --prompt TEXT")
+    if outpaint < 0:
+        raise SettingError(f"--outpaint must be >= 0 pixels, got {outpaint}")
+    pipe = TextToImage.load(run)
+    size = pipe.size
+    x0 = _image(init, size, "--init image", "RGB") if init else None
+    keep = (_image(mask, size, "--mask") > 0.5).float() if mask else None
+    if (keep is not None or outpaint) and x0 is None:
+        raise SettingError("--mask and --outpaint need --init: the image whose pixels are kept")
+    if outpaint:
+        if keep is not None:
+            raise SettingError("give --mask (inpaint) or --outpaint (draw around the image), not both")
+        side = size + 2 * outpaint
+        canvas, keep = torch.ones(1, 3, side, side), torch.ones(1, 1, side, side)
+        canvas[..., outpaint:outpaint + size, outpaint:outpaint + size] = x0
+        keep[..., outpaint:outpaint + size, outpaint:outpaint + size] = 0
+        x0 = canvas
+    return pipe([prompt] * n, steps, guidance, seed, init=x0, strength=strength, mask=keep)
+
+
 def draw(run: str | Path, label: str | None = None, steps: int = 50, guidance: float = 2.0, seed: int = 0,
-         n: int = 8, init: str | None = None, strength: float = 0.7, mask: str | None = None) -> torch.Tensor:
-    """(n, 1, H, W) images in [0, 1] from run directory `run`."""
+         n: int = 8, init: str | None = None, strength: float = 0.7, mask: str | None = None,
+         outpaint: int = 0) -> torch.Tensor:
+    """(n, C, H, W) images in [0, 1] from run directory `run`; `label` is the prompt of a text-to-image run."""
     import torch
 
     from zupu import registry
@@ -73,10 +108,14 @@ def draw(run: str | Path, label: str | None = None, steps: int = 50, guidance: f
         raise SettingError(f"--guidance must be >= 0 (0: the plain conditional model), got {guidance}")
     if n < 1:
         raise SettingError(f"--n must be at least 1, got {n}")
+    if (Path(run) / "model_index.json").is_file():  # a text-to-image pipeline (emoji-latent)
+        return draw_text(run, label, steps, guidance, seed, n, init, strength, mask, outpaint)
     entry: dict[str, Any] = read_config(run).get("zupu") or {}
     if entry.get("member") != "diffusion":
         raise SettingError(f"{run} is not a diffusion run (its config.json names member {entry.get('member')!r}); "
                            "train one with `zupu train diffusion`")
+    if outpaint:
+        raise SettingError("--outpaint is for a text-to-image run (emoji-latent): this model draws a fixed size")
     recipe = registry.get("diffusion").recipe(entry.get("recipe"))
     s = recipe.settings(overrides=entry.get("settings"))
     from zupu.recipes.diffusion import CLASSES, NULL
@@ -106,8 +145,10 @@ def save_grid(images: torch.Tensor, path: str | Path, scale: int = 4) -> None:
 
     from zupu.atomic import write_bytes
 
-    row = np.concatenate([im[0].numpy() for im in images], axis=1)  # (H, n * W)
-    im = Image.fromarray((row * 255).round().astype(np.uint8), mode="L")
+    row = np.concatenate([im.permute(1, 2, 0).numpy() for im in images], axis=1)  # (H, n * W, C)
+    rgb = row.shape[2] == 3
+    pixels = ((row if rgb else row[:, :, 0]) * 255).round().astype(np.uint8)
+    im = Image.fromarray(pixels, mode="RGB" if rgb else "L")
     im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
@@ -118,7 +159,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
     if args.prompt is not None and args.label is not None:
         raise SettingError("give --prompt or --label, not both")
     images = draw(args.run, args.label if args.label is not None else args.prompt, args.steps, args.guidance,
-                  args.seed, args.n, args.init, args.strength, args.mask)
+                  args.seed, args.n, args.init, args.strength, args.mask, args.outpaint)
     out = Path(args.out or Path(args.run) / f"draw-seed{args.seed}.png")
     save_grid(images, out)
     print(out)
@@ -128,14 +169,17 @@ def cmd_draw(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     s = sub.add_parser("draw", help="draw images with a trained diffusion run (guidance, img2img, inpainting)")
     s.add_argument("run", help="a run directory of `zupu train diffusion`")
-    s.add_argument("--prompt", help="what to draw: a class name of the run's data (e.g. 'sneaker')")
+    s.add_argument("--prompt", help="what to draw: a text (text-to-image runs) or a class name (e.g. 'sneaker')")
     s.add_argument("--label", help="a class name or index")
     s.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     s.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance w >= 0 (default 2)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--n", type=int, default=8, help="how many images (default 8)")
-    s.add_argument("--init", help="a grayscale PNG of the run's size to start from (img2img) or to inpaint")
+    s.add_argument("--init", help="a PNG of the run's size (grayscale, or RGB for text-to-image) to start from "
+                   "(img2img), to inpaint or to outpaint")
     s.add_argument("--strength", type=float, default=0.7, help="img2img: how far to noise --init (0-1, default 0.7)")
     s.add_argument("--mask", help="a grayscale PNG like --init: white pixels are redrawn, black ones kept")
+    s.add_argument("--outpaint", type=int, default=0, help="text-to-image: draw a border this many pixels wide "
+                   "around --init (a multiple of 8)")
     s.add_argument("--out", help="the PNG to write (default RUN/draw-seed<S>.png)")
     s.set_defaults(func=cmd_draw)

@@ -163,6 +163,17 @@ def retrieval(model: CLIP, d: dict, split: str) -> dict[str, float]:
     return out
 
 
+def fit_emoji(model: CLIP, s: EmojiSettings, run, seed: int) -> dict:
+    """Train on the emoji's training split, shifted at random; keep the weights best on the validation split
+    (`run` may be None: the diffusion recipe trains its text encoder this way)."""
+    d = _emoji(s)
+    tr = d["train"]
+    batches = AugmentedBatches(TensorBatches(d["pixels"][tr], d["ids"][tr], d["mask"][tr],
+                                             batch_size=s.batch_size, seed=seed),
+                               lambda x, g: shift_and_flip(x, s.shift, False, g, fill=1.0), seed)
+    return fit(model, s, batches, run, lambda: retrieval(model, d, "val"), "val_mean_r1", "clip emoji")
+
+
 class Emoji(Recipe):
     name = "emoji"
     summary = ("CLIP from scratch on 3,786 Noto emoji and their names: retrieval among 356 held-out emoji "
@@ -184,12 +195,8 @@ class Emoji(Recipe):
     def train(self, model: CLIP, s: EmojiSettings, run) -> dict:
         d = _emoji(s)
         save_preprocessing(run, s.image_size)
-        tr = d["train"]
-        batches = AugmentedBatches(TensorBatches(d["pixels"][tr], d["ids"][tr], d["mask"][tr],
-                                                 batch_size=s.batch_size, seed=run.seed),
-                                   lambda x, g: shift_and_flip(x, s.shift, False, g, fill=1.0), run.seed)
-        fit(model, s, batches, run, lambda: retrieval(model, d, "val"), "val_mean_r1", "clip emoji")
-        n = len(d["test"])
+        fit_emoji(model, s, run, run.seed)
+        tr, n = d["train"], len(d["test"])
         return {**retrieval(model, d, "val"), **self.evaluate(model, s), "test_emoji": n,
                 "chance_r1": 1 / n, "chance_r5": 5 / n, "train_emoji": len(tr),
                 "parameters": sum(p.numel() for p in model.parameters())}

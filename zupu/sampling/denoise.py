@@ -30,19 +30,28 @@ def denoise(unet: Callable[..., torch.Tensor], scheduler, noise: torch.Tensor, s
             labels: torch.Tensor | None = None, null_label: int | None = None, guidance: float = 0.0,
             generator: torch.Generator | None = None, init: torch.Tensor | None = None, strength: float = 1.0,
             mask: torch.Tensor | None = None, trajectory: list[torch.Tensor] | None = None,
-            desc: str | None = None) -> torch.Tensor:
+            desc: str | None = None, condition: dict[str, torch.Tensor] | None = None,
+            null_condition: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Run `scheduler` from `noise` (B, C, H, W) for `steps` steps (fewer with img2img) and return x_0.
 
     `labels` (B,) condition a class-conditional `unet`; guidance w > 0 also needs `null_label`, the label the
-    model was trained with for "no condition". `init` (B, C, H, W) with `strength` < 1 is image-to-image;
-    `mask` (B or 1, 1, H, W), 1 where to draw and 0 where to keep `init`, is inpainting. `trajectory`, if a
-    list, receives the model's x_0 estimate after every step (the denoising trajectory figure)."""
+    model was trained with for "no condition". Any other condition goes in `condition`, keyword arguments of
+    `unet` with one row per sample (a text's `encoder_hidden_states` and `encoder_attention_mask`), and its
+    "no condition" in `null_condition`, the same keys and shapes (the empty caption's states). `init`
+    (B, C, H, W) with `strength` < 1 is image-to-image; `mask` (B or 1, 1, H, W), 1 where to draw and 0 where
+    to keep `init`, is inpainting. `trajectory`, if a list, receives the model's x_0 estimate after every
+    step (the denoising trajectory figure)."""
     if steps < 1:
         raise SettingError(f"steps must be at least 1, got {steps}")
     if guidance < 0:
         raise SettingError(f"guidance must be >= 0 (0 is the plain conditional model), got {guidance}")
-    if guidance > 0 and (labels is None or null_label is None):
-        raise SettingError("classifier-free guidance needs labels and the model's null_label")
+    cond = dict(condition or {}) | ({"class_labels": labels} if labels is not None else {})
+    null = dict(null_condition or {})
+    if labels is not None and null_label is not None:
+        null["class_labels"] = torch.full_like(labels, null_label)
+    if guidance > 0 and (not cond or null.keys() != cond.keys()):
+        raise SettingError("classifier-free guidance needs a condition (labels, or `condition`) and the model's "
+                           "'no condition' for each of its keys (null_label, or `null_condition`)")
     if not 0.0 <= strength <= 1.0:
         raise SettingError(f"strength must be between 0 and 1, got {strength}")
     if (strength < 1.0 or mask is not None) and init is None:
@@ -64,17 +73,14 @@ def denoise(unet: Callable[..., torch.Tensor], scheduler, noise: torch.Tensor, s
     else:
         x = noise * scheduler.init_noise_sigma
     keep_noise = torch.randn(noise.shape, generator=generator, dtype=noise.dtype) if mask is not None else None
-    uncond = torch.full_like(labels, null_label) if guidance > 0 else None
     for i, t in enumerate(progress(iterable=timesteps.tolist(), desc=desc or "denoise", unit="step", leave=False)):
         model_in = scheduler.scale_model_input(x, t)
         if guidance > 0:  # the conditional and the unconditional prediction in one batch
-            both = unet(torch.cat([model_in, model_in]), t, class_labels=torch.cat([labels, uncond]))
-            cond, free = both.chunk(2)
-            out = (1 + guidance) * cond - guidance * free
-        elif labels is not None:
-            out = unet(model_in, t, class_labels=labels)
+            both = unet(torch.cat([model_in, model_in]), t, **{k: torch.cat([cond[k], null[k]]) for k in cond})
+            with_c, free = both.chunk(2)
+            out = (1 + guidance) * with_c - guidance * free
         else:
-            out = unet(model_in, t)
+            out = unet(model_in, t, **cond)
         step = scheduler.step(out, t, x, generator=generator)
         x = step.prev_sample
         if mask is not None:

@@ -73,6 +73,8 @@ class Trainer:
         mode: str = "min",
         patience: int | None = None,
         checkpoint_every: int = 0,
+        # called as cb(step, trainer) after each step; one with state_dict() / load_state_dict() (str -> tensor)
+        # has that state saved in the resume checkpoint
         callbacks: tuple[Callable[[int, Trainer], None], ...] = (),
         desc: str = "train",
         workers: int = 1,
@@ -147,6 +149,9 @@ class Trainer:
                 tensors[f"optim.{pid}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        for i, cb in enumerate(self.callbacks):  # a callback with state (EMA's average) continues on --resume
+            if hasattr(cb, "state_dict"):
+                tensors.update({f"callback.{i}.{k}": v for k, v in cb.state_dict().items()})
         for rank, states in enumerate(self._gather_rng()):
             tensors.update({(k if rank == 0 else f"{k}.rank{rank}"): v for k, v in states.items()})
         tensors.update({f"window.{k}": v for k, v in self.window.items()})
@@ -199,6 +204,10 @@ class Trainer:
             self.scheduler.load_state_dict(meta["scheduler"])
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         self.best_state = best or None
+        for i, cb in enumerate(self.callbacks):
+            if hasattr(cb, "load_state_dict"):
+                prefix = f"callback.{i}."
+                cb.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         suffix = f".rank{self.world.rank}" if f"rng.rank{self.world.rank}" in tensors else ""  # same ranks as saved
         torch.set_rng_state(tensors[f"rng{suffix}"])
         if self.device.type == "cuda" and f"cuda_rng{suffix}" in tensors:
@@ -310,12 +319,12 @@ class Trainer:
                         self.run.log(self.step, **logged)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in {**logged, **self.last_eval}.items() if k != "lr"})
                     self.window, self.window_n = {}, 0
+                for cb in self.callbacks:  # before the checkpoint, which holds their state after this step
+                    cb(self.step, self)
                 if self.eval_every and self.step % self.eval_every == 0 and self.step < self.max_steps:
                     self._evaluate()
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0:
                     self.save_checkpoint()
-                for cb in self.callbacks:
-                    cb(self.step, self)
         except KeyboardInterrupt:
             if self.ddp is None:  # under DDP saving is collective, and the other ranks may be gone
                 self.save_checkpoint()
