@@ -1,0 +1,129 @@
+"""The real `datasets` library against a live zupu hub: parquet, csv, jsonl and imagefolder repos, configs and
+splits from the card's YAML, `split=`, `revision=`, a private repo with a token, streaming, `push_to_hub`.
+
+`datasets` reads `HF_ENDPOINT` when huggingface_hub is imported, so the endpoint is patched into the constants
+of both libraries for the module (what a user gets by exporting HF_ENDPOINT before Python starts).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub import CommitOperationAdd, HfApi, constants
+
+datasets = pytest.importorskip("datasets")
+
+
+@pytest.fixture(scope="module")
+def hub(live, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    mp.setattr(constants, "ENDPOINT", live.url)
+    mp.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", live.url + "/{repo_id}/resolve/{revision}/{filename}")
+    import datasets.config
+
+    mp.setattr(datasets.config, "HF_ENDPOINT", live.url)
+    mp.setattr(constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("hfhub")))
+    mp.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.mktemp("hfds"))
+    token = live.token("dana")
+    mp.setenv("HF_TOKEN", token)
+    yield HfApi(endpoint=live.url, token=token), token
+    mp.undo()
+
+
+def parquet_bytes(table) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def test_parquet_csv_jsonl_with_configs_splits_and_revisions(hub):
+    import pyarrow as pa
+
+    api, _ = hub
+    api.create_repo("dana/mix", repo_type="dataset")
+    card = ("---\nconfigs:\n- config_name: numbers\n  data_files:\n"
+            "  - split: train\n    path: numbers/train.parquet\n  - split: test\n    path: numbers/test.parquet\n"
+            "- config_name: squares\n  data_files: numbers/train.parquet\n---\n# mix\n")
+    squares = pa.table({"x": list(range(10)), "y": [i * i for i in range(10)]})
+    api.create_commit("dana/mix", [
+        CommitOperationAdd("README.md", card.encode()),
+        CommitOperationAdd("numbers/train.parquet", parquet_bytes(squares)),
+        CommitOperationAdd("numbers/test.parquet", parquet_bytes(pa.table({"x": [100, 101], "y": [0, 1]}))),
+    ], repo_type="dataset", commit_message="data")
+    # One format a repo: `datasets` picks one builder for a repo's data files (so does huggingface.co).
+    api.create_repo("dana/words", repo_type="dataset")
+    api.create_commit("dana/words", [CommitOperationAdd("train/a.csv", b"word,n\nalpha,1\nbeta,2\n"),
+                                     CommitOperationAdd("train/b.csv", b"word,n\ngamma,3\n")],
+                      repo_type="dataset", commit_message="csv")
+    api.create_repo("dana/lines", repo_type="dataset")
+    api.upload_file(path_or_fileobj=b"".join(json.dumps({"t": f"line {i}"}).encode() + b"\n" for i in range(5)),
+                    path_in_repo="lines.jsonl", repo_id="dana/lines", repo_type="dataset")
+    ds = datasets.load_dataset("dana/mix", "numbers")
+    assert set(ds) == {"train", "test"} and ds["train"]["y"][3] == 9 and ds["test"]["x"] == [100, 101]
+    assert datasets.load_dataset("dana/mix", "squares", split="train").num_rows == 10
+    assert datasets.get_dataset_config_names("dana/mix") == ["numbers", "squares"]
+    words = datasets.load_dataset("dana/words", split="train")
+    assert sorted(words["word"]) == ["alpha", "beta", "gamma"] and words.features["n"].dtype == "int64"
+    assert datasets.load_dataset("dana/lines", split="train")["t"][4] == "line 4"
+    old = api.list_repo_commits("dana/mix", repo_type="dataset")[0].commit_id
+    api.create_commit("dana/mix", [CommitOperationAdd("numbers/test.parquet",
+                                                      parquet_bytes(pa.table({"x": [7], "y": [49]})))],
+                      repo_type="dataset", commit_message="new test split")
+    assert datasets.load_dataset("dana/mix", "numbers", split="test")["x"] == [7]
+    assert datasets.load_dataset("dana/mix", "numbers", split="test", revision=old)["x"] == [100, 101]
+    streamed = datasets.load_dataset("dana/mix", "numbers", split="train", streaming=True)
+    assert [r["x"] for r in streamed.take(3)] == [0, 1, 2]
+
+
+def test_imagefolder_private_repo_with_token_and_push_to_hub(hub, tmp_path):
+    from PIL import Image
+
+    api, token = hub
+    api.create_repo("dana/pics", repo_type="dataset", private=True)
+    ops = []
+    for split, n in (("train", 3), ("test", 2)):
+        for i in range(n):
+            label = "cat" if i % 2 == 0 else "dog"
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 6), (40 * i, 100, 200)).save(buf, format="PNG")
+            ops.append(CommitOperationAdd(f"{split}/{label}/{i}.png", buf.getvalue()))
+    api.create_commit("dana/pics", ops, repo_type="dataset", commit_message="images")
+    ds = datasets.load_dataset("dana/pics", token=token)
+    assert ds["train"].num_rows == 3 and ds["test"].num_rows == 2
+    assert ds["train"].features["label"].names == ["cat", "dog"] and ds["train"][0]["image"].size == (8, 6)
+    with pytest.raises(Exception, match="(?i)not.*found|doesn't exist|cannot be found"):
+        datasets.load_dataset("dana/pics", token=False, cache_dir=str(tmp_path / "anonymous"))
+
+    pushed = datasets.Dataset.from_dict({"q": ["a", "b", "c"], "n": [1, 2, 3]})
+    pushed.push_to_hub("dana/pushed", token=token)
+    back = datasets.load_dataset("dana/pushed", split="train", download_mode="force_redownload")
+    assert back["q"] == ["a", "b", "c"] and back["n"] == [1, 2, 3]
+
+
+def test_zupu_data_push_and_load_from_the_hub(hub, live, monkeypatch, tmp_path):
+    import zupu.data
+    from zupu.cli import main
+    from zupu.errors import ChecksumError
+
+    api, token = hub
+    monkeypatch.setenv("ZUPU_HUB_URL", live.url)
+    monkeypatch.setenv("ZUPU_HUB_TOKEN", token)
+    monkeypatch.setenv("ZUPU_CACHE", str(tmp_path / "zcache"))  # filled from ZUPU_DATA_MIRROR, verified
+    assert main(["data", "push", "tinyshakespeare", "dana/shakespeare"]) == 0
+    card = api.hf_hub_download("dana/shakespeare", "README.md", repo_type="dataset", cache_dir=tmp_path / "c")
+    text = Path(card).read_text(encoding="utf-8")
+    d = zupu.data.get("tinyshakespeare")
+    assert "zupu_dataset: tinyshakespeare" in text and "license_name: public domain" in text and d.homepage in text
+    assert d.files[0].sha256 in text  # a plain file: the sha256 of its bytes is the registry's digest
+    assert zupu.data.load("hub:dana/shakespeare") == zupu.data.load("tinyshakespeare")
+    # A copy edited on the hub is refused, naming the dataset and the file.
+    api.upload_file(path_or_fileobj=b"not Shakespeare\n", path_in_repo="tinyshakespeare/input.txt",
+                    repo_id="dana/shakespeare", repo_type="dataset")
+    with pytest.raises(ChecksumError, match="tinyshakespeare.*input.txt"):
+        zupu.data.load("hub:dana/shakespeare")
