@@ -7,6 +7,7 @@ of both libraries for the module (what a user gets by exporting HF_ENDPOINT befo
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -127,3 +128,56 @@ def test_zupu_data_push_and_load_from_the_hub(hub, live, monkeypatch, tmp_path):
                     repo_id="dana/shakespeare", repo_type="dataset")
     with pytest.raises(ChecksumError, match="tinyshakespeare.*input.txt"):
         zupu.data.load("hub:dana/shakespeare")
+
+
+def test_viewer_api_and_page_with_bad_input_and_privacy(hub, live):
+    """Splits, schema and paged rows from the files; a broken parquet or card is a message, not a 500."""
+    import pyarrow as pa
+
+    api, token = hub
+    api.create_repo("dana/view", repo_type="dataset")
+    train = pa.table({"n": list(range(45)), "s": [f"<b>row {i}</b>" for i in range(45)]})
+    api.create_commit("dana/view", [
+        CommitOperationAdd("data/train.parquet", parquet_bytes(train)),
+        CommitOperationAdd("data/test.parquet", b"PAR1 this is not parquet at all"),
+        CommitOperationAdd("data/validation.csv", b"n,s\n1,one\n2,two\n"),
+    ], repo_type="dataset", commit_message="data")
+    status, _, body = live.request("GET", "/api/datasets/dana/view/viewer")
+    listing = json.loads(body)
+    assert status == 200 and [(s["config"], s["split"]) for s in listing["splits"]] == [
+        ("default", "train"), ("default", "validation"), ("default", "test")]
+    status, _, body = live.request("GET", "/api/datasets/dana/view/viewer/main?split=train&offset=40&length=10")
+    r = json.loads(body)
+    assert status == 200 and r["num_rows"] == 45 and [c["name"] for c in r["columns"]] == ["n", "s"]
+    assert [row[0] for row in r["rows"]] == ["40", "41", "42", "43", "44"]
+    status, headers, body = live.request("GET", "/api/datasets/dana/view/viewer?split=test")
+    assert status == 422 and "data/test.parquet is not a Parquet file" in json.loads(body)["error"]
+    status, _, html = live.request("GET", "/datasets/dana/view/viewer/main", headers={"Accept": "text/html"})
+    page = html.decode()
+    assert status == 200 and "data/test.parquet is not a Parquet file" in page and "two" in page
+    assert "&lt;b&gt;row 0&lt;/b&gt;" in page and "<b>row" not in page  # cells are text, escaped
+    status, _, html = live.request("GET", "/datasets/dana/view/viewer/main?config=default&split=train&p=2",
+                                   headers={"Accept": "text/html"})
+    assert status == 200 and "row 40" in html.decode() and "row 39" not in html.decode()
+    # A card whose YAML does not parse: the viewer says so; files and the card page still work.
+    bad_card = b"---\nconfigs: [unclosed\n---\n# x\n"
+    with pytest.raises(ValueError, match="Invalid metadata in README.md"):  # the client checks first, as on HF
+        api.upload_file(path_or_fileobj=bad_card, path_in_repo="README.md", repo_id="dana/view", repo_type="dataset")
+    line = {"key": "file", "value": {"path": "README.md", "content": base64.b64encode(bad_card).decode(),
+                                     "encoding": "base64"}}
+    status, _, _ = live.request("POST", "/api/datasets/dana/view/commit/main",
+                                b'{"key": "header", "value": {"summary": "bad card"}}\n' + json.dumps(line).encode(),
+                                token=token, headers={"Content-Type": "application/x-ndjson"})
+    assert status == 200  # git and raw commits do not ask
+    status, _, body = live.request("GET", "/api/datasets/dana/view/viewer")
+    assert status == 422 and "README.md" in json.loads(body)["error"]
+    status, _, html = live.request("GET", "/datasets/dana/view/viewer/main", headers={"Accept": "text/html"})
+    assert status == 200 and "fix the card" in html.decode()
+    assert live.request("GET", "/datasets/dana/view", headers={"Accept": "text/html"})[0] == 200
+    assert live.request("GET", "/datasets/dana/view/resolve/main/data/validation.csv")[2] == b"n,s\n1,one\n2,two\n"
+    # Private datasets: 404 to everyone else, rows to the owner.
+    api.update_repo_settings("dana/view", private=True, repo_type="dataset")
+    assert live.request("GET", "/api/datasets/dana/view/viewer?split=train")[0] == 404
+    assert live.request("GET", "/datasets/dana/view/viewer/main", headers={"Accept": "text/html"})[0] == 404
+    api.delete_file("README.md", repo_id="dana/view", repo_type="dataset")
+    assert live.request("GET", "/api/datasets/dana/view/viewer?split=validation", token=token)[0] == 200

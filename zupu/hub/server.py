@@ -346,10 +346,12 @@ def create_app(hub: Hub) -> FastAPI:
             front = parts[1] if len(parts) >= 3 else ""
         try:
             meta = await run_in_threadpool(limits.load_yaml, front) or {}
+            problem = None if isinstance(meta, dict) else "YAML metadata must be a mapping"
         except yaml.YAMLError as e:
-            return Response(f"invalid YAML metadata: {e}", status_code=400, media_type="text/plain")
-        if not isinstance(meta, dict):
-            return Response("YAML metadata must be a mapping", status_code=400, media_type="text/plain")
+            problem = f"invalid YAML metadata: {e}"
+        if problem:  # huggingface_hub reads `errors` and raises ValueError("Invalid metadata in README.md ...")
+            return JSONResponse({"error": problem, "errors": [{"message": problem}], "warnings": []}, 400,
+                                headers={"X-Error-Message": problem.splitlines()[0][:200]})
         return {"errors": [], "warnings": []}
 
     # --- LFS transfers (signed links) -------------------------------------------------------------------
@@ -565,6 +567,33 @@ def repo_info(ctx: Ctx) -> dict[str, Any]:
     if repo.type == "space":
         info.update(sdk="static", runtime={"stage": "NO_APP_FILE"})
     return info
+
+
+def repo_viewer(ctx: Ctx) -> dict[str, Any]:
+    """The dataset viewer's data: `/api/datasets/{id}/viewer[/{rev}]` lists configs and splits; with
+    `?config=&split=[&offset=&length=]` it gives that split's schema and rows. A card or file the viewer
+    cannot read is a 422 naming it (per split in the listing), never a 500."""
+    from zupu.hub import viewer
+
+    if ctx.kind != "dataset":
+        raise HubError(404, "only dataset repos have a viewer")
+    repo = ctx.repo()
+    sha = ctx.commit_of(repo, ctx.args[0] if ctx.args else "main")
+    git, q = ctx.hub.git(repo), ctx.request.query_params
+    try:
+        splits = viewer.repo_splits(git, sha)
+        if "split" not in q:
+            return {"sha": sha, "splits": [{"config": s.config, "split": s.name, "files": [f.path for f in s.files],
+                                            "error": s.error} for s in splits]}
+        split = viewer.find(splits, q.get("config", "default"), q["split"])
+        length = min(max(query_int(q, "length") or viewer.ROWS_PER_PAGE, 1), 100)
+        r = viewer.rows(git, ctx.hub.storage, split, max(query_int(q, "offset"), 0), length)
+    except viewer.ViewerError as e:
+        raise HubError(422, str(e)) from None
+    return {"sha": sha, "config": split.config, "split": split.name, "columns": [{"name": n, "type": t}
+                                                                                  for n, t in r.columns],
+            "rows": [[c.get("text", c.get("image")) for c in row] for row in r.rows], "num_rows": r.total,
+            "offset": r.offset, "errors": r.errors}
 
 
 def repo_settings(ctx: Ctx) -> dict[str, Any]:
@@ -828,6 +857,7 @@ REPO_API: dict[tuple[str, str], Callable[[Ctx], Any]] = {
     ("GET", "revision"): lambda ctx: repo_info(Ctx(**{**ctx.__dict__, "args": ["revision", *ctx.args]})),
     ("PUT", "settings"): repo_settings,
     ("GET", "tree"): repo_tree,
+    ("GET", "viewer"): repo_viewer,
     ("POST", "paths-info"): repo_paths_info,
     ("GET", "refs"): repo_refs,
     ("GET", "commits"): repo_commits,
