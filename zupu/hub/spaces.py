@@ -305,9 +305,10 @@ class Space:
             repo, sign_cookie = await run_in_threadpool(self.admit, request)
             response = await self.serve(repo, request)
         except HubError as e:
-            body = f"<!doctype html><title>{e.status}</title><p>{_esc(str(e))}</p>"
-            response = HTMLResponse(body, e.status, headers={"X-Error-Message": str(e)[:200].encode(
-                "ascii", "replace").decode()})
+            body = f"<!doctype html><title>{e.status}</title><pre>{_esc(str(e))}</pre>"
+            first = (str(e).splitlines() or [""])[0][:200]
+            response = HTMLResponse(body, e.status, headers={"X-Error-Message": first.encode("ascii", "replace")
+                                                             .decode()})
             sign_cookie = None
         if sign_cookie:
             response.set_cookie(SPACE_COOKIE, sign_cookie, max_age=SIGN_TTL, httponly=True, samesite="lax", path="/")
