@@ -43,6 +43,7 @@ def api(live):
     mp = pytest.MonkeyPatch()
     mp.setattr(constants, "HF_HUB_DISABLE_XET", True)
     mp.setattr(constants, "ENDPOINT", live.url)
+    mp.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", live.url + "/{repo_id}/resolve/{revision}/{filename}")
     import huggingface_hub.hf_api
 
     # gradio_client asks huggingface_hub's module-level API (made at import, from HF_ENDPOINT) for the host.
@@ -165,3 +166,53 @@ def test_gradio_client_calls_a_gradio_space_through_the_hub(live, api, tmp_path)
     assert "Running on local URL" in page and "RUNNING" in page and "sandboxed" in page
     anon = live.request("GET", "/spaces/sam/echo", headers={"Accept": "text/html"})[2].decode()
     assert "Running on local URL" not in anon and "RUNNING" in anon
+
+
+def test_zupu_push_space_publishes_a_demo_for_a_gpt_and_a_classifier(live, api, monkeypatch, tmp_path, capsys):
+    import runpy
+
+    import numpy as np
+    import torch
+    from huggingface_hub import snapshot_download
+
+    import zupu
+    from zupu.checkpoint import save_model
+    from zupu.cli import main
+    from zupu.models.vit import PRESETS, ViTForImageClassification
+    from zupu.tokenizers.char import CharTokenizer
+
+    monkeypatch.setenv("ZUPU_HUB_URL", live.url)
+    monkeypatch.setenv("ZUPU_HUB_TOKEN", api.token)
+    torch.manual_seed(0)
+    text = "ROMEO: but soft, what light through yonder window breaks?\n"
+    tok = CharTokenizer.from_text(text)
+    gpt = tmp_path / "gpt-run"
+    save_model(zupu.create("gpt", "tiny", vocab_size=tok.vocab_size).eval(), gpt)
+    tok.save(gpt)
+    (gpt / "resume.safetensors").write_bytes(b"optimizer state stays home")
+    vit = tmp_path / "vit-run"
+    save_model(ViTForImageClassification(PRESETS["tiny"]).eval(), vit)
+    assert main(["push", str(gpt), "sam/gpt-demo", "--space"]) == 0
+    assert main(["push", str(vit), "sam/vit-demo", "--space"]) == 0
+    files = api.list_repo_files("sam/gpt-demo", repo_type="space")
+    assert {"app.py", "README.md", "config.json", "model.safetensors", "tokenizer.json"} <= set(files)
+    assert "resume.safetensors" not in files
+    info = api.space_info("sam/gpt-demo")
+    assert info.sdk == "gradio" and info.host.startswith("http://localhost:")
+
+    # The apps work as the Space runs them (from the Space's files, in its folder); the hub's running of a
+    # gradio app is tested above, so here each app is imported, not launched.
+    for repo, call in (("sam/gpt-demo", lambda g: g["complete"]("RO", 8, 0)),
+                       ("sam/vit-demo", lambda g: g["classify"](np.zeros((20, 30, 3), np.uint8)))):
+        folder = snapshot_download(repo, repo_type="space", token=api.token, cache_dir=tmp_path / "c")
+        monkeypatch.chdir(folder)
+        out = call(runpy.run_path(f"{folder}/app.py", run_name="space_app"))
+        if repo == "sam/gpt-demo":
+            assert isinstance(out, str) and out.startswith("RO") and len(out) > 2
+        else:
+            assert len(out) == 5 and abs(sum(out.values()) - 1) < 1e-4
+    bare = tmp_path / "mlp-run"
+    save_model(zupu.create("backprop-mlp", "tiny"), bare)
+    assert main(["push", str(bare), "sam/mlp-demo", "--space"]) == 2  # no demo for it: a clear error, no repo
+    assert "backprop-mlp is neither" in capsys.readouterr().err
+    assert not api.repo_exists("sam/mlp-demo", repo_type="space")

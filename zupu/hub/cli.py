@@ -88,7 +88,7 @@ def cmd_org(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from zupu.hub.client import push
 
-    print(push(args.run, args.repo, private=args.private, message=args.message))
+    print(push(args.run, args.repo, private=args.private, message=args.message, space=args.space))
     return 0
 
 
@@ -147,4 +147,7 @@ def add_parser(subparsers) -> None:
     s.add_argument("repo", help="namespace/name")
     s.add_argument("--private", action="store_true")
     s.add_argument("--message", default=None)
+    s.add_argument("--space", action="store_true",
+                   help="publish a gradio demo Space of the run (a text box for a language model, an image input "
+                        "for a classifier), which a hub started with --run-spaces runs")
     s.set_defaults(func=cmd_push)
