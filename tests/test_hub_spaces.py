@@ -137,6 +137,10 @@ def test_space_apps_run_sandboxed_restart_on_commit_and_stop_when_idle(live, api
     assert runtime.stage == "RUNTIME_ERROR" and "no model file" in runtime.raw["errorMessage"]
     page = live.request("GET", "/spaces/sam/crash", headers={"Accept": "text/html"})[2].decode()
     assert "RUNTIME_ERROR" in page and "no model file" in page
+    from gradio_client import Client
+
+    with pytest.raises(ValueError, match="RUNTIME_ERROR"):
+        Client("sam/crash", verbose=False)
     live.hub.spaces.start_timeout = 2.0
     try:
         api.create_repo("sam/hang", repo_type="space", space_sdk="gradio")
@@ -159,8 +163,6 @@ def test_gradio_client_calls_a_gradio_space_through_the_hub(live, api, tmp_path)
     api.upload_folder(repo_id="sam/echo", repo_type="space", folder_path=tmp_path)
     client = Client("sam/echo", token=api.token, verbose=False)  # space_info -> host; runtime; then the app
     assert client.predict("hi", api_name="/shout") == "HI!"
-    with pytest.raises(ValueError, match="RUNTIME_ERROR|Could not fetch config"):  # woken again, fails again
-        Client("sam/crash", verbose=False)
     # Its logs are on its page for the Space's members only.
     page = live.request("GET", "/spaces/sam/echo", token=api.token, headers={"Accept": "text/html"})[2].decode()
     assert "Running on local URL" in page and "RUNNING" in page and "sandboxed" in page
@@ -216,3 +218,58 @@ def test_zupu_push_space_publishes_a_demo_for_a_gpt_and_a_classifier(live, api, 
     assert main(["push", str(bare), "sam/mlp-demo", "--space"]) == 2  # no demo for it: a clear error, no repo
     assert "backprop-mlp is neither" in capsys.readouterr().err
     assert not api.repo_exists("sam/mlp-demo", repo_type="space")
+
+
+def test_viewer_and_spaces_in_headless_chromium(live, api, tmp_path):
+    """Thumbnails in the dataset viewer; a static Space's script and the running gradio app, each in the
+    iframe of its page, on its own origin. Runs after the gradio test, whose app is still up."""
+    import io
+
+    from browser import CHROMIUM, CHROMIUM_ARGS, browser_or_skip, check_screenshot
+    from huggingface_hub import CommitOperationAdd
+    from PIL import Image
+
+    sync_playwright = browser_or_skip()
+    api.create_repo("sam/pics", repo_type="dataset")
+    ops = []
+    for i, colour in enumerate([(220, 30, 30), (30, 160, 60), (40, 70, 220)]):
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 24), colour).save(buf, format="PNG")
+        ops.append(CommitOperationAdd(f"train/{'cat' if i % 2 else 'dog'}/{i}.png", buf.getvalue()))
+    api.create_commit("sam/pics", ops, repo_type="dataset", commit_message="pictures")
+    width, height = 1100, 800
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.set_default_timeout(30_000)
+            page.goto(live.url + "/datasets/sam/pics/viewer/main")
+            thumbs = page.locator("img.thumb")
+            assert thumbs.count() == 3 and page.locator("section.split h2").first.inner_text().startswith("default")
+            assert all(thumbs.nth(i).evaluate("i => i.complete && i.naturalWidth > 0") for i in range(3))
+            check_screenshot(page.screenshot(), tmp_path / "hub-viewer.png", width, height, (0, 150, width, 400))
+
+            page.goto(live.url + "/spaces/sam/site")
+            frame = page.frame_locator("iframe.space")
+            assert frame.locator("h1").inner_text() == "hello from a space"
+            space_frame = page.frames[1]
+            space_frame.wait_for_function("document.title === 'script ran'")  # its script runs, on its origin
+            assert space_frame.evaluate("location.origin") == api.space_info("sam/site").host
+            assert space_frame.evaluate("location.origin") != live.url
+
+            page.goto(live.url + "/spaces/sam/echo")
+            app = page.frame_locator("iframe.space")
+            app.locator("textarea").first.fill("browser")
+            app.get_by_role("button", name="Submit").click()
+            app.locator("textarea").nth(1).wait_for()
+            for _ in range(150):
+                if app.locator("textarea").nth(1).input_value() == "BROWSER!":
+                    break
+                page.wait_for_timeout(200)
+            assert app.locator("textarea").nth(1).input_value() == "BROWSER!"
+            check_screenshot(page.screenshot(), tmp_path / "hub-space.png", width, height, (0, 150, width, 500))
+        finally:
+            browser.close()
+    assert not errors, errors
