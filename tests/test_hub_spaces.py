@@ -7,6 +7,7 @@ Gradio starts slowly (seconds), so the module runs one gradio app process, resta
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -108,7 +109,12 @@ def test_space_apps_run_sandboxed_restart_on_commit_and_stop_when_idle(live, api
     seen = json.loads(body)
     assert status == 200 and seen["mark"] == "MARK"
     # The hub's secret (and its data folder: repos, database) is not there for the app; nor are tokens.
-    assert live.hub.spaces.run and (live.hub.data / "secret").exists() and not seen["secret_visible"]
+    space = live.hub.spaces.space(live.hub.find_repo(live.hub.caller(f"Bearer {api.token}"), "space", "sam/probe"))
+    if "NOT sandboxed" in space.logs():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run Spaces sandboxed: {space.logs()}")
+        pytest.skip("no user namespaces and not root here: the hub cannot sandbox a Space's app")
+    assert (live.hub.data / "secret").exists() and not seen["secret_visible"]
     assert not any(k.startswith(("HF_TOKEN", "ZUPU", "AWS", "DATABASE")) for k in seen["env"])
     assert seen["authorization"] is None and seen["cookie"] == "theirs=1"
     assert not seen["cwd"].startswith(str(live.hub.data))
@@ -119,7 +125,6 @@ def test_space_apps_run_sandboxed_restart_on_commit_and_stop_when_idle(live, api
     again = json.loads(get(host + "/")[2])
     assert again["mark"] == "NEW" and again["pid"] != seen["pid"]
     # Idle: stopped (its log says so), woken by the next request.
-    space = live.hub.spaces.space(live.hub.find_repo(live.hub.caller(f"Bearer {api.token}"), "space", "sam/probe"))
     live.hub.spaces.idle = 0.3
     deadline = time.monotonic() + 10
     while space.app is not None and time.monotonic() < deadline:
@@ -165,7 +170,7 @@ def test_gradio_client_calls_a_gradio_space_through_the_hub(live, api, tmp_path)
     assert client.predict("hi", api_name="/shout") == "HI!"
     # Its logs are on its page for the Space's members only.
     page = live.request("GET", "/spaces/sam/echo", token=api.token, headers={"Accept": "text/html"})[2].decode()
-    assert "Running on local URL" in page and "RUNNING" in page and "sandboxed" in page
+    assert "Running on local URL" in page and "RUNNING" in page and "sandboxed:" in page
     anon = live.request("GET", "/spaces/sam/echo", headers={"Accept": "text/html"})[2].decode()
     assert "Running on local URL" not in anon and "RUNNING" in anon
 

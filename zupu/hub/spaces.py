@@ -10,9 +10,10 @@ The listener of a Space (a uvicorn server of its own, in a thread) serves:
 - a static Space: its files at the head of `main` (`/` is `index.html`);
 - a gradio Space, when the hub runs with `--run-spaces`: a reverse proxy to `python app.py` started on
   demand for the current head of `main`, restarted on a new commit, stopped when idle. The app runs with a
-  clean environment in its own folder outside the hub's data, and (where Linux user namespaces allow it)
-  in a mount namespace where the data folder and the SQLite database are covered by empty mounts, so it
-  cannot read repos, LFS objects, the database, tokens or the hub's secret. Visitors' `Authorization`
+  clean environment in its own folder outside the hub's data, and in a mount namespace where the data
+  folder and the SQLite database are covered by empty mounts (where Linux user namespaces are allowed;
+  else, for a hub running as root, as user nobody with the data folder closed to others), so it cannot
+  read repos, LFS objects, the database, tokens or the hub's secret. Visitors' `Authorization`
   headers and hub cookies are stripped before a request reaches the app. A crash is reported on the
   Space's page and in its runtime (RUNTIME_ERROR, with the log's tail); a hung app only times out its own
   requests: the hub's pages and API run in another thread and the app in another process.
@@ -57,6 +58,7 @@ LOG_TAIL = 200  # lines of a Space's log shown on its page
 HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                "transfer-encoding", "upgrade", "host", "content-length"}
 MAX_PROXY_BODY = 64 << 20  # bytes of a request body forwarded to an app
+NOBODY = 65534  # the uid and gid an app runs as where the hub is root and user namespaces are not allowed
 
 
 def card_sdk(git: gitrepo.Repo, sha: str) -> tuple[str | None, str | None]:
@@ -230,6 +232,14 @@ class Space:
         if os.environ.get("PYTHONPATH"):  # where the hub's own packages come from (a checkout), no secrets
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         cmd = [sys.executable, app_file or "app.py"]
+        isolation = "a mount namespace that hides the hub's data" if sandbox_available() else (
+            "user nobody, the hub's data folder closed to it (mode 700)" if os.geteuid() == 0 else None)
+        as_nobody: dict[str, Any] = {}
+        if not sandbox_available() and os.geteuid() == 0:  # no user namespaces (a container), but root: drop it
+            self.spaces.hub.data.chmod(0o700)
+            for path in [root, *root.rglob("*")]:
+                os.chown(path, NOBODY, NOBODY)
+            as_nobody = {"user": NOBODY, "group": NOBODY, "extra_groups": []}
         if sandbox_available():
             hidden = [str(self.spaces.hub.data)] + self.spaces.hidden_files
             script = ('mount -t tmpfs -o size=4k,mode=000 none "$1" || exit 97; shift; '
@@ -238,12 +248,18 @@ class Space:
             cmd = [shutil.which("unshare"), "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
                    *hidden, "--", *cmd]
         with app.log.open("wb") as log:
-            log.write(f"[hub] starting {app_file} at {sha[:12]} "
-                      f"({'sandboxed' if sandbox_available() else 'NOT sandboxed: no user namespaces here'})\n"
+            log.write(f"[hub] starting {app_file} at {sha[:12]} ("
+                      f"{f'sandboxed: {isolation}' if isolation else 'NOT sandboxed: no user namespaces, not root'})\n"
                       .encode())
             log.flush()
-            app.proc = subprocess.Popen(cmd, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                app.proc = subprocess.Popen(cmd, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True, **as_nobody)
+            except OSError as e:  # e.g. user nobody may not run this Python: say so on the page, in the runtime
+                app.state, app.error = "RUNTIME_ERROR", f"the app could not be started: {e}"
+                log.write(f"[hub] {app.error}\n".encode())
+                app.ready.set()
+                return app
         threading.Thread(target=self._wait_ready, args=(app,), daemon=True).start()
         return app
 
