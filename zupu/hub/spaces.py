@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,6 +205,7 @@ class Space:
 
     def _start(self, repo: Repo, sha: str) -> App:
         git = self.spaces.hub.git(repo)
+        self.spaces.root.mkdir(mode=0o711, parents=True, exist_ok=True)
         root = self.spaces.root / str(self.repo_id)
         shutil.rmtree(root, ignore_errors=True)
         folder = root / "app"
@@ -243,7 +245,8 @@ class Space:
         if sandbox_available():
             hidden = [str(self.spaces.hub.data)] + self.spaces.hidden_files
             script = ('mount -t tmpfs -o size=4k,mode=000 none "$1" || exit 97; shift; '
-                      'for f in "$@"; do [ "$f" = -- ] && break; mount --bind /dev/null "$f" || exit 97; shift; done; '
+                      'for f in "$@"; do [ "$f" = -- ] && break; '
+                      'if [ -e "$f" ]; then mount --bind /dev/null "$f" || exit 97; fi; shift; done; '
                       'shift; exec "$@"')
             cmd = [shutil.which("unshare"), "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
                    *hidden, "--", *cmd]
@@ -400,7 +403,9 @@ class Spaces:
         self.hub, self.bind, self.public_host, self.run = hub, bind, public_host, run
         self.idle, self.start_timeout, self.retry_after = idle, start_timeout, retry_after
         # The apps' folders live outside the hub's data folder, which the sandbox hides from them.
-        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="zupu-spaces-"))
+        # Made at the first app's start, mode 711: apps (user nobody, where that is the sandbox) pass through
+        # to their own folder but cannot list the others.
+        self.root = Path(root) if root else Path(tempfile.gettempdir()) / f"zupu-spaces-{uuid.uuid4().hex[:12]}"
         if self.root.resolve().is_relative_to(hub.data):
             raise HubError(500, f"the Spaces' folder {self.root} must be outside the hub's data folder {hub.data}")
         db_file = _sqlite_file(hub)
@@ -469,9 +474,14 @@ class Spaces:
         client = _clients.get(loop)
         if client is None:
             client = _clients[loop] = httpx.AsyncClient(timeout=httpx.Timeout(60.0, read=None))
-        body = await request.body()
-        if len(body) > MAX_PROXY_BODY:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_PROXY_BODY:
             raise HubError(413, f"request bodies to a Space are limited to {MAX_PROXY_BODY} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_PROXY_BODY:
+                raise HubError(413, f"request bodies to a Space are limited to {MAX_PROXY_BODY} bytes")
         headers = [(k, v) for k, v in request.headers.items()
                    if k.lower() not in HOP_HEADERS and k.lower() not in ("authorization", "cookie",
                                                                          "x-hf-authorization")]
@@ -482,8 +492,8 @@ class Spaces:
         headers += [("host", request.headers.get("host", "")), ("x-forwarded-proto", request.url.scheme)]
         url = f"http://127.0.0.1:{app.port}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
         try:
-            upstream = await client.send(client.build_request(request.method, url, headers=headers, content=body),
-                                         stream=True)
+            upstream = await client.send(client.build_request(request.method, url, headers=headers,
+                                                              content=bytes(body)), stream=True)
         except httpx.HTTPError as e:
             raise HubError(502, f"the Space's app did not answer: {type(e).__name__}") from None
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
