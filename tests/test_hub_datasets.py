@@ -150,6 +150,8 @@ def test_viewer_api_and_page_with_bad_input_and_privacy(hub, live):
     r = json.loads(body)
     assert status == 200 and r["num_rows"] == 45 and [c["name"] for c in r["columns"]] == ["n", "s"]
     assert [row[0] for row in r["rows"]] == ["40", "41", "42", "43", "44"]
+    assert live.request("GET", "/api/datasets/dana/view/viewer?split=train&offset=abc")[0] == 400
+    assert live.request("GET", "/api/models/dana/view/viewer")[0] == 404
     status, headers, body = live.request("GET", "/api/datasets/dana/view/viewer?split=test")
     assert status == 422 and "data/test.parquet is not a Parquet file" in json.loads(body)["error"]
     status, _, html = live.request("GET", "/datasets/dana/view/viewer/main", headers={"Accept": "text/html"})

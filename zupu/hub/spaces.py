@@ -218,9 +218,9 @@ class Space:
             dest = folder / e.path
             dest.parent.mkdir(parents=True, exist_ok=True)
             if e.lfs:
-                from zupu.hub.viewer import _content
+                from zupu.hub.viewer import file_bytes
 
-                dest.write_bytes(_content(git, self.spaces.hub.storage, e))
+                dest.write_bytes(file_bytes(git, self.spaces.hub.storage, e))
             else:
                 dest.write_bytes(git.blob(e.oid))
         sock = _free_port("127.0.0.1")
@@ -380,12 +380,13 @@ class Space:
             path, e = f"{path}/index.html", git.entry(sha, f"{path}/index.html")
         if e is None or e.kind != "file":
             raise HubError(404, f"{path} is not in this Space")
-        from zupu.hub.viewer import _content
+        from zupu.hub.viewer import file_bytes
 
-        data = _content(git, self.spaces.hub.storage, e)
+        data = file_bytes(git, self.spaces.hub.storage, e)
         ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        return Response(data, media_type=ctype, headers={"X-Content-Type-Options": "nosniff",
-                                                         "Cache-Control": "no-cache", "ETag": f'"{e.oid}"'})
+        # same-origin referrers: a private Space's signed link (?__sign=) never leaves in a Referer header
+        return Response(data, media_type=ctype, headers={"X-Content-Type-Options": "nosniff", "ETag": f'"{e.oid}"',
+                                                         "Cache-Control": "no-cache", "Referrer-Policy": "same-origin"})
 
 
 def _esc(text: str) -> str:
@@ -497,6 +498,7 @@ class Spaces:
         except httpx.HTTPError as e:
             raise HubError(502, f"the Space's app did not answer: {type(e).__name__}") from None
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
+        out_headers.setdefault("referrer-policy", "same-origin")
 
         async def chunks():
             async for chunk in upstream.aiter_raw():

@@ -111,7 +111,8 @@ def splits(meta: dict[str, Any] | None, files: list[gitrepo.Entry]) -> list[Spli
     return out
 
 
-def _content(git: gitrepo.Repo, storage: Storage, e: gitrepo.Entry) -> bytes:
+def file_bytes(git: gitrepo.Repo, storage: Storage, e: gitrepo.Entry) -> bytes:
+    """The content of file `e` (an LFS file's object from storage); ViewerError past FILE_LIMIT or if missing."""
     size = e.lfs[1] if e.lfs else e.size
     if size > FILE_LIMIT:
         raise ViewerError(f"{e.path} is {size} bytes; the viewer reads files of up to {FILE_LIMIT} bytes")
@@ -138,7 +139,7 @@ def _table(git: gitrepo.Repo, storage: Storage, e: gitrepo.Entry):
         if key in _TABLES:
             _TABLES.move_to_end(key)
             return _TABLES[key]
-    table = _parse(e.path, _content(git, storage, e))
+    table = _parse(e.path, file_bytes(git, storage, e))
     with _TABLES_LOCK:
         _TABLES[key] = table
         while len(_TABLES) > CACHED_TABLES:
@@ -201,7 +202,7 @@ def rows(git: gitrepo.Repo, storage: Storage, split: Split, offset: int, length:
         out = []
         for f in images[offset:offset + length]:
             try:
-                cell = {"image": thumbnail(_content(git, storage, f))}
+                cell = {"image": thumbnail(file_bytes(git, storage, f))}
             except ViewerError as e:
                 cell = {"text": f"{f.path}: {e}"}
             label = f.path.rsplit("/", 2)[-2] if f.path.count("/") >= 1 else ""
