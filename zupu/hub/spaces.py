@@ -212,17 +212,19 @@ class Space:
         folder.mkdir(parents=True)
         app = App(sha, folder, root / "log.txt")
         _, app_file = card_sdk(git, sha)
-        for e in git.ls(sha, recursive=True):  # the working copy, LFS files materialised
-            if e.kind != "file":
-                continue
-            dest = folder / e.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if e.lfs:
-                from zupu.hub.viewer import file_bytes
+        from zupu.hub.viewer import ViewerError, file_bytes
 
-                dest.write_bytes(file_bytes(git, self.spaces.hub.storage, e))
-            else:
-                dest.write_bytes(git.blob(e.oid))
+        try:
+            for e in git.ls(sha, recursive=True):  # the working copy, LFS files materialised
+                if e.kind == "file":
+                    dest = folder / e.path
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(file_bytes(git, self.spaces.hub.storage, e, limit=None))
+        except (ViewerError, OSError) as e:
+            app.state, app.error = "RUNTIME_ERROR", f"the Space's files could not be checked out: {e}"
+            app.log.write_text(f"[hub] {app.error}\n")
+            app.ready.set()
+            return app
         sock = _free_port("127.0.0.1")
         app.port = sock.getsockname()[1]
         sock.close()
@@ -380,9 +382,12 @@ class Space:
             path, e = f"{path}/index.html", git.entry(sha, f"{path}/index.html")
         if e is None or e.kind != "file":
             raise HubError(404, f"{path} is not in this Space")
-        from zupu.hub.viewer import file_bytes
+        from zupu.hub.viewer import ViewerError, file_bytes
 
-        data = file_bytes(git, self.spaces.hub.storage, e)
+        try:
+            data = file_bytes(git, self.spaces.hub.storage, e, limit=None)
+        except ViewerError as err:
+            raise HubError(404, str(err)) from None
         ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
         # same-origin referrers: a private Space's signed link (?__sign=) never leaves in a Referer header
         return Response(data, media_type=ctype, headers={"X-Content-Type-Options": "nosniff", "ETag": f'"{e.oid}"',

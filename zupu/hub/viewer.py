@@ -111,10 +111,10 @@ def splits(meta: dict[str, Any] | None, files: list[gitrepo.Entry]) -> list[Spli
     return out
 
 
-def file_bytes(git: gitrepo.Repo, storage: Storage, e: gitrepo.Entry) -> bytes:
-    """The content of file `e` (an LFS file's object from storage); ViewerError past FILE_LIMIT or if missing."""
+def file_bytes(git: gitrepo.Repo, storage: Storage, e: gitrepo.Entry, limit: int | None = FILE_LIMIT) -> bytes:
+    """The content of file `e` (an LFS file's object from storage); ViewerError past `limit` or if missing."""
     size = e.lfs[1] if e.lfs else e.size
-    if size > FILE_LIMIT:
+    if limit is not None and size > limit:
         raise ViewerError(f"{e.path} is {size} bytes; the viewer reads files of up to {FILE_LIMIT} bytes")
     if not e.lfs:
         return git.blob(e.oid)
