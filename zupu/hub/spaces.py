@@ -205,6 +205,7 @@ class Space:
 
     def _start(self, repo: Repo, sha: str) -> App:
         git = self.spaces.hub.git(repo)
+        self.spaces.started_app()
         self.spaces.root.mkdir(mode=0o711, parents=True, exist_ok=True)
         root = self.spaces.root / str(self.repo_id)
         shutil.rmtree(root, ignore_errors=True)
@@ -421,10 +422,7 @@ class Spaces:
         self._guard = threading.Lock()
         self._ports_file = hub.data / "space-ports.json"
         self._ports: dict[str, int] = json.loads(self._ports_file.read_text()) if self._ports_file.exists() else {}
-        self._client = None
-        self._client_loop = None
-        self._reaper = threading.Thread(target=self._reap, daemon=True, name="spaces-reaper")
-        self._reaper.start()
+        self._reaper: threading.Thread | None = None  # started with the first app: a hub may never run one
 
     def space(self, repo: Repo) -> Space:
         with self._guard:
@@ -452,6 +450,12 @@ class Spaces:
             return False
         good = hmac.new(self.hub.secret, f"space/{repo_id}/{exp}".encode(), hashlib.sha256).hexdigest()[:40]
         return hmac.compare_digest(good, mac)
+
+    def started_app(self) -> None:
+        with self._guard:
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, daemon=True, name="spaces-reaper")
+                self._reaper.start()
 
     def _reap(self) -> None:
         while True:
