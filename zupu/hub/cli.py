@@ -30,6 +30,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
               spaces_bind=args.host, spaces_idle=args.spaces_idle, spaces_dir=args.spaces_dir)
     print(f"zupu hub on http://{args.host}:{args.port} (data {hub.data}, LFS in {args.storage or 'data'}); "
           f"clients: HF_ENDPOINT=http://{args.host}:{args.port} HF_HUB_DISABLE_XET=1", flush=True)
+    if args.spaces_host == args.host:
+        print(f"note: Spaces are served at http://{args.spaces_host}:PORT, the same host name as the pages: browsers "
+              "then send the pages' cookie to Spaces; give --spaces-host another name for the same address",
+              flush=True)
     try:
         uvicorn.run(create_app(hub), host=args.host, port=args.port, log_level=args.log_level, **server_options())
     finally:
