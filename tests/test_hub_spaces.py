@@ -73,7 +73,7 @@ def test_static_space_on_its_own_origin(live, api, tmp_path):
     status, headers, body = get(info.host + "/")
     assert status == 200 and b"hello from a space" in body and headers["content-type"].startswith("text/html")
     assert get(info.host + "/app.js")[1]["content-type"].split(";")[0] in ("text/javascript", "application/javascript")
-    assert get(info.host + "/missing.css")[0] == 404
+    assert get(info.host + "/missing.css")[0] == 404 and get(info.host + "/a//b.html")[0] == 404
     status, headers, page = live.request("GET", "/spaces/sam/site", headers={"Accept": "text/html"})
     assert status == 200 and f'<iframe class="space" src="{info.host}/"' in page.decode()
     assert f"frame-src {info.host};" in headers["content-security-policy"]

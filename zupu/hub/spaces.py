@@ -376,7 +376,10 @@ class Space:
         path = url_path.strip("/") or "index.html"
         if path.endswith("/"):
             path += "index.html"
-        gitrepo.check_path(path)
+        try:
+            gitrepo.check_path(path)
+        except gitrepo.BadPath as err:
+            raise HubError(404, str(err)) from None
         git = self.spaces.hub.git(repo)
         e = git.entry(sha, path)
         if e is not None and e.kind == "directory":
