@@ -82,7 +82,7 @@ def test_parquet_csv_jsonl_with_configs_splits_and_revisions(hub):
     assert [r["x"] for r in streamed.take(3)] == [0, 1, 2]
 
 
-def test_imagefolder_private_repo_with_token_and_push_to_hub(hub, tmp_path):
+def test_imagefolder_private_repo_with_token_and_push_to_hub(hub, live, tmp_path):
     from PIL import Image
 
     api, token = hub
@@ -105,6 +105,14 @@ def test_imagefolder_private_repo_with_token_and_push_to_hub(hub, tmp_path):
     pushed.push_to_hub("dana/pushed", token=token)
     back = datasets.load_dataset("dana/pushed", split="train", download_mode="force_redownload")
     assert back["q"] == ["a", "b", "c"] and back["n"] == [1, 2, 3]
+
+    # Images pushed by `datasets` (Parquet, an Image column) are thumbnails in the viewer.
+    images = datasets.Dataset.from_dict({"image": [Image.new("RGB", (300, 200), (9, 99, 199))], "n": [7]})
+    images.cast_column("image", datasets.Image()).push_to_hub("dana/pushed-images", token=token)
+    r = json.loads(live.request("GET", "/api/datasets/dana/pushed-images/viewer?split=train")[2])
+    assert [c["type"] for c in r["columns"]] == ["image", "int64"] and r["rows"][0][1] == "7"
+    thumb = Image.open(io.BytesIO(base64.b64decode(r["rows"][0][0].removeprefix("data:image/png;base64,"))))
+    assert thumb.size == (64, 43) and thumb.getpixel((5, 5))[:3] == (9, 99, 199)
 
 
 def test_zupu_data_push_and_load_from_the_hub(hub, live, monkeypatch, tmp_path):
