@@ -97,6 +97,9 @@ def test_static_space_on_its_own_origin(live, api, tmp_path):
     assert status == 200 and body == b"secret page" and "zupu_space=" in headers["set-cookie"]
     assert get(host + "/", Cookie=headers["set-cookie"].split(";")[0])[2] == b"secret page"
     assert get(host + "/?__sign=9999999999.forged")[0] == 404
+    api.delete_repo("sam/hidden", repo_type="space")  # its listener closes with it
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(host + "/", timeout=10)
 
 
 def test_space_apps_run_sandboxed_restart_on_commit_and_stop_when_idle(live, api):

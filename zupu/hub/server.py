@@ -312,6 +312,8 @@ def create_app(hub: Hub) -> FastAPI:
         trash = git.path.with_name(f"{git.path.name}.deleted-{secrets.token_hex(4)}")
         os.replace(git.path, trash)
         await run_in_threadpool(__import__("shutil").rmtree, trash, True)
+        if kind == "space":
+            await run_in_threadpool(hub.spaces.forget, repo.id)
         return {}
 
     @app.post("/api/repos/move")

@@ -439,6 +439,18 @@ class Spaces:
                     write_bytes(self._ports_file, json.dumps(self._ports).encode())
             return sp
 
+    def forget(self, repo_id: int) -> None:
+        """A deleted Space: its app stopped, its listener closed, its port given up."""
+        with self._guard:
+            sp = self._spaces.pop(repo_id, None)
+            if self._ports.pop(str(repo_id), None) is not None:
+                from zupu.atomic import write_bytes
+
+                write_bytes(self._ports_file, json.dumps(self._ports).encode())
+        if sp is not None:
+            with sp.lock:
+                sp.close()
+
     def host(self, repo: Repo) -> str:
         return f"http://{self.public_host}:{self.space(repo).port}"
 
