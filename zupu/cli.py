@@ -116,6 +116,14 @@ def cmd_data(args: argparse.Namespace) -> int:
             state = "builtin" if not d.files else ("cached" if cached else "-")
             print(f"{d.name:<16} {len(d.files):>3} files  {state:<7}  {d.licence:<28} {d.summary}")
         return 0
+    if args.action == "push":
+        from zupu.data import publish
+
+        if not args.repo:
+            raise ZupuError("data push needs NAME and ORG/NAME, e.g. "
+                            "`zupu data push tinyshakespeare alice/shakespeare`")
+        print(publish.push(args.name, args.repo, private=args.private))
+        return 0
     names = list(data.DATASETS) if args.name == "all" else [args.name]
     for name in names:
         paths = data.fetch(name)
@@ -158,9 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, help="recipes side by side (default: the cores this process may use)")
     s.set_defaults(func=cmd_tour)
 
-    s = sub.add_parser("data", help="datasets: list, fetch NAME|all")
-    s.add_argument("action", choices=["list", "fetch"])
+    s = sub.add_parser("data", help="datasets: list, fetch NAME|all, push NAME ORG/NAME (to a hub)")
+    s.add_argument("action", choices=["list", "fetch", "push"])
     s.add_argument("name", nargs="?", default="all")
+    s.add_argument("repo", nargs="?", help="push: the hub's dataset repo (ZUPU_HUB_URL or HF_ENDPOINT, HF_TOKEN)")
+    s.add_argument("--private", action="store_true", help="push: a private repo")
     s.set_defaults(func=cmd_data)
 
     add_commands(sub, command_modules())

@@ -140,7 +140,12 @@ def get(name: str) -> Dataset:
 
 
 def load(name: str, **kwargs: Any) -> Any:
-    """Fetch (verified, cached) and load a dataset by name, e.g. `load("mnist")`."""
+    """Fetch (verified, cached) and load a dataset by name, e.g. `load("mnist")`; `load("hub:org/name")` reads
+    one published with `zupu data push` from the hub (ZUPU_HUB_URL or HF_ENDPOINT)."""
+    if name.startswith("hub:"):
+        from zupu.data import publish
+
+        return publish.load(name, **kwargs)
     return get(name).load(**kwargs)
 
 

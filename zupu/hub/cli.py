@@ -26,10 +26,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.sweep_after < 0:
         raise ZupuError(f"--sweep-after {args.sweep_after}: give a number of seconds, 0 or more")
     hub = Hub(args.data, args.db, max_object_size=args.max_object_size, storage=args.storage,
-              sweep_after=args.sweep_after)
+              sweep_after=args.sweep_after, run_spaces=args.run_spaces, spaces_host=args.spaces_host,
+              spaces_bind=args.host, spaces_idle=args.spaces_idle, spaces_dir=args.spaces_dir)
     print(f"zupu hub on http://{args.host}:{args.port} (data {hub.data}, LFS in {args.storage or 'data'}); "
           f"clients: HF_ENDPOINT=http://{args.host}:{args.port} HF_HUB_DISABLE_XET=1", flush=True)
-    uvicorn.run(create_app(hub), host=args.host, port=args.port, log_level=args.log_level, **server_options())
+    if args.spaces_host == args.host:
+        print(f"note: Spaces are served at http://{args.spaces_host}:PORT, the same host name as the pages: browsers "
+              "then send the pages' cookie to Spaces; give --spaces-host another name for the same address",
+              flush=True)
+    try:
+        uvicorn.run(create_app(hub), host=args.host, port=args.port, log_level=args.log_level, **server_options())
+    finally:
+        hub.spaces.close()  # the Spaces' apps are processes of their own: stop them with the hub
     return 0
 
 
@@ -84,7 +92,7 @@ def cmd_org(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from zupu.hub.client import push
 
-    print(push(args.run, args.repo, private=args.private, message=args.message))
+    print(push(args.run, args.repo, private=args.private, message=args.message, space=args.space))
     return 0
 
 
@@ -111,6 +119,15 @@ def add_parser(subparsers) -> None:
                    help="at start, remove what uploads left (lfs/tmp/, unfinished S3 multipart uploads) once it is "
                         "this old: younger ones may be in flight at other hubs on the same --data/--storage "
                         "(default: 86400, a day)")
+    s.add_argument("--run-spaces", action="store_true",
+                   help="run gradio Spaces (each `python app.py` in a process, folder and port of its own)")
+    s.add_argument("--spaces-host", default="localhost",
+                   help="the host name in Spaces' addresses: another site than the pages' (default localhost, "
+                        "for pages on 127.0.0.1), so a Space never sees the pages' cookie")
+    s.add_argument("--spaces-idle", type=float, default=900, metavar="SECONDS",
+                   help="stop a gradio Space's app after this long without requests (default 900)")
+    s.add_argument("--spaces-dir", help="where Spaces' apps get their folders (default: a new temporary folder; "
+                                        "must be outside --data)")
     s.add_argument("--log-level", default="warning")
     s.set_defaults(func=cmd_serve)
 
@@ -134,4 +151,7 @@ def add_parser(subparsers) -> None:
     s.add_argument("repo", help="namespace/name")
     s.add_argument("--private", action="store_true")
     s.add_argument("--message", default=None)
+    s.add_argument("--space", action="store_true",
+                   help="publish a gradio demo Space of the run (a text box for a language model, an image input "
+                        "for a classifier), which a hub started with --run-spaces runs")
     s.set_defaults(func=cmd_push)

@@ -8,6 +8,7 @@ run with Xet switched off (what `HF_HUB_DISABLE_XET=1` does for any other `huggi
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,19 +64,32 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
         raise HubUnavailable(f"{repo_id} on {endpoint()}: {e}") from None
 
 
-def push(run: str | os.PathLike, repo_id: str, private: bool = False, message: str | None = None) -> str:
-    """Create `repo_id` if needed and upload run directory `run` to it; the commit's URL."""
-    from huggingface_hub import HfApi
+def push(run: str | os.PathLike, repo_id: str, private: bool = False, message: str | None = None,
+         space: bool = False) -> str:
+    """Create `repo_id` if needed and upload run directory `run` to it; the commit's URL. With `space`, the
+    repo is a gradio Space: the run plus a demo app for it (zupu/hub/demo.py)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     run = Path(run)
     if not (run / "config.json").is_file():
         raise ZupuError(f"{run} is not a run directory (no config.json); train one with `zupu train`")
+    extra, kind = [], {}
+    if space:
+        from zupu.hub import demo
+
+        what, app = demo.app_for(run)
+        extra = [CommitOperationAdd("app.py", app.encode()),
+                 CommitOperationAdd("README.md", demo.card(repo_id.split("/")[-1], what, run).encode())]
+        kind = {"repo_type": "space"}
     api = HfApi(endpoint=endpoint(), token=token())
     try:
         with without_xet():
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            info = api.upload_folder(repo_id=repo_id, folder_path=run, ignore_patterns=RUN_IGNORE,
-                                     commit_message=message or f"zupu push {run.name}")
+            api.create_repo(repo_id, private=private, exist_ok=True, **({"space_sdk": "gradio"} if space else {}),
+                            **kind)
+            ops = [CommitOperationAdd(p.relative_to(run).as_posix(), str(p)) for p in sorted(run.rglob("*"))
+                   if p.is_file() and not any(fnmatch.fnmatch(p.relative_to(run).as_posix(), pat) or
+                                              fnmatch.fnmatch(p.name, pat) for pat in RUN_IGNORE)]
+            info = api.create_commit(repo_id, ops + extra, commit_message=message or f"zupu push {run.name}", **kind)
     except _hub_errors() as e:
         raise HubUnavailable(f"pushing {run} to {repo_id} on {endpoint()}: {e}") from None
     return info.commit_url

@@ -48,6 +48,7 @@ from starlette.requests import ClientDisconnect
 from zupu.hub import db, gitattributes, gitrepo, limits
 from zupu.hub.db import HubError, Membership, Repo, RepoObject, Token, User
 from zupu.hub.inputs import field, objects, query_int, text
+from zupu.hub.spaces import SDKS, card_sdk, initial_card
 from zupu.hub.storage import Storage, UploadRejected, open_storage
 
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -73,7 +74,9 @@ class Hub:
 
     def __init__(self, data: str | os.PathLike, db_url: str | None = None, max_object_size: int = 50 * GIB,
                  max_commit_bytes: int = 1 * GIB, page_size: int = 1000, multipart_chunk: int = 64 << 20,
-                 storage: str | None = None, sweep_after: float = SWEEP_AFTER):
+                 storage: str | None = None, sweep_after: float = SWEEP_AFTER, run_spaces: bool = False,
+                 spaces_host: str = "localhost", spaces_bind: str = "127.0.0.1", spaces_idle: float = 900.0,
+                 spaces_dir: str | None = None):
         self.data = Path(data).resolve()
         self.data.mkdir(parents=True, exist_ok=True)
         self.sessions = db.connect(db_url or db.default_url(self.data))
@@ -84,6 +87,15 @@ class Hub:
         self.secret = self._secret()
         self._locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
+        from zupu.hub.spaces import Spaces
+
+        # Each Space on a port of its own (spaces.py); gradio apps run only with run_spaces.
+        self.spaces = Spaces(self, bind=spaces_bind, public_host=spaces_host, run=run_spaces, idle=spaces_idle,
+                             root=spaces_dir)
+        with self.sessions() as s:
+            existing = s.scalars(select(Repo).where(Repo.type == "space")).all()
+        for repo in existing:  # a Space's address works from the start, not only once its page was seen
+            self.spaces.space(repo)
 
     def _secret(self) -> bytes:
         path = self.data / "secret"
@@ -278,8 +290,11 @@ def create_app(hub: Hub) -> FastAPI:
         db.check_name(ns, "namespace")
         user = hub.can_create_in(c, ns)
         private = visibility(body, False)
+        sdk = field(body, "sdk", str, "static" if kind == "space" else None)
+        if kind == "space" and sdk not in SDKS:
+            raise HubError(400, f"space_sdk {sdk!r} is not one this hub serves: {', '.join(SDKS)}")
         url = f"{base_url(request)}/{PREFIX[kind]}{ns}/{name}"
-        return await run_in_threadpool(_create_repo, hub, kind, ns, name, private, user, url)
+        return await run_in_threadpool(_create_repo, hub, kind, ns, name, private, user, url, sdk)
 
     @app.delete("/api/repos/delete")
     async def delete_repo(request: Request):
@@ -297,6 +312,8 @@ def create_app(hub: Hub) -> FastAPI:
         trash = git.path.with_name(f"{git.path.name}.deleted-{secrets.token_hex(4)}")
         os.replace(git.path, trash)
         await run_in_threadpool(__import__("shutil").rmtree, trash, True)
+        if kind == "space":
+            await run_in_threadpool(hub.spaces.forget, repo.id)
         return {}
 
     @app.post("/api/repos/move")
@@ -346,10 +363,12 @@ def create_app(hub: Hub) -> FastAPI:
             front = parts[1] if len(parts) >= 3 else ""
         try:
             meta = await run_in_threadpool(limits.load_yaml, front) or {}
+            problem = None if isinstance(meta, dict) else "YAML metadata must be a mapping"
         except yaml.YAMLError as e:
-            return Response(f"invalid YAML metadata: {e}", status_code=400, media_type="text/plain")
-        if not isinstance(meta, dict):
-            return Response("YAML metadata must be a mapping", status_code=400, media_type="text/plain")
+            problem = f"invalid YAML metadata: {e}"
+        if problem:  # huggingface_hub reads `errors` and raises ValueError("Invalid metadata in README.md ...")
+            return JSONResponse({"error": problem, "errors": [{"message": problem}], "warnings": []}, 400,
+                                headers={"X-Error-Message": problem.splitlines()[0][:200]})
         return {"errors": [], "warnings": []}
 
     # --- LFS transfers (signed links) -------------------------------------------------------------------
@@ -495,7 +514,8 @@ class Ctx:
         return f"{base_url(self.request)}/{PREFIX[repo.type]}{repo.repo_id}"
 
 
-def _create_repo(hub: Hub, kind: str, ns: str, name: str, private: bool, user: User, url: str):
+def _create_repo(hub: Hub, kind: str, ns: str, name: str, private: bool, user: User, url: str,
+                 sdk: str | None = None):
     with hub.sessions() as s:
         try:
             with s.begin():
@@ -504,10 +524,14 @@ def _create_repo(hub: Hub, kind: str, ns: str, name: str, private: bool, user: U
                 s.flush()
                 git = hub.git(repo)
                 git.init()
-                git.commit("main", [gitrepo.Change(".gitattributes", gitrepo.DEFAULT_GITATTRIBUTES.encode())],
-                           "initial commit", (user.name, f"{user.name}@zupu.hub"))
+                first = [gitrepo.Change(".gitattributes", gitrepo.DEFAULT_GITATTRIBUTES.encode())]
+                if kind == "space":  # as on huggingface.co, the sdk lives in the card's front matter
+                    first.append(gitrepo.Change("README.md", initial_card(name, sdk)))
+                git.commit("main", first, "initial commit", (user.name, f"{user.name}@zupu.hub"))
         except IntegrityError:
             return JSONResponse({"error": f"You already created this {kind} repo", "url": url}, status_code=409)
+    if kind == "space":
+        hub.spaces.space(repo)
     return {"url": url, "name": f"{ns}/{name}", "id": f"{ns}/{name}"}
 
 
@@ -563,8 +587,45 @@ def repo_info(ctx: Ctx) -> dict[str, Any]:
     info = _repo_summary(repo)
     info.update(sha=sha, siblings=siblings, lastModified=last[0].date if last else info["lastModified"])
     if repo.type == "space":
-        info.update(sdk="static", runtime={"stage": "NO_APP_FILE"})
+        host = ctx.hub.spaces.host(repo)
+        sdk, _ = card_sdk(git, sha)
+        info.update(sdk=sdk, host=host, subdomain=host.split("//", 1)[1],
+                    runtime=ctx.hub.spaces.space(repo).runtime(repo, sha))
     return info
+
+
+def repo_runtime(ctx: Ctx) -> dict[str, Any]:
+    if ctx.kind != "space":
+        raise HubError(404, "only Spaces have a runtime")
+    repo = ctx.repo()
+    return ctx.hub.spaces.space(repo).runtime(repo)
+
+
+def repo_viewer(ctx: Ctx) -> dict[str, Any]:
+    """The dataset viewer's data: `/api/datasets/{id}/viewer[/{rev}]` lists configs and splits; with
+    `?config=&split=[&offset=&length=]` it gives that split's schema and rows. A card or file the viewer
+    cannot read is a 422 naming it (per split in the listing), never a 500."""
+    from zupu.hub import viewer
+
+    if ctx.kind != "dataset":
+        raise HubError(404, "only dataset repos have a viewer")
+    repo = ctx.repo()
+    sha = ctx.commit_of(repo, ctx.args[0] if ctx.args else "main")
+    git, q = ctx.hub.git(repo), ctx.request.query_params
+    try:
+        splits = viewer.repo_splits(git, sha)
+        if "split" not in q:
+            return {"sha": sha, "splits": [{"config": s.config, "split": s.name, "files": [f.path for f in s.files],
+                                            "error": s.error} for s in splits]}
+        split = viewer.find(splits, q.get("config", "default"), q["split"])
+        length = min(max(query_int(q, "length") or viewer.ROWS_PER_PAGE, 1), 100)
+        r = viewer.rows(git, ctx.hub.storage, split, max(query_int(q, "offset"), 0), length)
+    except viewer.ViewerError as e:
+        raise HubError(422, str(e)) from None
+    return {"sha": sha, "config": split.config, "split": split.name, "columns": [{"name": n, "type": t}
+                                                                                  for n, t in r.columns],
+            "rows": [[c.get("text", c.get("image")) for c in row] for row in r.rows], "num_rows": r.total,
+            "offset": r.offset, "errors": r.errors}
 
 
 def repo_settings(ctx: Ctx) -> dict[str, Any]:
@@ -828,6 +889,8 @@ REPO_API: dict[tuple[str, str], Callable[[Ctx], Any]] = {
     ("GET", "revision"): lambda ctx: repo_info(Ctx(**{**ctx.__dict__, "args": ["revision", *ctx.args]})),
     ("PUT", "settings"): repo_settings,
     ("GET", "tree"): repo_tree,
+    ("GET", "viewer"): repo_viewer,
+    ("GET", "runtime"): repo_runtime,
     ("POST", "paths-info"): repo_paths_info,
     ("GET", "refs"): repo_refs,
     ("GET", "commits"): repo_commits,

@@ -8,6 +8,8 @@ Server-rendered HTML at huggingface.co's URL shapes, no JavaScript:
     /{ns}/{name}/tree/{rev}[/{dir}]                        files, sizes, LFS badges, last commits
     /{ns}/{name}/blob/{rev}/{path}                         a text preview, or the file's facts and a download link
     /{ns}/{name}/commits/{rev}[?p=N]                       history
+    /datasets/{ns}/{name}/viewer/{rev}[?config=&split=&p=] the dataset viewer (viewer.py): splits, schema, rows
+    /spaces/{ns}/{name}                                    the Space's app, embedded from its own origin (spaces.py)
     /login (POST token), /logout (POST)                    the token kept in an HttpOnly SameSite=Strict cookie
 
 Datasets and spaces live under `/datasets/` and `/spaces/`; downloads are the `resolve` URLs that the
@@ -17,7 +19,7 @@ catch-all here, so no page shadows a client's URL.
 Safety: everything from a repo (README, file names, commit messages, YAML) goes through Jinja2's
 autoescaping; Markdown is rendered by markdown-it-py with raw HTML off (an HTML tag shows as text)
 and its link checker (no `javascript:` links); the pages carry a Content-Security-Policy that runs
-no script at all.
+no script at all (a Space's page may frame that Space's own origin, nothing else).
 """
 
 from __future__ import annotations
@@ -214,6 +216,7 @@ class RepoView:
 
     def __init__(self, hub: Hub, request: Request, kind: str, repo_id: str, rev: str):
         self.caller = caller(hub, request)
+        self.hub_storage = hub.storage
         self.repo = hub.find_repo(self.caller, kind, repo_id)
         self.git = hub.git(self.repo)
         self.rev = rev
@@ -293,6 +296,46 @@ def commits_page(v: RepoView, request: Request) -> HTMLResponse:
                 more=(p + 1) * COMMITS_PER_PAGE < total)
 
 
+def space_page(hub: Hub, v: RepoView, request: Request) -> HTMLResponse:
+    """The Space's app in an iframe from its own origin, its runtime stage, and (for its members) its logs."""
+    space = hub.spaces.space(v.repo)
+    host = hub.spaces.host(v.repo)
+    src = host + "/" + (f"?__sign={hub.spaces.sign(v.repo.id)}" if v.repo.private else "")
+    runtime = space.runtime(v.repo, v.sha)
+    member = v.caller.user is not None and hub.member_of(v.caller.user, v.repo.namespace)
+    csp = CSP.replace("default-src 'none';", f"default-src 'none'; frame-src {host};")
+    return page(request, "space.html", headers={"Content-Security-Policy": csp}, **v.context("card"), src=src,
+                host=host, runtime=runtime, logs=space.logs() if member else None)
+
+
+def viewer_page(v: RepoView, request: Request) -> HTMLResponse:
+    """All splits with their schema and first rows, or (`?config=&split=&p=`) one split's rows, a page at a time.
+    What the viewer cannot read is said in place of its rows; the rest of the page is unaffected."""
+    from zupu.hub import viewer
+
+    if v.repo.type != "dataset":
+        raise HubError(404, "only dataset repos have a viewer")
+    q = request.query_params
+    sections, error = [], None
+    p = int(q["p"]) if q.get("p", "").isdigit() else 0
+    try:
+        splits = viewer.repo_splits(v.git, v.sha)
+        if "split" in q:
+            splits = [viewer.find(splits, q.get("config", "default"), q["split"])]
+    except viewer.ViewerError as e:
+        splits, error = [], str(e)
+    single = "split" in q and not error
+    for s in splits:
+        try:
+            rows = viewer.rows(v.git, v.hub_storage, s, p * viewer.ROWS_PER_PAGE if single else 0,
+                               viewer.ROWS_PER_PAGE if single else viewer.FIRST_ROWS)
+            sections.append((s, rows, None))
+        except viewer.ViewerError as e:
+            sections.append((s, None, str(e)))
+    return page(request, "viewer.html", **v.context("viewer", "viewer"), sections=sections, error=error,
+                single=single, p=p, per_page=viewer.ROWS_PER_PAGE)
+
+
 def _crumbs(path: str) -> list[tuple[str, str]]:
     parts = path.split("/") if path else []
     return [(name, "/".join(parts[:i + 1])) for i, name in enumerate(parts)]
@@ -313,7 +356,10 @@ def repo_page(hub: Hub, request: Request, kind: str, parts: list[str]) -> Respon
         return RedirectResponse(repo_url(kind, f"{ns}/{name.removesuffix('.git')}"), 302)
     repo_id = f"{ns}/{name}"
     if not view:
-        return card_page(RepoView(hub, request, kind, repo_id, "main"), request)
+        v = RepoView(hub, request, kind, repo_id, "main")
+        return space_page(hub, v, request) if kind == "space" else card_page(v, request)
+    if view == "viewer":
+        return viewer_page(RepoView(hub, request, kind, repo_id, args[0] if args else "main"), request)
     if view in ("tree", "commits"):
         rev = args[0] if args else "main"
         v = RepoView(hub, request, kind, repo_id, rev)
