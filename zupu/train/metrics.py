@@ -3,6 +3,7 @@ reader wants them (`display_name`), for figures and the tour's report."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -39,3 +40,14 @@ def accuracy(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], la
     finally:
         model.train(was_training)
     return right / n
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """The exact two-sided sign test (McNemar's exact test on paired right/wrong outcomes): the probability, with
+    no difference between the two, of a split of the wins + losses discordant pairs at least as uneven as
+    this one; ties (both right or both wrong) carry no information and are left out."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(max(wins, losses), n + 1)) / 2 ** n  # P(X >= the larger count)
+    return min(1.0, 2 * tail)
