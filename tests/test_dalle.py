@@ -150,3 +150,31 @@ def test_quick_held_out_captions_reranking_beats_one_sample(tmp_path):
     assert m["rerank_acc"] > m["single_acc"] and m["rerank_p_value"] <= 0.01
     assert m["judge_test_acc"] >= 0.9 and m["dvae_test_mse"] <= 0.08
     assert (tmp_path / "samples_rerank.png").is_file() and (tmp_path / "dvae_reconstructions.png").is_file()
+
+
+def test_zupu_draw_draws_from_a_dalle_run_and_reranks(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from PIL import Image
+
+    from zupu.apps.draw import draw_dalle
+    from zupu.checkpoint import save_model
+    from zupu.cli import main
+    from zupu.recipes.dalle import RECIPES
+
+    recipe = RECIPES[0]
+    s = recipe.settings(overrides=recipe.tiny)
+    torch.manual_seed(0)
+    save_model(recipe.build(s), tmp_path / "run", {"member": "dalle", "recipe": recipe.name,
+                                                   "settings": dataclasses.asdict(s)})
+    monkeypatch.setenv("ZUPU_PROGRESS", "0")
+    out = tmp_path / "draw.png"
+    assert main(["draw", str(tmp_path / "run"), "--prompt", "a red seven", "--samples", "3", "--rerank",
+                 "--out", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.mode == "RGB" and im.size == (3 * 28 * 4, 28 * 4)
+    plain = draw_dalle(tmp_path / "run", "a red seven", n=2, seed=5)
+    assert plain.shape == (2, 3, 28, 28) and plain.min() >= 0 and plain.max() <= 1
+    capsys.readouterr()
+    assert main(["draw", str(tmp_path / "run"), "--prompt", "a very bright red seven"]) != 0
+    assert "longer than the text context" in capsys.readouterr().err

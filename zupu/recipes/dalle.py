@@ -63,7 +63,7 @@ class Settings:
     # the dVAE
     codebook: int = 64  # K codes per cell
     dvae_hidden: int = 64
-    dvae_steps: int = 1500
+    dvae_steps: int = 1000
     dvae_batch: int = 64
     dvae_lr: float = 2e-3
     kl_weight: float = 3.0  # beta at the end of its warm-up (the paper's 6.6 was chosen at K = 8192, 32 x 32 cells)
@@ -73,20 +73,20 @@ class Settings:
     # the Transformer
     text_len: int = 4  # "<bos> a red seven"
     n_embd: int = 128
-    n_layer: int = 4
+    n_layer: int = 2
     n_head: int = 4
     dropout: float = 0.1
-    steps: int = 3000
+    steps: int = 1500
     batch_size: int = 64
     lr: float = 1e-3
     # the CLIP reranker (zupu.recipes.clip's zero-shot-digits training, smaller)
-    clip_epochs: int = 6
+    clip_epochs: int = 10
     clip_hidden: int = 64
     # drawing and judging
     samples: int = 8  # N drawings per trial, CLIP picks one
-    trials: int = 30  # per held-out caption
+    trials: int = 40  # per held-out caption
     top_k: int = 16
-    judge_epochs: int = 4
+    judge_epochs: int = 6
     val_size: int = 500  # carved from the 5,000 training digits, for choosing settings
     test_limit: int = 2000  # t10k digits for the dVAE's reconstruction error and the judge's accuracy
     held_out_shift: int = 0  # which colour each digit is held out in (zupu.data.painted_digits.held_out)
@@ -140,14 +140,14 @@ def test_images(s: Settings) -> torch.Tensor:
 
 class HeldOutCaptions(Recipe):
     name = "held-out-captions"
-    summary = ("DALL-E on MNIST painted in 6 colours ('a red seven'): dVAE 7x7x64 codes, GPT 4x128, drawings of "
+    summary = ("DALL-E on MNIST painted in 6 colours ('a red seven'): dVAE 7x7x64 codes, GPT 2x128, drawings of "
                "the 10 colour x digit pairs never seen, judged by a LeNet-5, reranked by zupu's CLIP")
     Settings = Settings
     milestone = Milestone("rerank_p_value", 0.001, higher_is_better=False,
                           paper="the paper reranks 512 samples by CLIP (figure 9); here best of 8 against the first "
                                 "sample on the same trials, exact two-sided sign test")
     quick = {"dvae_hidden": 32, "dvae_steps": 400, "n_embd": 64, "n_layer": 2, "steps": 500, "batch_size": 32,
-             "clip_epochs": 3, "trials": 20, "judge_epochs": 2}
+             "clip_epochs": 6}
     quick_milestone = Milestone("rerank_p_value", 0.01, higher_is_better=False,
                                 paper="best of 8 against 1 sample on the same trials, exact two-sided sign test")
     quick_seconds = 90.0
