@@ -142,13 +142,13 @@ def test_tiny_preset_round_trips_its_nested_clip(tmp_path):
 
 @pytest.mark.slow
 def test_quick_held_out_captions_reranking_beats_one_sample(tmp_path):
-    # the quick recipe (~90 s on one idle core): drawings of the 10 colour x digit pairs never seen, judged by a
+    # the quick recipe (~85 s of one core): drawings of the 10 colour x digit pairs never seen, judged by a
     # LeNet-5 trained on real painted digits; CLIP's best of 8 against the first sample, paired
     from zupu.train import launch
 
     m = launch.train("dalle", "held-out-captions", tmp_path, quick=True)["metrics"]
-    assert m["rerank_acc"] > m["single_acc"] and m["rerank_p_value"] <= 0.01
-    assert m["judge_test_acc"] >= 0.9 and m["dvae_test_mse"] <= 0.08
+    assert m["rerank_digit_acc"] > m["single_digit_acc"] and m["rerank_digit_p_value"] <= 0.01
+    assert m["judge_test_acc"] >= 0.8 and m["dvae_test_mse"] <= 0.08 and m["dvae_codes_used"] >= 32
     assert (tmp_path / "samples_rerank.png").is_file() and (tmp_path / "dvae_reconstructions.png").is_file()
 
 
