@@ -263,7 +263,8 @@ def test_recall_at_k_counts_the_true_match_among_the_k_nearest():
 
 
 def test_painted_digits_never_show_a_held_out_pair_and_captions_match_the_paint():
-    from zupu.recipes.clip import COLOURS, DIGITS, RGB, PaintedBatches, held_out, tokenizer
+    from zupu.data.painted_digits import COLOURS, DIGITS, RGB, held_out
+    from zupu.recipes.clip import PaintedBatches, tokenizer
 
     tok = tokenizer()
     prompts = tok([f"a {c} {n}" for n in DIGITS for c in COLOURS], context_length=8)

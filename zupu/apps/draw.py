@@ -1,4 +1,4 @@
-"""`zupu draw RUN`: images from a trained diffusion run, written as a PNG grid.
+"""`zupu draw RUN`: images from a trained diffusion or DALL-E run, written as a PNG grid.
 
     zupu draw runs/diffusion --label sneaker --guidance 3 --steps 50 --seed 1 --n 8
     zupu draw runs/diffusion --prompt "ankle boot"                      # a class name
@@ -6,6 +6,8 @@
     zupu draw runs/diffusion --label shirt --init coat.png --mask sleeves.png   # inpaint: white = redraw
     zupu draw runs/emoji --prompt "smiling cat face with heart eyes"    # text to image (emoji-latent)
     zupu draw runs/emoji --prompt "a red apple" --init apple.png --outpaint 16   # draw a 16px border around it
+
+    zupu draw runs/dalle --prompt "a red seven" --samples 8 --rerank   # DALL-E: best first by its CLIP
 
 The run's recipe gives the image size, the classes and the noise schedule; sampling is DDIM
 (`zupu.sampling.denoise`) with classifier-free guidance w. An init image or mask must be a PNG of the
@@ -138,8 +140,36 @@ def draw(run: str | Path, label: str | None = None, steps: int = 50, guidance: f
     return (out.clamp(-1, 1) + 1) / 2
 
 
+def draw_dalle(run: str | Path, prompt: str | None, n: int = 8, seed: int = 0, rerank: bool = False,
+               top_k: int | None = None) -> torch.Tensor:
+    """(n, 3, H, W) images in [0, 1] drawn by a DALL-E run from `prompt`, CLIP's best first with `rerank`."""
+    import torch
+
+    from zupu.checkpoint import from_pretrained, read_config
+    from zupu.recipes import dalle
+
+    if prompt is None:
+        raise SettingError("a DALL-E run draws from a caption: give --prompt, e.g. --prompt 'a red seven'")
+    if n < 1:
+        raise SettingError(f"--samples must be at least 1, got {n}")
+    entry: dict[str, Any] = read_config(run).get("zupu") or {}
+    s = dalle.RECIPES[0].settings(overrides=entry.get("settings"))
+    text = dalle.encode_captions([prompt], s.text_len)
+    model = from_pretrained(run).eval()
+    images, _ = model.generate_images(text.expand(n, -1), top_k if top_k is not None else s.top_k,
+                                      generator=torch.Generator().manual_seed(seed))
+    images = images.clamp(-1, 1)
+    if rerank:
+        from zupu.recipes.clip import tokenizer
+
+        clip = tokenizer()([prompt], context_length=dalle.clip_settings(s).context, truncation=True)
+        images = images[model.rerank(images[None], clip["input_ids"], clip["attention_mask"])[0]]
+    return (images + 1) / 2
+
+
 def save_grid(images: torch.Tensor, path: str | Path, scale: int = 4) -> None:
-    """Images side by side in one PNG, each enlarged `scale` times (nearest), written atomically."""
+    """Images (n, 1 or 3, H, W) in [0, 1] side by side in one PNG, each enlarged `scale` times (nearest), written
+    atomically."""
     import numpy as np
     from PIL import Image
 
@@ -156,8 +186,18 @@ def save_grid(images: torch.Tensor, path: str | Path, scale: int = 4) -> None:
 
 
 def cmd_draw(args: argparse.Namespace) -> int:
+    from zupu.checkpoint import read_config
+
     if args.prompt is not None and args.label is not None:
         raise SettingError("give --prompt or --label, not both")
+    if (read_config(args.run).get("zupu") or {}).get("member") == "dalle":
+        images = draw_dalle(args.run, args.prompt, args.n, args.seed, args.rerank, args.top_k)
+        out = Path(args.out or Path(args.run) / f"draw-seed{args.seed}.png")
+        save_grid(images, out)
+        print(out)
+        return 0
+    if args.rerank:
+        raise SettingError("--rerank needs a DALL-E run (it reranks by the run's CLIP)")
     images = draw(args.run, args.label if args.label is not None else args.prompt, args.steps, args.guidance,
                   args.seed, args.n, args.init, args.strength, args.mask, args.outpaint)
     out = Path(args.out or Path(args.run) / f"draw-seed{args.seed}.png")
@@ -167,14 +207,19 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("draw", help="draw images with a trained diffusion run (guidance, img2img, inpainting)")
-    s.add_argument("run", help="a run directory of `zupu train diffusion`")
-    s.add_argument("--prompt", help="what to draw: a text (text-to-image runs) or a class name (e.g. 'sneaker')")
+    s = sub.add_parser("draw", help="draw images with a trained diffusion run (guidance, img2img, inpainting) or a "
+                                    "DALL-E run (CLIP reranking)")
+    s.add_argument("run", help="a run directory of `zupu train diffusion` or `zupu train dalle`")
+    s.add_argument("--prompt", help="what to draw: a text (text-to-image and DALL-E runs, e.g. 'a red seven') or a "
+                                    "class name (e.g. 'sneaker')")
     s.add_argument("--label", help="a class name or index")
     s.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     s.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance w >= 0 (default 2)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--n", type=int, default=8, help="how many images (default 8)")
+    s.add_argument("--n", "--samples", type=int, default=8, help="how many images (default 8)")
+    s.add_argument("--rerank", action="store_true", help="DALL-E: order the samples by its CLIP, best first")
+    s.add_argument("--top-k", type=int, help="DALL-E: sample each image token among the k likeliest (default: "
+                                             "the recipe's)")
     s.add_argument("--init", help="a PNG of the run's size (grayscale, or RGB for text-to-image) to start from "
                    "(img2img), to inpaint or to outpaint")
     s.add_argument("--strength", type=float, default=0.7, help="img2img: how far to noise --init (0-1, default 0.7)")

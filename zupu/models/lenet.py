@@ -131,6 +131,7 @@ class LeNet5Config:
     output: str = "rbf"  # "rbf": Euclidean RBF units + the eq. 9 loss; "linear": linear layer + cross-entropy
     rubbish_j: float = 1.0  # eq. 9's constant j (the rubbish class's logit is -j)
     code_seed: int = 0  # seed of the fixed random +-1 RBF codes
+    num_channels: int = 1  # the paper's grey images; 3 for colour (C1 then sums over the channels)
 
 
 class LeNet5(nn.Module):
@@ -149,7 +150,7 @@ class LeNet5(nn.Module):
             raise ValueError(f"image_size must be a multiple of 4 and >= 32, got {c.image_size}")
         self.config = c
         table = C3_TABLE if c.c3_table == "paper" else (tuple(range(c.c1_maps)),) * c.c3_maps
-        self.c1 = nn.Conv2d(1, c.c1_maps, 5)
+        self.c1 = nn.Conv2d(c.num_channels, c.c1_maps, 5)
         self.s2 = Subsample(c.c1_maps)
         self.c3 = SparseConv2d(table, c.c1_maps, 5)
         self.s4 = Subsample(c.c3_maps)
@@ -164,7 +165,7 @@ class LeNet5(nn.Module):
             self.out = nn.Linear(c.f6_units, c.num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) -> F6's (N, f6_units)."""
+        """(N, num_channels, H, W) -> F6's (N, f6_units)."""
         x = squash(self.c1(x))  # (N, 6, 28, 28)
         x = squash(self.s2(x))  # (N, 6, 14, 14)
         x = squash(self.c3(x))  # (N, 16, 10, 10)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from zupu import data
 from zupu.atomic import write_json
+from zupu.data.painted_digits import COLOURS, DIGITS, captions, held_out, mnist_splits, paint
 from zupu.data.transforms import images, shift_and_flip, split_indices
 from zupu.models.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from zupu.recipe import Milestone, Recipe
@@ -230,18 +231,6 @@ class Emoji(Recipe):
 
 # --- zero-shot digits -------------------------------------------------------------------------------------
 
-COLOURS = {"red": (1.0, 0.15, 0.15), "green": (0.15, 0.9, 0.15), "blue": (0.2, 0.35, 1.0),
-           "yellow": (1.0, 0.9, 0.1), "cyan": (0.1, 0.9, 0.9), "purple": (0.7, 0.2, 0.9)}
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-RGB = torch.tensor(list(COLOURS.values()))  # (6, 3)
-
-
-def held_out(digit: torch.Tensor, shift: int) -> torch.Tensor:
-    """The colour each digit is never shown in during training: digit d in colour (d + shift) mod 6, so every
-    colour and every digit is still seen, with other partners."""
-    return (digit + shift) % len(COLOURS)
-
-
 @dataclass
 class DigitSettings:
     patch_size: int = 7  # 4x4 patches of the 28px digit
@@ -262,18 +251,9 @@ class DigitSettings:
 
 @cache
 def digit_data(val_size: int, test_limit: int) -> dict:
-    d = data.load("mnist")
-    x, y = images(d["train"].x), torch.from_numpy(d["train"].y)
-    train, val = split_indices(len(y), val_size / len(y), 0)
-    batch = tokenizer()([f"a {c} {n}" for n in DIGITS for c in COLOURS], context_length=8)
-    return {"x": x[train], "y": y[train], "x_val": x[val], "y_val": y[val],
-            "x_test": images(d["test"].x[:test_limit]), "y_test": torch.from_numpy(d["test"].y[:test_limit]),
-            "ids": batch["input_ids"], "mask": batch["attention_mask"]}  # prompt of (digit d, colour c): d * 6 + c
-
-
-def paint(x: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
-    """(N, 28, 28) grey digits in [0, 1] and (N,) colour indices -> (N, 3, 28, 28) in [-1, 1] on black."""
-    return (x[:, None] * RGB[colour][:, :, None, None]) * 2 - 1
+    batch = tokenizer()(captions(), context_length=8)
+    return {**mnist_splits(val_size, test_limit), "ids": batch["input_ids"],
+            "mask": batch["attention_mask"]}  # prompt of (digit d, colour c): d * 6 + c
 
 
 class PaintedBatches:

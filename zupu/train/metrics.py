@@ -56,3 +56,14 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """The exact two-sided sign test (McNemar's exact test on paired right/wrong outcomes): the probability, with
+    no difference between the two, of a split of the wins + losses discordant pairs at least as uneven as
+    this one; ties (both right or both wrong) carry no information and are left out."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(max(wins, losses), n + 1)) / 2 ** n  # P(X >= the larger count)
+    return min(1.0, 2 * tail)
