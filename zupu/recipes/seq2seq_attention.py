@@ -19,6 +19,7 @@ from zupu.recipes.translation import (
     BOS,
     EOS,
     PAD,
+    pair_lengths,
     paired_comparison,
     scores_of,
     tatoeba_scores,
@@ -103,7 +104,7 @@ class Tatoeba(Recipe):
         pair = Pair(model, baseline)
         src, tgt, _ = self.tensors(s, "train")
         vsrc, vtgt, _ = self.tensors(s, "val")
-        batches = TensorBatches(src, tgt, batch_size=s.batch_size, seed=run.seed)
+        batches = TensorBatches(src, tgt, batch_size=s.batch_size, seed=run.seed, lengths=pair_lengths(src, tgt))
         opt = torch.optim.Adam(pair.parameters(), lr=s.lr)
         steps = s.epochs * batches.steps_per_epoch
 

@@ -26,7 +26,7 @@ import torch
 from zupu.errors import SettingError
 from zupu.models.transformer import Transformer, TransformerConfig
 from zupu.recipe import Milestone, Recipe
-from zupu.recipes.translation import tatoeba_scores, tatoeba_tensors, tokenizers_for, trim
+from zupu.recipes.translation import pair_lengths, tatoeba_scores, tatoeba_tensors, tokenizers_for, trim
 from zupu.train.batches import TensorBatches
 from zupu.train.optim import make_schedule
 from zupu.train.trainer import Trainer
@@ -224,7 +224,7 @@ class Tatoeba(Recipe):
     def train(self, model: Transformer, s: TatoebaSettings, run) -> dict:
         src, tgt, _ = self.tensors(s, "train")
         vsrc, vtgt, _ = self.tensors(s, "val")
-        batches = TensorBatches(src, tgt, batch_size=s.batch_size, seed=run.seed)
+        batches = TensorBatches(src, tgt, batch_size=s.batch_size, seed=run.seed, lengths=pair_lengths(src, tgt))
         opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.98), eps=1e-9)
         steps = s.epochs * batches.steps_per_epoch
 
