@@ -78,6 +78,23 @@ def test_batches_are_a_function_of_the_step():
     assert torch.equal(yb, xb + 1) and torch.equal(w(5)[0], xb)
 
 
+def test_length_buckets_hold_rows_of_one_length_in_a_random_order():
+    lengths = (torch.arange(1000) // 50)[torch.randperm(1000, generator=torch.Generator().manual_seed(0))]
+    x = torch.arange(1000)
+    a = TensorBatches(x, batch_size=50, seed=3, lengths=lengths, bucket_batches=20)  # one window: a global sort
+    epoch = [a(s)[0] for s in range(a.steps_per_epoch)]
+    assert sorted(torch.cat(epoch).tolist()) == list(range(1000))  # every row once
+    spread = [int(lengths[b].max() - lengths[b].min()) for b in epoch]
+    assert max(spread) == 0, spread  # sorted: 50 rows of each of 20 lengths, so one length a batch
+    firsts = [int(lengths[b].min()) for b in epoch]
+    assert firsts != sorted(firsts)  # ...but the batches come in a shuffled order
+    b = TensorBatches(x, batch_size=50, seed=3, lengths=lengths, bucket_batches=20)
+    assert torch.equal(b(17)[0], a(17)[0])  # still a function of (seed, step)
+    assert not torch.equal(a(a.steps_per_epoch)[0], a(0)[0])  # a new order each epoch
+    with pytest.raises(ValueError, match="lengths"):
+        TensorBatches(x, batch_size=50, lengths=lengths[:10])
+
+
 def test_schedules():
     assert lr_factor("constant", 5, 100) == 1.0
     assert lr_factor("cosine", 0, 100) == 1.0 and lr_factor("cosine", 100, 100) == pytest.approx(0.0)

@@ -94,6 +94,12 @@ def tatoeba_tensors(split: str, src_vocab: int, tgt_vocab: int, max_src: int, ma
     return encode_pairs(pairs, src_tok, tgt_tok, max_src, max_tgt)
 
 
+def pair_lengths(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """Real tokens per padded pair: the key `TensorBatches(lengths=...)` groups batches by, so each batch's
+    recurrent loop and logits run over little padding."""
+    return (src != PAD).sum(1) + (tgt != PAD).sum(1)
+
+
 def trim(*batch: torch.Tensor) -> list[torch.Tensor]:
     """Cut each padded (N, L) tensor to the longest row it holds (padding is on the right)."""
     return [t[:, : int((t != PAD).sum(1).max())] for t in batch]
