@@ -301,6 +301,9 @@ class Membrane(Recipe):
     # at seed 0: other kernels, other rounding, another 300-step trajectory
     quick_milestone = Milestone("test_iou_calibration_r", 0.5)
     quick_seconds = 45  # 47 s of one thread's CPU time (user) measured on a loaded machine, data and figures included
+    # not in the quick tour: its quick run does not localise (1-click mIoU below marking the whole crop), so the tour's
+    # 45 s go to `ambiguous`, whose quick run shows the multimask claim; `zupu train sam --recipe membrane` runs it
+    in_tour = False
     tiny = {"steps": 2, "batch_size": 2, "prompts_per_crop": 2, "crop": 32, "hidden_size": 16, "num_hidden_layers": 1,
             "num_attention_heads": 2, "prompt_embed_dim": 16, "decoder_depth": 1, "val_crops": 8, "test_crops": 8,
             "warmup": 0}
