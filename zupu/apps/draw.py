@@ -190,7 +190,9 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
     if args.prompt is not None and args.label is not None:
         raise SettingError("give --prompt or --label, not both")
-    if (read_config(args.run).get("zupu") or {}).get("member") == "dalle":
+    # a text-to-image pipeline folder (diffusers' layout) has model_index.json, not config.json
+    config = Path(args.run) / "config.json"
+    if config.is_file() and (read_config(args.run).get("zupu") or {}).get("member") == "dalle":
         images = draw_dalle(args.run, args.prompt, args.n, args.seed, args.rerank, args.top_k)
         out = Path(args.out or Path(args.run) / f"draw-seed{args.seed}.png")
         save_grid(images, out)
