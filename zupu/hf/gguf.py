@@ -139,10 +139,11 @@ class GGUF:
         return state
 
     def int4_planes(self, config: LlamaConfig) -> dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
-        """Every Q4_1 or Q8_0 matrix kept in its blocks of 32, as `Int4Linear` planes under its HF name (q/k rows
-        back in Llama's order): the values equal the dequantised ones, up to rounding the scale and zero to
-        bfloat16. Q4_1 (w = d q + m, q in [0, 15]) is one plane, s = d, z = m + 8 d; Q8_0 (w = d q, q an int8)
-        two: q = 16 hi + lo with hi in [-8, 7] (s = 16 d, z = 0 on hi + 8) and lo in [0, 15] (s = d, z = 8 d)."""
+        """Every Q4_1 or Q8_0 matrix kept in its blocks of 32, as `Int4Linear` planes (q as int8) under its HF
+        name, q/k rows back in Llama's order: (q - 8) s + z summed over the planes is the dequantised weight
+        (`Int4Linear` rounds s and z to bfloat16). Q4_1 (w = d q + m, q in [0, 15]) is one plane, s = d,
+        z = m + 8 d. Q8_0 (w = d q, q an int8) is two, q = 16 hi + lo: hi + 8 with s = 16 d, z = 0, and
+        lo in [0, 15] with s = d, z = 8 d."""
         from gguf import GGMLQuantizationType as Q
 
         n_kv = config.num_key_value_heads or config.num_attention_heads
@@ -157,10 +158,11 @@ class GGUF:
             if t.tensor_type == Q.Q4_1:
                 m = raw[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
                 qs = raw[..., 4:]
-                q = np.concatenate([qs & 15, qs >> 4], -1).reshape(rows, -1)  # low nibbles: 0..15, high: 16..31
+                # low nibbles hold weights 0..15 of the block, high nibbles 16..31
+                q = np.concatenate([qs & 15, qs >> 4], -1).reshape(rows, -1).astype(np.int8)
                 parts = [(q, d, m + 8 * d)]
             else:
-                q8 = raw[..., 2:].copy().view(np.int8).reshape(rows, -1).astype(np.int32)
+                q8 = raw[..., 2:].copy().view(np.int8).reshape(rows, -1)
                 parts = [((q8 >> 4) + 8, 16 * d, np.zeros_like(d)), (q8 & 15, d, 8 * d)]
             heads = (config.num_attention_heads if t.name.endswith("attn_q.weight")
                      else n_kv if t.name.endswith("attn_k.weight") else None)
@@ -209,6 +211,9 @@ def load(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32, qua
     model = hf_llama.from_state(config, g.tensors(config), str(g.path), dtype)
     if quantize:
         planes = g.int4_planes(config)
+        if not planes:
+            raise SettingError(f"quantize={quantize!r}: {g.path} has no Q4_1 or Q8_0 matrices to keep in 4-bit "
+                               "blocks; load it with quantize=None")
         names = hf_llama.names_for(config)
         for key in [k for k in model.state_dict() if k.endswith(".weight")]:
             hf_keys = list(names("embed_tokens.weight" if key == "lm_head.weight" and config.tie_word_embeddings
