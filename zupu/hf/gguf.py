@@ -214,14 +214,21 @@ def load(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32, qua
         if not planes:
             raise SettingError(f"quantize={quantize!r}: {g.path} has no Q4_1 or Q8_0 matrices to keep in 4-bit "
                                "blocks; load it with quantize=None")
-        names = hf_llama.names_for(config)
-        for key in [k for k in model.state_dict() if k.endswith(".weight")]:
-            hf_keys = list(names("embed_tokens.weight" if key == "lm_head.weight" and config.tie_word_embeddings
-                                 else key))
-            if key == "embed_tokens.weight" or not all(k in planes for k in hf_keys):
-                continue
-            merged = [tuple(torch.cat(ts) for ts in zip(*parts, strict=True))
-                      for parts in zip(*(planes[k] for k in hf_keys), strict=True)]  # fused q/k/v, gate/up rows
-            parent, _, child = key.removesuffix(".weight").rpartition(".")
-            setattr(model.get_submodule(parent), child, Int4Linear(merged))
+        use_int4(model, planes)
+    return model
+
+
+def use_int4(model: Llama, planes: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]) -> Llama:
+    """Swap each Linear of `model` whose HF matrices all have `planes` (`GGUF.int4_planes`) for an Int4Linear."""
+    config = model.config
+    names = hf_llama.names_for(config)
+    for key in [k for k in model.state_dict() if k.endswith(".weight")]:
+        hf_keys = list(names("embed_tokens.weight" if key == "lm_head.weight" and config.tie_word_embeddings
+                             else key))
+        if key == "embed_tokens.weight" or not all(k in planes for k in hf_keys):
+            continue
+        merged = [tuple(torch.cat(ts) for ts in zip(*parts, strict=True))
+                  for parts in zip(*(planes[k] for k in hf_keys), strict=True)]  # fused q/k/v, gate/up rows
+        parent, _, child = key.removesuffix(".weight").rpartition(".")
+        setattr(model.get_submodule(parent), child, Int4Linear(merged))
     return model
