@@ -18,6 +18,8 @@ Writes benchmarks/RESULTS-llama.md (or --out), stamped by benchmarks/results.py.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import statistics
 import sys
@@ -50,7 +52,10 @@ def decode_hf(hf, prompt: torch.Tensor, new: int) -> None:
 
 
 def rss_mib() -> float:
-    """The process's resident memory now (Linux: /proc/self/statm's second field, in pages)."""
+    """The process's resident memory now (Linux: /proc/self/statm's second field, in pages), after handing freed
+    heap back to the system (a load's transient float32 copies would otherwise count against the next model)."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
