@@ -1,11 +1,13 @@
 """SmolLM2-135M decoding and prefill speed: zupu's Llama against transformers' `generate`, on the same weights.
 
-Both peers read the same GGUF (SmolLM2-135M-Instruct, Q4_1, dequantised to fp32): zupu through
-`zupu.from_pretrained("smollm2")`, transformers through `AutoModelForCausalLM.from_pretrained(dir,
-gguf_file=...)`. Greedy, a `--prompt`-token prompt, `--new` new tokens per row, batch 1 and 8; prefill is
+Both peers read the same GGUF (SmolLM2-135M-Instruct, Q4_1): zupu through `zupu.from_pretrained("smollm2")`
+(fp32, dequantised), with `quantize="int4"` (the file's 4-bit blocks) and with `dtype=torch.bfloat16`;
+transformers through `AutoModelForCausalLM.from_pretrained(dir, gguf_file=...)` (fp32).
+Greedy, a `--prompt`-token prompt, `--new` new tokens per row, batch 1 and 8; prefill is
 one forward over a `--prefill`-token prompt. The peers run interleaved, round after round (the machine is
-shared); the table gives each side's best round and the median of the per-round ratios. Before timing, the
-two must produce the same greedy tokens. `--llama-cpp PATH` adds llama.cpp (llama-cpp-python built from
+shared); the table gives each side's best round and the median of the per-round ratios. Before timing, zupu
+fp32 and transformers must produce the same greedy tokens; int4's and bf16's agreement with fp32 is reported.
+`--llama-cpp PATH` adds llama.cpp (llama-cpp-python built from
 source, its package folder's parent at PATH) on the same GGUF, batch 1, its own quantised kernels.
 
     python benchmarks/llama_decode.py [--new 64] [--rounds 3] [--threads 2] [--llama-cpp PATH]
@@ -16,6 +18,8 @@ Writes benchmarks/RESULTS-llama.md (or --out), stamped by benchmarks/results.py.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import statistics
 import sys
@@ -27,6 +31,7 @@ from results import Run
 
 import zupu
 from zupu import weights
+from zupu.hf.gguf import tokenizer
 
 
 def rate(fn, tokens: int) -> tuple[float, float]:
@@ -47,7 +52,10 @@ def decode_hf(hf, prompt: torch.Tensor, new: int) -> None:
 
 
 def rss_mib() -> float:
-    """The process's resident memory now (Linux: /proc/self/statm's second field, in pages)."""
+    """The process's resident memory now (Linux: /proc/self/statm's second field, in pages), after handing freed
+    heap back to the system (a load's transient float32 copies would otherwise count against the next model)."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
@@ -67,45 +75,66 @@ def main() -> None:
     import transformers
 
     gguf = weights.fetch("smollm2")
+    zupus, rss = {}, {}
+    for name, kw in {"fp32": {}, "int4": {"quantize": "int4"}, "bf16": {"dtype": torch.bfloat16}}.items():
+        rss0 = rss_mib()
+        zupus[name] = zupu.from_pretrained("smollm2", **kw)
+        rss[name] = rss_mib() - rss0
+    model = zupus["fp32"]
     rss0 = rss_mib()
-    model = zupu.from_pretrained("smollm2")
-    rss_zupu = rss_mib() - rss0
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name).eval()
-    rss_hf = rss_mib() - rss0 - rss_zupu
+    rss_hf = rss_mib() - rss0
     g = torch.Generator().manual_seed(1)
     prompt = torch.randint(100, 49152, (max(a.batches), a.prompt), generator=g)
     long = torch.randint(100, 49152, (1, a.prefill), generator=g)
+    tok = tokenizer(gguf)
+    agree = {}
     with torch.no_grad():  # same weights, same greedy tokens: a speed test of the same computation
         ours = torch.stack(list(model.generate(prompt[:1], 16, temperature=0)), 1)
         theirs = hf.generate(prompt[:1], attention_mask=torch.ones_like(prompt[:1]), max_new_tokens=16,
                              do_sample=False, pad_token_id=2, eos_token_id=None)[:, a.prompt:]
-    assert torch.equal(ours, theirs), (ours, theirs)
+        assert torch.equal(ours, theirs), (ours, theirs)
+        for name, m in zupus.items():  # how many of the first 32 greedy tokens match fp32's, per prompt
+            counts = []
+            for text in ("The capital of France is", "Water is made of"):
+                ids = torch.tensor([tok.encode(text)])
+                mine, ref = (torch.stack(list(x.generate(ids, 32, temperature=0)), 1)[0] for x in (m, model))
+                counts.append(int((mine != ref).nonzero()[0, 0]) if (mine != ref).any() else 32)
+            agree[name] = counts
+    print("greedy tokens equal to fp32's (of 32, per prompt):", agree, flush=True)
 
     load0 = os.getloadavg()[0]
     rows = []
     for b in a.batches:
         x = prompt[:b]
-        decode_zupu(model, x, 4), decode_hf(hf, x, 4)  # warm-up
-        z, h = [], []
+        decode_hf(hf, x, 4)  # warm-up
+        for m in zupus.values():
+            decode_zupu(m, x, 4)
+        z, h = {name: [] for name in zupus}, []
         for _ in range(a.rounds):  # interleaved
-            z.append(rate(lambda x=x: decode_zupu(model, x, a.new), b * a.new))
             h.append(rate(lambda x=x: decode_hf(hf, x, a.new), b * a.new))
-        rows.append((f"decode, batch {b}", z, h))
-        print(rows[-1][0], f"zupu {max(r[0] for r in z):.1f} tok/s, transformers {max(r[0] for r in h):.1f}",
-              flush=True)
+            for name, m in zupus.items():
+                z[name].append(rate(lambda x=x, m=m: decode_zupu(m, x, a.new), b * a.new))
+        for name in zupus:
+            rows.append((f"decode, batch {b}, zupu {name}", z[name], h))
+            print(rows[-1][0], f"{max(r[0] for r in z[name]):.1f} tok/s, transformers {max(r[0] for r in h):.1f}",
+                  flush=True)
     with torch.no_grad():
-        z, h = [], []
+        z, h = {name: [] for name in zupus}, []
         for _ in range(a.rounds):
-            z.append(rate(lambda: model(long, last_only=True), a.prefill))
             h.append(rate(lambda: hf(long, logits_to_keep=1), a.prefill))
-    rows.append((f"prefill, {a.prefill} tokens", z, h))
+            for name, m in zupus.items():
+                z[name].append(rate(lambda m=m: m(long, last_only=True), a.prefill))
+    rows += [(f"prefill, {a.prefill} tokens, zupu {name}", z[name], h) for name in zupus]
     lines = [
         "# Llama (SmolLM2-135M) decoding and prefill: zupu vs transformers `generate`",
         "",
-        f"SmolLM2-135M-Instruct from its Q4_1 GGUF, dequantised to fp32 by each peer; greedy; decode: prompt "
-        f"{a.prompt}, {a.new} new tokens per row; {a.threads} threads; {a.rounds} rounds; torch {torch.__version__}, "
-        f"transformers {transformers.__version__}; load average {load0:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end. Greedy tokens equal before timing.",
+        f"SmolLM2-135M-Instruct from its Q4_1 GGUF; transformers dequantises it to fp32; zupu: fp32 (dequantised, "
+        f"the parity path), int4 (`quantize='int4'`: the file's 4-bit blocks through torch's CPU int4 GEMM with "
+        f"bfloat16 products) and bf16 (`dtype=torch.bfloat16`). Greedy; decode: prompt "
+        f"{a.prompt}, {a.new} new tokens per row; {a.threads} threads; {a.rounds} rounds, interleaved; "
+        f"torch {torch.__version__}, transformers {transformers.__version__}; load average {load0:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end. zupu fp32's greedy tokens equal transformers' before timing.",
         "",
         "| measurement | zupu tokens/s (best) | transformers tokens/s (best) | ratio, wall (median) "
         "| ratio, CPU time (median) |",
@@ -116,10 +145,13 @@ def main() -> None:
         cpu = statistics.median(zi[1] / hi[1] for zi, hi in zip(z, h, strict=True))
         lines.append(f"| {name} | {max(r[0] for r in z):.1f} | {max(r[0] for r in h):.1f} | {wall:.2f}x | {cpu:.2f}x |")
     weights_mib = sum(t.numel() for t in model.parameters()) * 4 / 2**20
-    lines += ["", f"Memory: the resident set grew by {rss_zupu:.0f} MiB once zupu's model was loaded and by "
-              f"{rss_hf:.0f} MiB more for transformers' (fp32 weights: {weights_mib:.0f} MiB). bfloat16 weights "
-              "(`zupu.from_pretrained('smollm2', dtype=torch.bfloat16)`) decode faster, but their greedy tokens "
-              "leave fp32's within 32 tokens, so the table is fp32."]
+    lines += ["", "Greedy tokens (32 per prompt) equal to zupu fp32's before the first difference, for \"The capital "
+              "of France is\" and \"Water is made of\": "
+              + "; ".join(f"{name} {c[0]} and {c[1]}" for name, c in agree.items()) + ".",
+              "", "Memory (resident set growth on loading): "
+              + ", ".join(f"zupu {name} {v:.0f} MiB" for name, v in rss.items())
+              + f", transformers {rss_hf:.0f} MiB (fp32 weights: {weights_mib:.0f} MiB). zupu int4 keeps the token "
+              "embedding in fp32 for its row lookups; fp32 decoding adds a oneDNN-packed copy of each weight."]
     if a.llama_cpp:
         sys.path.insert(0, str(a.llama_cpp))
         from llama_cpp import Llama as LlamaCpp
@@ -134,10 +166,10 @@ def main() -> None:
                 next(out)
 
         c = [rate(decode_cpp, a.new) for _ in range(a.rounds)]
-        best_z = max(r[0] for r in rows[0][1])
+        best = {name.rsplit(" ", 1)[1]: max(r[0] for r in z) for name, z, _ in rows[:len(zupus)]}
         lines += ["", f"llama.cpp (llama-cpp-python at {a.llama_cpp}, its Q4_1 kernels), batch 1: "
-                  f"{max(r[0] for r in c):.1f} tokens/s; zupu's fp32 batch 1 is {best_z / max(r[0] for r in c):.2f}x "
-                  "of it."]
+                  f"{max(r[0] for r in c):.1f} tokens/s; zupu's batch 1 is "
+                  + ", ".join(f"{v / max(r[0] for r in c):.2f}x ({k})" for k, v in best.items()) + " of it."]
     text = "\n".join(lines)
     print(text)
     run.write(a.out, text)

@@ -11,11 +11,12 @@ from reference import need
 
 import zupu
 from zupu.checkpoint import load_model, save_model
-from zupu.errors import CheckpointError
+from zupu.errors import CheckpointError, SettingError
 from zupu.hf import gguf as zgguf
 from zupu.hf import keymap
 from zupu.hf.llama import from_state, names_for
 from zupu.models.llama import PRESETS, Llama
+from zupu.nn import Int4Linear
 
 transformers = need("transformers")
 gguf = need("gguf")
@@ -63,6 +64,32 @@ def test_real_gguf_logits_and_greedy_tokens_equal_transformers(ours, theirs):
     together = greedy(model, batch, 6, attention_mask=mask)
     assert together[1].tolist() == mine[0, :6].tolist()
     assert together[0].tolist() == greedy(model, torch.tensor([other]), 6)[0].tolist()
+
+
+def test_int4_gguf_blocks_are_the_file_and_keep_greedy_tokens(smollm2_gguf, ours):
+    model, tok = ours  # its greedy tokens are transformers' (the test above)
+    g = zgguf.GGUF(smollm2_gguf)
+    config = g.config()
+    planes = g.int4_planes(config)
+    assert len(planes) == 7 * config.num_hidden_layers + 1  # every matrix; Q8_0's tied embedding as two planes
+    state = dict(model.state_dict())
+    for key, hf_keys in [("embed_tokens.weight", ["model.embed_tokens.weight"]),
+                         ("layers.5.attn.qkv.weight", [f"model.layers.5.self_attn.{x}_proj.weight" for x in "qkv"]),
+                         ("layers.5.mlp.fc.weight", ["model.layers.5.mlp.gate_proj.weight",
+                                                     "model.layers.5.mlp.up_proj.weight"]),
+                         ("layers.5.mlp.proj.weight", ["model.layers.5.mlp.down_proj.weight"])]:
+        # the blocks, nibbles and q/k row order are the file's, to the bit
+        w = torch.cat([sum((q - 8) * s.repeat_interleave(32, 1) + z.repeat_interleave(32, 1) for q, s, z in parts)
+                       for parts in (planes[k] for k in hf_keys)])
+        assert torch.equal(w, state[key]), key
+    q4 = zgguf.use_int4(from_state(config, g.tensors(config), str(smollm2_gguf)), planes)
+    assert isinstance(q4.lm_head, Int4Linear) and isinstance(q4.layers[3].mlp.fc, Int4Linear)
+    ids = torch.tensor([tok.encode(PROMPT)])
+    with torch.no_grad():
+        assert (q4(ids) - model(ids)).abs().max() < 2  # bfloat16 products and scales: close, not equal
+    assert greedy(q4, ids, 12).tolist() == greedy(model, ids, 12).tolist()  # the parity test's greedy tokens
+    with pytest.raises(SettingError, match="quantize='int8'.*int4"):
+        zupu.from_pretrained(smollm2_gguf, quantize="int8")
 
 
 def test_tokenizer_and_chat_template_equal_transformers(ours, theirs):
@@ -162,6 +189,10 @@ def test_gguf_q_k_permutation_is_undone(tmp_path):
     ids = torch.randint(0, 96, (1, 20))
     with torch.no_grad():
         assert torch.allclose(back(ids), model(ids), atol=1e-6)
+    with pytest.raises(SettingError, match="no Q4_1 or Q8_0"):  # F32 tensors: nothing to keep in 4 bits
+        zupu.from_pretrained(tmp_path / "tiny.gguf", quantize="int4")
+    with pytest.raises(SettingError, match="GGUF files only"):
+        zupu.from_pretrained(tmp_path, quantize="int4")
 
 
 def test_bad_gguf_files_are_clear_errors(tmp_path):

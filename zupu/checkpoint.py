@@ -50,7 +50,7 @@ from torch import nn
 
 from zupu import registry
 from zupu.atomic import write_bytes, write_json
-from zupu.errors import CheckpointError, ZupuError
+from zupu.errors import CheckpointError, SettingError, ZupuError
 from zupu.hf.tensors import find_weights, model_dtype, read_tensors
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -195,9 +195,11 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | None = torch.float3
     return model.eval()
 
 
-def from_pretrained(path_or_repo_id: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> nn.Module:
+def from_pretrained(path_or_repo_id: str | os.PathLike, dtype: torch.dtype | None = torch.float32,
+                    quantize: str | None = None) -> nn.Module:
     """A zupu run dir, an HF checkpoint dir, a `.gguf` file, a weights-registry name (`smollm2`) or `org/name` on a
-    zupu hub -> the zupu model, its floating-point weights as `dtype` (`None` keeps the checkpoint's own dtype)."""
+    zupu hub -> the zupu model, its floating-point weights as `dtype` (`None` keeps the checkpoint's own dtype).
+    `quantize="int4"` (GGUF files only) keeps the file's 4-bit blocks for fast decoding (`zupu.hf.gguf.load`)."""
     from zupu.weights import registry as weights
 
     path = Path(path_or_repo_id)
@@ -206,7 +208,9 @@ def from_pretrained(path_or_repo_id: str | os.PathLike, dtype: torch.dtype | Non
     if path.suffix == ".gguf":
         from zupu.hf import gguf
 
-        return gguf.load(path, dtype)
+        return gguf.load(path, dtype, quantize)
+    if quantize is not None:
+        raise SettingError(f"quantize={quantize!r} applies to GGUF files only; {path_or_repo_id} is not one")
     if path.exists():
         if (path / MODEL_INDEX).is_file() and not (path / CONFIG).is_file():
             raise CheckpointError(f"{path} is a model made of parts ({MODEL_INDEX}): load them all with "

@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from zupu.errors import CheckpointError
+from zupu.errors import CheckpointError, SettingError
 from zupu.hf import llama as hf_llama
 from zupu.models.llama import Llama, LlamaConfig
+from zupu.nn import Int4Linear
 from zupu.tokenizers.fast import FastBPE
 
 _GLOBAL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
@@ -137,6 +138,38 @@ class GGUF:
             state[name] = torch.from_numpy(w if w.flags.writeable else w.copy())  # F32 is a view of the read-only map
         return state
 
+    def int4_planes(self, config: LlamaConfig) -> dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        """Every Q4_1 or Q8_0 matrix kept in its blocks of 32, as `Int4Linear` planes (q as int8) under its HF
+        name, q/k rows back in Llama's order: (q - 8) s + z summed over the planes is the dequantised weight
+        (`Int4Linear` rounds s and z to bfloat16). Q4_1 (w = d q + m, q in [0, 15]) is one plane, s = d,
+        z = m + 8 d. Q8_0 (w = d q, q an int8) is two, q = 16 hi + lo: hi + 8 with s = 16 d, z = 0, and
+        lo in [0, 15] with s = d, z = 8 d."""
+        from gguf import GGMLQuantizationType as Q
+
+        n_kv = config.num_key_value_heads or config.num_attention_heads
+        planes = {}
+        for t in self.reader.tensors:
+            name = hf_name(t.name)
+            if t.tensor_type not in (Q.Q4_1, Q.Q8_0) or name is None:
+                continue
+            rows = int(t.shape[1])
+            raw = np.asarray(t.data).reshape(rows, -1, 20 if t.tensor_type == Q.Q4_1 else 34)
+            d = raw[..., :2].copy().view(np.float16)[..., 0].astype(np.float32)  # (rows, blocks)
+            if t.tensor_type == Q.Q4_1:
+                m = raw[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
+                qs = raw[..., 4:]
+                # low nibbles hold weights 0..15 of the block, high nibbles 16..31
+                q = np.concatenate([qs & 15, qs >> 4], -1).reshape(rows, -1).astype(np.int8)
+                parts = [(q, d, m + 8 * d)]
+            else:
+                q8 = raw[..., 2:].copy().view(np.int8).reshape(rows, -1)
+                parts = [((q8 >> 4) + 8, 16 * d, np.zeros_like(d)), (q8 & 15, d, 8 * d)]
+            heads = (config.num_attention_heads if t.name.endswith("attn_q.weight")
+                     else n_kv if t.name.endswith("attn_k.weight") else None)
+            planes[name] = [tuple(torch.from_numpy(np.ascontiguousarray(a if heads is None else unpermute(a, heads)))
+                                  for a in part) for part in parts]
+        return planes
+
     def tokenizer(self) -> FastBPE:
         """The byte-level BPE tokenizer, with the chat template and end-of-turn token the file names."""
         model = self.require("tokenizer.ggml.model")
@@ -163,8 +196,39 @@ def tokenizer(path: Path) -> FastBPE:
     return GGUF(Path(path)).tokenizer()
 
 
-def load(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> Llama:
-    """A Llama GGUF file -> zupu Llama with its weights dequantised (float32, or `dtype`)."""
+QUANTIZE = ("int4",)
+
+
+def load(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32, quantize: str | None = None) -> Llama:
+    """A Llama GGUF file -> zupu Llama with its weights dequantised (float32, or `dtype`). `quantize="int4"` keeps
+    every Q4_1 / Q8_0 matrix multiplication in its 4-bit blocks (`zupu.nn.Int4Linear`, bfloat16 products, about
+    4x faster decoding on AVX-512 CPUs); the token embedding stays dequantised, as its lookup reads one row."""
+    if quantize not in (None, *QUANTIZE):
+        raise SettingError(f"quantize={quantize!r} is not a GGUF load option; use None (exact float32 weights) or "
+                           f"one of {QUANTIZE}")
     g = GGUF(Path(path))
     config = g.config()
-    return hf_llama.from_state(config, g.tensors(config), str(g.path), dtype)
+    model = hf_llama.from_state(config, g.tensors(config), str(g.path), dtype)
+    if quantize:
+        planes = g.int4_planes(config)
+        if not planes:
+            raise SettingError(f"quantize={quantize!r}: {g.path} has no Q4_1 or Q8_0 matrices to keep in 4-bit "
+                               "blocks; load it with quantize=None")
+        use_int4(model, planes)
+    return model
+
+
+def use_int4(model: Llama, planes: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]) -> Llama:
+    """Swap each Linear of `model` whose HF matrices all have `planes` (`GGUF.int4_planes`) for an Int4Linear."""
+    config = model.config
+    names = hf_llama.names_for(config)
+    for key in [k for k in model.state_dict() if k.endswith(".weight")]:
+        hf_keys = list(names("embed_tokens.weight" if key == "lm_head.weight" and config.tie_word_embeddings
+                             else key))
+        if key == "embed_tokens.weight" or not all(k in planes for k in hf_keys):
+            continue
+        merged = [tuple(torch.cat(ts) for ts in zip(*parts, strict=True))
+                  for parts in zip(*(planes[k] for k in hf_keys), strict=True)]  # fused q/k/v, gate/up rows
+        parent, _, child = key.removesuffix(".weight").rpartition(".")
+        setattr(model.get_submodule(parent), child, Int4Linear(merged))
+    return model
