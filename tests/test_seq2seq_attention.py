@@ -183,5 +183,5 @@ def test_quick_run_learns_to_translate(tmp_path):
     m = result["metrics"]
     judged = recipe.Tatoeba().milestone_for(quick=True).judge(m)
     assert judged["name"] == "bleu" and judged["passed"], judged
-    assert m["baseline_bleu"] > 1.0 and 0.0 <= m["bleu_gain_p"] <= 1.0, m  # the twin learned too; the test ran
+    assert m["baseline_bleu"] > 1.0, m  # its no-attention twin learned too: the comparison is between two models
     assert (tmp_path / "alignment.png").stat().st_size > 0

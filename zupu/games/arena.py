@@ -23,16 +23,9 @@ from typing import Any
 import numpy as np
 
 from zupu.games.boards import BoardGame
+from zupu.train.metrics import wilson_interval
 
 Player = Callable[[Sequence[Any], Sequence[int]], list[int]]
-
-
-def wilson(score: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson interval of a rate `score` (0..1) measured in `n` trials."""
-    if n == 0:
-        return 0.0, 1.0
-    centre, half = score + z * z / (2 * n), z * math.sqrt(score * (1 - score) / n + z * z / (4 * n * n))
-    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
 def elo(score: float, n: int) -> float:
@@ -107,9 +100,10 @@ def match(agent: Player, opponent: Player, game: BoardGame, games: int, opening_
     # the second half's games are numbered after the first's: an MCTSBot opponent gets fresh seeds there
     as_second = [(1 - r) / 2 for r in play(shifted(opponent, len(lines)), agent, game, lines)]
     score = float(np.mean(as_first + as_second))
-    lo, hi = wilson(score, len(as_first) + len(as_second))
+    n = len(as_first) + len(as_second)
+    lo, hi = wilson_interval(score * n, n)  # a draw counts half a win
     return {"score": score, "lo": lo, "hi": hi, "first": float(np.mean(as_first)),
-            "second": float(np.mean(as_second)), "games": len(as_first) + len(as_second)}
+            "second": float(np.mean(as_second)), "games": n}
 
 
 def shifted(player: Player, offset: int) -> Player:

@@ -47,9 +47,9 @@ def accuracy(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], la
     return right / n
 
 
-def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson_interval(hits: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a binomial proportion (95% for z = 1.96): sound near 0 and 1, where the
-    normal approximation is not."""
+    normal approximation is not. `hits` may be fractional (a game score counting a draw as half a win)."""
     if n == 0:
         return 0.0, 1.0
     p = hits / n
