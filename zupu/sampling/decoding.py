@@ -18,6 +18,7 @@ from torch import nn
 
 from zupu.errors import SettingError
 from zupu.nn import pack_linears
+from zupu.train.device import of
 
 
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -58,7 +59,9 @@ def generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, tem
     multiply by oneDNN-packed copies of their weights from the first call on (`zupu.nn.linear`)."""
     pack_linears(model)
     n_ctx = model.config.n_positions
-    ids, mask = input_ids, attention_mask  # mask stays None when no row is padded
+    device = of(model)  # a prompt tokenised on the host joins the model where it is
+    ids = input_ids.to(device)
+    mask = None if attention_mask is None else attention_mask.to(device)  # None when no row is padded
     b, t = ids.shape
     if t == 0:
         raise SettingError("generate needs a prompt of at least one token")

@@ -1,0 +1,104 @@
+"""The device check (tests/device_check.py) finds, on a CPU, what would break on a GPU; tests/test_contract.py
+runs every recipe's tiny training and `zupu eval` under it. Here: it catches planted bugs (which the CPU alone
+runs without complaint) and passes their fixes."""
+
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from device_check import DeviceTags, HostDeviceMix, host_tensors_held
+from torch import nn
+
+import zupu.models.gpt
+from zupu.train import launch
+from zupu.train.batches import TensorBatches
+from zupu.train.metrics import accuracy
+from zupu.train.threads import threads
+from zupu.train.trainer import Trainer
+
+
+class Positions(nn.Module):
+    """x + its position: `torch.arange(T)` with the device (right) or without it (the bug)."""
+
+    def __init__(self, on_device: bool):
+        super().__init__()
+        self.on_device = on_device
+        self.scale = nn.Parameter(torch.ones(()))
+        self.proj = nn.Linear(5, 5)
+
+    def forward(self, x):  # (B, T)
+        t = x.size(1)
+        pos = torch.arange(t, device=x.device) if self.on_device else torch.arange(t)
+        return self.proj(self.scale * x + pos)  # (B, T)
+
+
+def _fit(model, step=None):
+    x = torch.randn(8, 5)
+    step = step or (lambda batch: {"loss": model(batch[0]).square().mean()})
+    return Trainer(model, step, TensorBatches(x, batch_size=4), torch.optim.AdamW(model.parameters(), lr=0.1),
+                   max_steps=2, grad_clip=1.0).fit()
+
+
+def _on_device(model):
+    return model.to("cpu")  # what launch does with the run's device: under the check, a move
+
+
+def test_a_forward_that_makes_its_positions_on_the_host_is_caught():
+    _fit(Positions(on_device=False))  # on the CPU alone the bug is invisible
+    with DeviceTags(), pytest.raises(HostDeviceMix, match="arange"):
+        _fit(_on_device(Positions(on_device=False)))
+    with DeviceTags():
+        _fit(_on_device(Positions(on_device=True)))
+
+
+def test_a_step_that_makes_its_targets_on_the_host_is_caught():
+    with DeviceTags():
+        model = _on_device(Positions(on_device=True))
+        with pytest.raises(HostDeviceMix, match=r"meets a host tensor \(4, 5\)"):
+            _fit(model, lambda batch: {"loss": F.mse_loss(model(batch[0]), torch.zeros(batch[0].shape))})
+        _fit(model, lambda batch: {"loss": F.mse_loss(model(batch[0]), batch[0].new_zeros(batch[0].shape))})
+        _fit(model, lambda batch: {"loss": model(batch[0]).mean() * torch.tensor(2.0)})  # a CPU scalar is fine
+
+
+def test_an_unmoved_test_set_a_cpu_generator_and_numpy_of_a_device_tensor_are_caught():
+    x, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 0])
+    with DeviceTags():
+        model = _on_device(Positions(on_device=True))
+        with pytest.raises(HostDeviceMix, match="host tensor"):
+            model(x)
+        model(x.to("cpu"))
+        assert 0 <= accuracy(model, x, y) <= 1  # moves its chunks
+        g = torch.Generator().manual_seed(0)
+        out = model(x.to("cpu"))
+        with pytest.raises(HostDeviceMix, match="CPU generator"):
+            torch.bernoulli(out.sigmoid(), generator=g)
+        with pytest.raises(HostDeviceMix, match="host tensor"):  # device= does not move a CPU generator's draw
+            out + torch.randn(out.shape, generator=g, device=out.device)
+        out + torch.randn(out.shape, generator=g).to(out.device)
+        with pytest.raises(HostDeviceMix, match="numpy"):
+            zupu_numpy = types.FunctionType((lambda t: t.numpy()).__code__, {"__name__": "zupu.example"})
+            zupu_numpy(out.detach())
+        assert isinstance(out.detach().cpu().numpy(), np.ndarray)
+        model.cpu()  # figures read the weights on the host
+        model(x)
+
+
+def test_a_real_recipe_with_a_planted_bug_fails_the_check(monkeypatch, tmp_path):
+    """GPT's forward with its position ids made without the device (what `torch.arange(T)` in a forward is)."""
+
+    def arange(*args, device=None, **kwargs):
+        return torch.arange(*args, **kwargs)
+
+    monkeypatch.setattr(zupu.models.gpt, "torch", types.SimpleNamespace(**{**vars(torch), "arange": arange}))
+    tiny = launch.registry.get("gpt").recipe("shakespeare-char").tiny
+    with threads(1), DeviceTags(), pytest.raises(HostDeviceMix, match="arange|host tensor"):
+        launch.train("gpt", "shakespeare-char", tmp_path, overrides={**tiny, "steps": 1}, device="cpu")
+
+
+def test_tensors_a_module_holds_outside_its_buffers_are_found():
+    model = Positions(on_device=True)
+    assert host_tensors_held(model) == []
+    model.table = torch.arange(4)  # `.to(device)` would leave this behind
+    assert host_tensors_held(model) == ["Positions.table"]
