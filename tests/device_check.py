@@ -114,7 +114,13 @@ class DeviceTags(TorchFunctionMode):
                                     f"{tuple(device[0].shape)}: on a GPU this fails (tensors on two devices); "
                                     "make the host one on the device (device=..., .to(device))")
         out = func(*args, **kwargs)
-        if func in (Tensor.to, Tensor.cuda) and (func is Tensor.cuda or _moves(args, kwargs)):
+        if _name(func) == "__set__" and len(args) > 1 and isinstance(args[1], Tensor):  # `t.data = u`: t is where u is
+            for tags in (self.on_device, self.either):
+                if args[1] in tags:
+                    tags[args[0]] = True
+                else:
+                    tags.pop(args[0], None)
+        elif func in (Tensor.to, Tensor.cuda) and (func is Tensor.cuda or _moves(args, kwargs)):
             src = args[0]
             if isinstance(src, nn.Parameter):  # Module.to moves its parameters in place
                 self.on_device[src] = True
