@@ -6,10 +6,10 @@ mixes devices, and `.numpy()` of a device tensor fails outright. On the CPU the 
 and the run's device are one device. `DeviceTags` tells them apart: a TorchFunctionMode that follows every
 tensor's device *of intent* while a run (`zupu train`, `zupu eval`) goes on:
 
-- on the device: what `.to(device)` / `.cuda()` returns (so a model's parameters and buffers once `launch` moves it,
-  and every batch the Trainer moves), and whatever an operation computes from a device tensor; a parameter leaves
-  with `.cpu()`;
-- on either: what a factory makes with `device=` (`torch.arange(T, device=x.device)` is right wherever x is);
+- on the device: a module's parameters and buffers once `Module.to` moves it (`launch` moves the run's model), and
+  whatever an operation computes from a device tensor; they leave with `Module.cpu()`;
+- on either: what a factory makes with `device=` and what `x.to(device)` returns (`torch.arange(T, device=x.device)`
+  and `batch.to(of(model))` are right wherever x or the model is), and what is computed from such tensors alone;
 - on the host: everything else, i.e. what factories make without `device=` (`torch.zeros/arange/randn/tensor/
   from_numpy...`), what `.cpu()` returns, tensors made before the run or read from files, and anything a CPU
   generator draws (it draws on the CPU whatever `device=` says; on CUDA a CPU generator is refused);
@@ -20,8 +20,9 @@ code. A device tensor may be indexed by host indices and copied to or from the h
 
 The first version of this check (torch.set_default_device("meta") inside forwards and steps) found only factories
 inside those scopes: not a batch that was never moved, a CPU generator, or `.numpy()`. This one needs no scopes.
-What it cannot tell apart: `.to("cpu")` written to mean "the host" is taken as a move to the run's device (write
-`.cpu()`); tensors made in other threads are not followed (the Trainer's thread workers).
+What it cannot tell apart: `x.to("cpu")` meant as "the host" passes as a move to the model (write `.cpu()`); a
+factory's explicit `device="cpu"` likewise; tensors made in other threads are not followed (the Trainer's thread
+workers).
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def _caller() -> str:
         return "?"
     path = frame.f_code.co_filename
     return f"{path[path.find('zupu/'):] if 'zupu/' in path else path}:{frame.f_lineno}"
+
+
+def _moving_a_module() -> bool:
+    """Whether this `.to` is Module.to's, on a module's parameters and buffers (its `convert` in module.py)."""
+    frame = sys._getframe(2)
+    return frame.f_code.co_name == "convert" and frame.f_code.co_filename.endswith("torch/nn/modules/module.py")
 
 
 def _name(func: Any) -> str:
@@ -122,12 +129,18 @@ class DeviceTags(TorchFunctionMode):
                     tags.pop(args[0], None)
         elif func in (Tensor.to, Tensor.cuda) and (func is Tensor.cuda or _moves(args, kwargs)):
             src = args[0]
-            if isinstance(src, nn.Parameter):  # Module.to moves its parameters in place
-                self.on_device[src] = True
-                return out
-            if out is src and src not in self.on_device:  # the same object on the CPU: a new one for the device
-                out = out.view_as(out)
-            self.on_device[out] = True
+            if _moving_a_module():  # Module.to: the run's model (and any module moved beside it) goes to the device
+                if isinstance(src, nn.Parameter):  # moved in place
+                    self.on_device[src] = True
+                    return out
+                if out is src:  # the same object on the CPU: a new one for the device
+                    out = out.view_as(out)
+                self.on_device[out] = True
+            else:  # `x.to(of(model))`: right wherever the model is, so on either side
+                if out is src and src not in self.either:
+                    out = out.view_as(out)
+                self.on_device.pop(out, None)
+                self.either[out] = True
         elif func is Tensor.cpu:
             src = args[0]
             if isinstance(src, nn.Parameter):  # Module.cpu

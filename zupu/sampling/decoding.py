@@ -40,10 +40,11 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = N
         drop = probs.cumsum(-1) - probs > top_p  # mass before this token already reaches p; the first stays
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
     probs = logits.softmax(-1)
-    if generator is not None and generator.device != probs.device:
-        # a host generator keeps a seed's samples the same on every device (the draw is a (B, V) copy per token)
+    if generator is not None:
+        # drawn where the generator lives: a host generator keeps a seed's samples the same on every device (the
+        # draw is a (B, V) copy per token on a GPU, nothing on the CPU)
         return torch.multinomial(probs.to(generator.device), 1, generator=generator)[:, 0].to(probs.device)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return torch.multinomial(probs, 1)[:, 0]
 
 
 @torch.no_grad()
