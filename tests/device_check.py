@@ -103,6 +103,10 @@ class DeviceTags(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         tensors = _tensors(args, kwargs)
+        if getattr(func, "_qualified_op_name", "").startswith("mkldnn::"):
+            # CPU-only kernels, taken only when the input is on the CPU (zupu.nn.linear's packed weights, a cache
+            # kept beside the parameters): never with a GPU's tensors, so judged by the input alone
+            tensors = tensors[:1]
         device = [t for t in tensors if t in self.on_device]
         host = [t for t in tensors if t not in self.on_device and t not in self.either and t.dim() > 0]
         generator = kwargs.get("generator")
