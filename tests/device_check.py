@@ -151,6 +151,10 @@ class DeviceTags(TorchFunctionMode):
                 self.on_device.pop(src, None)
             elif out is src and src in self.on_device:
                 out = out.view_as(out)
+        elif func is Tensor.__getitem__ and isinstance(out, Tensor):  # indexing gives what was indexed, whatever
+            for tags in (self.on_device, self.either):  # the indices (host indices into a device tensor are fine)
+                if args[0] in tags and out is not args[0]:
+                    tags[out] = True
         elif device and not cpu_generator:
             self._tag(out, tensors)
         elif not cpu_generator and ((not tensors and func in FACTORIES and kwargs.get("device") is not None)
