@@ -2,7 +2,11 @@
 runs every recipe's tiny training and `zupu eval` under it. Here: it catches planted bugs (which the CPU alone
 runs without complaint) and passes their fixes."""
 
+import os
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,3 +106,33 @@ def test_tensors_a_module_holds_outside_its_buffers_are_found():
     assert host_tensors_held(model) == []
     model.table = torch.arange(4)  # `.to(device)` would leave this behind
     assert host_tensors_held(model) == ["Positions.table"]
+
+
+GPU_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+
+
+def _gpu_bench(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(GPU_BENCH.parents[1]), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, str(GPU_BENCH), *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def test_the_gpu_benchmark_parses_and_says_when_there_is_no_gpu(tmp_path):
+    """benchmarks/gpu.py is what a lent GPU would run; here it must at least start, and refuse to measure."""
+    out = _gpu_bench("--help")
+    assert out.returncode == 0 and "--smoke" in out.stdout
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: run the benchmark itself")
+    out = _gpu_bench(str(tmp_path), "--out", str(tmp_path / "RESULTS.md"))
+    assert out.returncode == 0 and "no CUDA GPU on this machine" in out.stdout
+    assert not (tmp_path / "RESULTS.md").exists()
+
+
+@pytest.mark.skipif(not os.environ.get("ZUPU_NANOGPT"), reason="set ZUPU_NANOGPT to a nanoGPT checkout")
+def test_the_gpu_benchmark_runs_its_code_on_tiny_shapes():
+    """`--smoke`: training steps of zupu's GPT and nanoGPT's, and generation against transformers with the first
+    tokens checked equal, on tiny shapes on the CPU; nothing written."""
+    out = _gpu_bench(os.environ["ZUPU_NANOGPT"], "--smoke", "--steps", "2", "--rounds", "1", "--warmup", "1",
+                     "--new", "4", "--batch", "2", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "zupu / nanoGPT training speed" in out.stdout and "nothing written" in out.stdout
