@@ -136,3 +136,44 @@ def test_the_gpu_benchmark_runs_its_code_on_tiny_shapes():
                      "--new", "4", "--batch", "2", timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "zupu / nanoGPT training speed" in out.stdout and "nothing written" in out.stdout
+
+
+def test_zupu_generate_and_draw_keep_to_their_device(tmp_path, capsys):
+    """`zupu generate --device` and `zupu draw --device` (class-conditional, with image-to-image and inpainting)
+    under the check: the prompt, noise, labels, start image and mask join the model; the output is unchanged."""
+    import dataclasses
+
+    from PIL import Image
+
+    from zupu import create, registry
+    from zupu.apps.draw import draw
+    from zupu.checkpoint import save_model
+    from zupu.cli import main
+    from zupu.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.from_text("the quick brown fox jumps over the lazy dog\n")
+    torch.manual_seed(0)
+    save_model(create("gpt", "tiny", vocab_size=tok.vocab_size, n_positions=32).eval(), tmp_path / "gpt",
+               {"recipe": "test"})
+    tok.save(tmp_path / "gpt")
+    args = ["generate", str(tmp_path / "gpt"), "--prompt", "the ", "--max-new-tokens", "12", "--seed", "3"]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    with DeviceTags():
+        assert main([*args, "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == plain
+
+    recipe = registry.get("diffusion").recipe("fashion-ddpm")
+    s = recipe.settings(overrides=recipe.tiny)
+    torch.manual_seed(0)
+    save_model(recipe.build(s), tmp_path / "ddpm", {"member": "diffusion", "recipe": recipe.name, "seed": 0,
+                                                    "settings": dataclasses.asdict(s)})
+    side = s.image_size
+    Image.fromarray(np.full((side, side), 200, np.uint8), mode="L").save(tmp_path / "init.png")
+    Image.fromarray(np.tile(np.arange(side, dtype=np.uint8) * (255 // side), (side, 1)), mode="L").save(
+        tmp_path / "mask.png")
+    kw = dict(label="sneaker", steps=2, n=2, init=str(tmp_path / "init.png"), mask=str(tmp_path / "mask.png"))
+    expected = draw(tmp_path / "ddpm", **kw)
+    with DeviceTags():
+        got = draw(tmp_path / "ddpm", device="cpu", **kw)
+    assert torch.equal(got, expected)
