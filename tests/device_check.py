@@ -78,6 +78,11 @@ def _moving_a_module() -> bool:
     return frame.f_code.co_name == "convert" and frame.f_code.co_filename.endswith("torch/nn/modules/module.py")
 
 
+def _setting(func: Any, attribute: str) -> bool:
+    """Whether `func` assigns the tensor attribute `attribute` (`t.data = u` calls the descriptor's __set__)."""
+    return _name(func) == "__set__" and getattr(getattr(func, "__self__", None), "__name__", None) == attribute
+
+
 def _name(func: Any) -> str:
     return getattr(func, "__name__", None) or repr(func)
 
@@ -125,7 +130,7 @@ class DeviceTags(TorchFunctionMode):
                                     f"{tuple(device[0].shape)}: on a GPU this fails (tensors on two devices); "
                                     "make the host one on the device (device=..., .to(device))")
         out = func(*args, **kwargs)
-        if _name(func) == "__set__" and len(args) > 1 and isinstance(args[1], Tensor):  # `t.data = u`: t is where u is
+        if _setting(func, "data") and isinstance(args[1], Tensor):  # `t.data = u`: t is now where u is
             for tags in (self.on_device, self.either):
                 if args[1] in tags:
                     tags[args[0]] = True
