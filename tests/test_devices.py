@@ -177,3 +177,19 @@ def test_zupu_generate_and_draw_keep_to_their_device(tmp_path, capsys):
     with DeviceTags():
         got = draw(tmp_path / "ddpm", device="cpu", **kw)
     assert torch.equal(got, expected)
+
+
+def test_zupu_eval_scores_where_the_run_trained_or_where_it_can(tmp_path, capsys):
+    import json
+
+    from zupu.cli import main
+
+    launch.train("mp-neuron", "logic", tmp_path, device="cpu")
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["device"] == "cpu"  # the device metrics.json records
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    record["metrics"]["device"] = "cuda:7"  # trained on a machine with more GPUs than this one
+    (tmp_path / "metrics.json").write_text(json.dumps(record))
+    assert launch.evaluate(tmp_path)["device"] == str(launch.devices.resolve("auto"))
+    assert launch.evaluate(tmp_path, "cpu")["device"] == "cpu"
