@@ -60,7 +60,8 @@ def generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, tem
     multiply by oneDNN-packed copies of their weights from the first call on (`zupu.nn.linear`)."""
     pack_linears(model)
     n_ctx = model.config.n_positions
-    device = of(model)  # a prompt tokenised on the host joins the model where it is
+    # a prompt tokenised on the host joins the model where it is (a stand-in that is no module keeps it as given)
+    device = of(model) if isinstance(model, nn.Module) else input_ids.device
     ids = input_ids.to(device)
     mask = None if attention_mask is None else attention_mask.to(device)  # None when no row is padded
     b, t = ids.shape
