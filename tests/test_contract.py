@@ -4,13 +4,18 @@ recipes are covered with no edit here): trained at its `tiny` settings, a run di
 - names the member and recipe that made it in config.json (not the member whose class it saved);
 - re-evaluates through `zupu eval DIR` to the metrics the run reported, within float tolerance;
 - loads with `zupu.from_pretrained(DIR)` into the class it saved, which runs a forward on the recipe's
-  `example` input.
+  `example` input;
+- would run on a GPU: training and `zupu eval` go on under tests/device_check.py's `DeviceTags`, which raises
+  where host and device tensors would meet on one (a batch never moved, a tensor made without `device=`, a CPU
+  generator on device tensors, `.numpy()` of a device tensor), and the model keeps every tensor it holds in its
+  parameters and buffers, which `.to(device)` moves.
 """
 
 import json
 
 import pytest
 import torch
+from device_check import DeviceTags, host_tensors_held
 from torch import nn
 
 import zupu
@@ -35,15 +40,18 @@ def _one_thread():
 @pytest.mark.parametrize(("member", "recipe"), RECIPES, ids=[f"{m.name}/{r.name}" for m, r in RECIPES])
 def test_recipe_run_is_recorded_reevaluated_and_reloaded(member, recipe, tmp_path, capsys):
     assert recipe.tiny is not None, f"recipe {recipe.name!r} of {member.name} declares no tiny settings"
-    launch.train(member.name, recipe.name, tmp_path, overrides=dict(recipe.tiny), device="cpu")
+    with DeviceTags():
+        launch.train(member.name, recipe.name, tmp_path, overrides=dict(recipe.tiny), device="cpu")
     reported = json.loads((tmp_path / "metrics.json").read_text())
     assert reported["metrics"]["device"] == "cpu"  # the model, batches and evaluation ran where asked
     entry = json.loads((tmp_path / "config.json").read_text())["zupu"]
     assert (reported["member"], reported["recipe"]) == (entry["member"], entry["recipe"]) == (member.name, recipe.name)
 
     capsys.readouterr()
-    assert main(["eval", str(tmp_path)]) == 0
+    with DeviceTags():
+        assert main(["eval", str(tmp_path)]) == 0
     evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["device"] == "cpu"  # where the run trained
     assert (evaluated["member"], evaluated["recipe"]) == (member.name, recipe.name)
     assert evaluated["metrics"], f"{recipe.name}'s evaluate returned no metrics"
     unreported = sorted(set(evaluated["metrics"]) - set(reported["metrics"]))
@@ -53,6 +61,7 @@ def test_recipe_run_is_recorded_reevaluated_and_reloaded(member, recipe, tmp_pat
 
     model = zupu.from_pretrained(tmp_path)
     assert (type(model).__module__, type(model).__name__) == (entry["model_module"], entry["architecture"])
+    assert host_tensors_held(model) == [], "tensors held outside the parameters and buffers stay on the host"
     with torch.no_grad():
         out = model(*recipe.example(recipe.settings(overrides=entry["settings"])))
     out = getattr(out, "logits", out)

@@ -23,6 +23,15 @@ def test_only_cpus_and_cuda_devices_are_asked():
     assert precision.resolve("auto", "mps") == "fp32"  # no other device is assumed to multiply bf16 natively
 
 
+@pytest.mark.parametrize("capable", [True, False])
+def test_a_gpu_is_asked_its_capability(monkeypatch, capable):
+    """On CUDA, "auto" is bfloat16 exactly where the GPU has it (Ampere and later), as on a CPU with AVX-512 BF16:
+    the GPT recipes' autocast takes the batch's device type, so the same setting means the same on both."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: capable)
+    assert precision.resolve("auto", "cuda") == ("bf16" if capable else "fp32")
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_gpt_recipe_on_either_kind_of_cpu(monkeypatch, native):
     """The shipped recipe (precision auto): autocast and Muon's bfloat16 Newton-Schulz only on native hardware;

@@ -85,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from zupu.train.launch import evaluate
 
-    print(json.dumps(evaluate(args.run), indent=2))
+    print(json.dumps(evaluate(args.run, args.device), indent=2))
     return 0
 
 
@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("eval", help="re-evaluate a saved run and print its metrics as JSON")
     s.add_argument("run")
+    s.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the device the run trained on, "
+                   "or auto where this machine lacks it)")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("tour", help="run every working member's recipes (exit 1 if a milestone is missed); "

@@ -67,17 +67,22 @@ def label_of(text: str, classes: tuple[str, ...]) -> int:
 
 def draw_text(run: str | Path, prompt: str | None, steps: int = 50, guidance: float = 3.0, seed: int = 0,
               n: int = 8, init: str | None = None, strength: float = 0.7, mask: str | None = None,
-              outpaint: int = 0) -> torch.Tensor:
-    """(n, 3, H, W) images in [0, 1] from a text-to-image pipeline folder (an emoji-latent run)."""
+              outpaint: int = 0, device: str = "cpu") -> torch.Tensor:
+    """(n, 3, H, W) images in [0, 1] (on the host) from a text-to-image pipeline folder (an emoji-latent run),
+    drawn on `device`."""
     import torch
 
     from zupu.sampling.latent import TextToImage
+    from zupu.train.device import resolve
 
     if not prompt:
         raise SettingError("this model draws from text: give --prompt TEXT")
     if outpaint < 0:
         raise SettingError(f"--outpaint must be >= 0 pixels, got {outpaint}")
     pipe = TextToImage.load(run)
+    where = resolve(device)
+    for part in (pipe.unet, pipe.text_model, pipe.vae):
+        part.to(where)
     size = pipe.size
     x0 = _image(init, size, "--init image", "RGB") if init else None
     keep = (_image(mask, size, "--mask") > 0.5).float() if mask else None
@@ -91,18 +96,20 @@ def draw_text(run: str | Path, prompt: str | None, steps: int = 50, guidance: fl
         canvas[..., outpaint:outpaint + size, outpaint:outpaint + size] = x0
         keep[..., outpaint:outpaint + size, outpaint:outpaint + size] = 0
         x0 = canvas
-    return pipe([prompt] * n, steps, guidance, seed, init=x0, strength=strength, mask=keep)
+    return pipe([prompt] * n, steps, guidance, seed, init=x0, strength=strength, mask=keep).cpu()
 
 
 def draw(run: str | Path, label: str | None = None, steps: int = 50, guidance: float = 2.0, seed: int = 0,
          n: int = 8, init: str | None = None, strength: float = 0.7, mask: str | None = None,
-         outpaint: int = 0) -> torch.Tensor:
-    """(n, C, H, W) images in [0, 1] from run directory `run`; `label` is the prompt of a text-to-image run."""
+         outpaint: int = 0, device: str = "cpu") -> torch.Tensor:
+    """(n, C, H, W) images in [0, 1] (on the host) from run directory `run`, drawn on `device`; `label` is the
+    prompt of a text-to-image run."""
     import torch
 
     from zupu import registry
     from zupu.checkpoint import from_pretrained, read_config
     from zupu.sampling import denoise
+    from zupu.train.device import resolve, to_device
 
     if steps < 1:
         raise SettingError(f"--steps must be at least 1, got {steps}")
@@ -111,7 +118,7 @@ def draw(run: str | Path, label: str | None = None, steps: int = 50, guidance: f
     if n < 1:
         raise SettingError(f"--n must be at least 1, got {n}")
     if (Path(run) / "model_index.json").is_file():  # a text-to-image pipeline (emoji-latent)
-        return draw_text(run, label, steps, guidance, seed, n, init, strength, mask, outpaint)
+        return draw_text(run, label, steps, guidance, seed, n, init, strength, mask, outpaint, device)
     entry: dict[str, Any] = read_config(run).get("zupu") or {}
     if entry.get("member") != "diffusion":
         raise SettingError(f"{run} is not a diffusion run (its config.json names member {entry.get('member')!r}); "
@@ -129,24 +136,28 @@ def draw(run: str | Path, label: str | None = None, steps: int = 50, guidance: f
         if x0 is None:
             raise SettingError("--mask needs --init: the image whose unmasked pixels are kept")
         keep = (keep > 0.5).float()
-    model = from_pretrained(run)
+    where = resolve(device)
+    model = from_pretrained(run).to(where)
     labels = torch.full((n,), label_of(label, CLASSES) if label is not None else 0, dtype=torch.long)
     g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(n, 1, size, size, generator=g)
+    noise = torch.randn(n, 1, size, size, generator=g)  # on the host: a seed draws the same on every device
+    noise, labels, x0, keep = to_device((noise, labels, x0, keep), where)
     with torch.no_grad():
         out = denoise(model, recipe.scheduler(s), noise, steps, labels=labels, null_label=NULL, guidance=guidance,
                       generator=g, init=None if x0 is None else x0.expand(n, -1, -1, -1),
                       strength=strength if x0 is not None and keep is None else 1.0, mask=keep, desc="draw")
-    return (out.clamp(-1, 1) + 1) / 2
+    return ((out.clamp(-1, 1) + 1) / 2).cpu()
 
 
 def draw_dalle(run: str | Path, prompt: str | None, n: int = 8, seed: int = 0, rerank: bool = False,
-               top_k: int | None = None) -> torch.Tensor:
-    """(n, 3, H, W) images in [0, 1] drawn by a DALL-E run from `prompt`, CLIP's best first with `rerank`."""
+               top_k: int | None = None, device: str = "cpu") -> torch.Tensor:
+    """(n, 3, H, W) images in [0, 1] (on the host) drawn on `device` by a DALL-E run from `prompt`, CLIP's best
+    first with `rerank`."""
     import torch
 
     from zupu.checkpoint import from_pretrained, read_config
     from zupu.recipes import dalle
+    from zupu.train.device import resolve
 
     if prompt is None:
         raise SettingError("a DALL-E run draws from a caption: give --prompt, e.g. --prompt 'a red seven'")
@@ -155,7 +166,7 @@ def draw_dalle(run: str | Path, prompt: str | None, n: int = 8, seed: int = 0, r
     entry: dict[str, Any] = read_config(run).get("zupu") or {}
     s = dalle.RECIPES[0].settings(overrides=entry.get("settings"))
     text = dalle.encode_captions([prompt], s.text_len)
-    model = from_pretrained(run).eval()
+    model = from_pretrained(run).eval().to(resolve(device))
     images, _ = model.generate_images(text.expand(n, -1), top_k if top_k is not None else s.top_k,
                                       generator=torch.Generator().manual_seed(seed))
     images = images.clamp(-1, 1)
@@ -164,7 +175,7 @@ def draw_dalle(run: str | Path, prompt: str | None, n: int = 8, seed: int = 0, r
 
         clip = tokenizer()([prompt], context_length=dalle.clip_settings(s).context, truncation=True)
         images = images[model.rerank(images[None], clip["input_ids"], clip["attention_mask"])[0]]
-    return (images + 1) / 2
+    return ((images + 1) / 2).cpu()
 
 
 def save_grid(images: torch.Tensor, path: str | Path, scale: int = 4) -> None:
@@ -193,7 +204,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
     # a text-to-image pipeline folder (diffusers' layout) has model_index.json, not config.json
     config = Path(args.run) / "config.json"
     if config.is_file() and (read_config(args.run).get("zupu") or {}).get("member") == "dalle":
-        images = draw_dalle(args.run, args.prompt, args.n, args.seed, args.rerank, args.top_k)
+        images = draw_dalle(args.run, args.prompt, args.n, args.seed, args.rerank, args.top_k, args.device)
         out = Path(args.out or Path(args.run) / f"draw-seed{args.seed}.png")
         save_grid(images, out)
         print(out)
@@ -201,7 +212,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
     if args.rerank:
         raise SettingError("--rerank needs a DALL-E run (it reranks by the run's CLIP)")
     images = draw(args.run, args.label if args.label is not None else args.prompt, args.steps, args.guidance,
-                  args.seed, args.n, args.init, args.strength, args.mask, args.outpaint)
+                  args.seed, args.n, args.init, args.strength, args.mask, args.outpaint, args.device)
     out = Path(args.out or Path(args.run) / f"draw-seed{args.seed}.png")
     save_grid(images, out)
     print(out)
@@ -229,4 +240,5 @@ def add_parser(sub) -> None:
     s.add_argument("--outpaint", type=int, default=0, help="text-to-image: draw a border this many pixels wide "
                    "around --init (a multiple of 8)")
     s.add_argument("--out", help="the PNG to write (default RUN/draw-seed<S>.png)")
+    s.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
     s.set_defaults(func=cmd_draw)

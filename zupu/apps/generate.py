@@ -16,8 +16,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from zupu import tokenizers
     from zupu.checkpoint import from_pretrained
     from zupu.sampling import stream_text
+    from zupu.train.device import resolve
 
-    model = from_pretrained(args.run)
+    model = from_pretrained(args.run).to(resolve(args.device))  # the prompt joins it there (`sampling.generate`)
     if not hasattr(model, "generate"):
         raise SettingError(f"{args.run} holds a {type(model).__name__}, which does not generate text")
     tokenizer = tokenizers.load(args.run)
@@ -45,4 +46,5 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--stop", action="append", default=[], metavar="TEXT", help="end at this text (repeatable)")
     s.add_argument("--num-samples", type=int, default=1)
     s.add_argument("--seed", type=int, default=None, help="fix the sampling (sample k uses seed + k)")
+    s.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
     s.set_defaults(func=cmd_generate)

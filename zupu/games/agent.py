@@ -21,6 +21,7 @@ from torch import nn
 from zupu.errors import CheckpointError, GameError, IllegalMove
 from zupu.games.boards import BoardGame, board_game
 from zupu.sampling.mcts import MCTS, Node, best_index
+from zupu.train.device import of
 
 
 class Agent:
@@ -31,8 +32,8 @@ class Agent:
     @torch.no_grad()
     def evaluate(self, states: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """The network on states: move probabilities (illegal moves are dropped by the search) and values."""
-        logits, values = self.model(self.game.encode(states))
-        return torch.softmax(logits.double(), -1).numpy(), values.double().numpy()
+        logits, values = self.model(self.game.encode(states).to(of(self.model)))
+        return torch.softmax(logits.double(), -1).cpu().numpy(), values.double().cpu().numpy()
 
     def search(self, states: Sequence[Any]) -> list[Node]:
         for state in states:

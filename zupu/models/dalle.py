@@ -50,7 +50,8 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, dim: int = 1,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """softmax((logits + g) / tau) along `dim` with g standard Gumbel noise: as tau -> 0 a one-hot sample of
     softmax(logits) (the Gumbel-max trick), at larger tau a smooth one that gradients pass through."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    where = logits.device if generator is None else generator.device  # a host generator draws on the host
+    u = torch.rand(logits.shape, generator=generator, device=where, dtype=logits.dtype).to(logits.device)
     g = -torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-7)))  # clamped: log(0) at either end
     return ((logits + g) / tau).softmax(dim)
 
@@ -258,8 +259,8 @@ class DALLE(nn.Module):
         """N drawings of each of B captions, (B, N, C, H, W), and the captions' CLIP tokens (B, T') -> the
         drawings' order by CLIP score, best first, (B, N)."""
         b, n = images.shape[:2]
-        ids = input_ids.repeat_interleave(n, 0)  # (B * N, T'): row i * N + j is caption i
-        mask = attention_mask.repeat_interleave(n, 0) if attention_mask is not None else None
+        ids = input_ids.to(images.device).repeat_interleave(n, 0)  # (B * N, T'): row i * N + j is caption i
+        mask = attention_mask.to(images.device).repeat_interleave(n, 0) if attention_mask is not None else None
         return self.clip_scores(images.flatten(0, 1), ids, mask).view(b, n).argsort(1, descending=True)
 
 

@@ -84,7 +84,7 @@ class Perceptron(nn.Module):
 
     def averaged(self) -> Perceptron:
         """A copy whose weights are the average over all examples seen so far."""
-        avg = Perceptron(self.config)
+        avg = Perceptron(self.config).to(self.weight.device)
         if self.seen > 0:
             avg.weight.data = self.weight_sum / self.seen
             avg.bias.data = self.bias_sum / self.seen

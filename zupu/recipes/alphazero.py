@@ -37,6 +37,7 @@ from zupu.models.alphazero import PolicyValueConfig, PolicyValueNet
 from zupu.progress import progress
 from zupu.recipe import Milestone, Recipe
 from zupu.sampling.mcts import MCTS
+from zupu.train.device import of, to_device
 
 # x at two opposite corners, o in the centre, o to move: a corner loses to a fork, an edge draws
 TRAP = (0, 4, 8)
@@ -128,11 +129,13 @@ class AlphaZero(Recipe):
     def fit(self, model, optimizer, sample, steps: int, game: BoardGame, generator) -> tuple[float, float]:
         """`steps` steps on batches from `sample(generator)`, each example seen through a random symmetry."""
         model.train()
-        sums = torch.zeros(2)
+        device = of(model)
+        sums = torch.zeros(2, device=device)
         for _ in range(steps):
-            x, target_pi, target_z = sample(generator)
+            x, target_pi, target_z = sample(generator)  # drawn and augmented on the host, then moved
             ks = torch.randint(len(game.transforms), (len(x),), generator=generator)
             x, target_pi = augment(x, target_pi, ks, game.transforms, game.action_permutation)
+            x, target_pi, target_z = to_device((x, target_pi, target_z), device)
             logits, v = model(x)
             lp, lv = policy_loss(logits, target_pi), F.mse_loss(v, target_z)
             optimizer.zero_grad(set_to_none=True)
@@ -270,7 +273,7 @@ class TicTacToe(AlphaZero):
     def network_optimal_fraction(self, model: PolicyValueNet, s: Settings) -> float:
         """The share of positions where the network alone (its most probable legal move, no search) is optimal."""
         states, optimal = solved(s.game)
-        logits, _ = model(board_game(s.game).encode(states))
+        logits = model(board_game(s.game).encode(states).to(of(model)))[0].cpu()  # read move by move on the host
         hits = 0
         for state, row, best in zip(states, logits, optimal, strict=True):
             legal = state.legal_actions()

@@ -13,6 +13,7 @@ from zupu.data.transforms import images
 from zupu.models.backprop_mlp import MLP, MLPConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
+from zupu.train.device import of, to_device
 from zupu.train.metrics import accuracy
 from zupu.train.optim import make_schedule
 from zupu.train.plots import image_grid, save
@@ -62,17 +63,18 @@ class Xor(Recipe):
 
     def train(self, model: MLP, s: SmallSettings, run) -> dict:
         solved, sweeps_needed = 0, []
+        x, d = to_device((XOR_X, XOR_D), of(model))
         for k in range(s.seeds):
             torch.manual_seed(run.seed * 1000 + k)
-            net = model if k == 0 else self.build(s)  # the first seed's net is the one saved
+            net = model if k == 0 else self.build(s).to(x.device)  # the first seed's net is the one saved
             if k == 0:
                 net.load_state_dict(self.build(s).state_dict())
             opt = torch.optim.SGD(net.parameters(), lr=s.lr, momentum=s.momentum)
             for n in range(1, s.max_sweeps + 1):
-                error = sweep(net, opt, XOR_X, XOR_D)
+                error = sweep(net, opt, x, d)
                 if k == 0 and n % 50 == 0:
                     run.log(n, loss=error)
-                if solves(net, XOR_X, XOR_D) and error < 0.1:
+                if solves(net, x, d) and error < 0.1:
                     solved += 1
                     sweeps_needed.append(n)
                     break
@@ -81,7 +83,7 @@ class Xor(Recipe):
                 **self.evaluate(model, s)}
 
     def evaluate(self, model: MLP, s: SmallSettings) -> dict:
-        return {"xor_correct": float(solves(model, XOR_X, XOR_D))}
+        return {"xor_correct": float(solves(model, *to_device((XOR_X, XOR_D), of(model))))}
 
     def example(self, s: SmallSettings) -> tuple[torch.Tensor]:
         return (XOR_X,)
@@ -101,7 +103,8 @@ def symmetry_shape(model: MLP) -> dict:
     anti = ((w + w.flip(1)).abs().max() / w.abs().max()).item()
     mags = w[:, :3].abs().sort(1).values  # (2, 3)
     ratios = mags / mags[:, :1]
-    ratio_error = ((ratios - torch.tensor([1.0, 2.0, 4.0])).abs() / torch.tensor([1.0, 2.0, 4.0])).max().item()
+    paper = torch.tensor([1.0, 2.0, 4.0], device=w.device)
+    ratio_error = ((ratios - paper).abs() / paper).max().item()
     return {"antisymmetry": anti, "ratio_error": ratio_error}
 
 
@@ -127,17 +130,18 @@ class Symmetry(Recipe):
         return MLP(MLPConfig((6, 2, 1), init_scale=0.3))
 
     def train(self, model: MLP, s: SymmetrySettings, run) -> dict:
+        x, d = to_device((SYM_X, SYM_D), of(model))
         for tries in range(1, s.max_tries + 1):
             torch.manual_seed(run.seed * 1000 + tries)
             model.load_state_dict(self.build(s).state_dict())
             opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum)
             for n in range(1, s.max_sweeps + 1):
-                error = sweep(model, opt, SYM_X, SYM_D)
+                error = sweep(model, opt, x, d)
                 if n % 50 == 0:
                     run.log((tries - 1) * s.max_sweeps + n, loss=error)
-                if solves(model, SYM_X, SYM_D) and error < 0.5:
+                if solves(model, x, d) and error < 0.5:
                     break
-            if solves(model, SYM_X, SYM_D):
+            if solves(model, x, d):
                 break
         out = {"tries": tries, "sweeps": n, **self.evaluate(model, s)}
         out["paper_solution"] = float(out["solved"] == 1.0 and out["antisymmetry"] < 0.05
@@ -145,7 +149,7 @@ class Symmetry(Recipe):
         return out
 
     def evaluate(self, model: MLP, s: SymmetrySettings) -> dict:
-        return {"solved": float(solves(model, SYM_X, SYM_D)), **symmetry_shape(model)}
+        return {"solved": float(solves(model, *to_device((SYM_X, SYM_D), of(model)))), **symmetry_shape(model)}
 
     def example(self, s: SymmetrySettings) -> tuple[torch.Tensor]:
         return (SYM_X[:4],)

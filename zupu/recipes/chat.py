@@ -36,6 +36,7 @@ from zupu.data.download import fetch_file
 from zupu.models.llama import Llama
 from zupu.recipe import Milestone, Recipe
 from zupu.recipes.llama import tokenizer
+from zupu.train.device import of
 from zupu.train.metrics import wilson_interval
 from zupu.train.plots import save
 
@@ -121,14 +122,16 @@ def label_scores(model: Llama, tok: Any, prompts: list[str]) -> torch.Tensor:
         common += 1
     firsts = [sorted({tok.encode(w)[0] for w in (label, label.capitalize())}) for label in LABELS]
     caches = model.new_caches(max(map(len, ids)))
-    model(torch.tensor([ids[0][:common]]), caches=caches)
+    device = of(model)
+    model(torch.tensor([ids[0][:common]], device=device), caches=caches)
     out = []
     for x in ids:
         for c in caches:
             c.length = common  # rewind to the shared opening: the next forward overwrites the rest in place
-        logp = model(torch.tensor([x[common:]]), caches=caches, last_only=True)[0, -1].float().log_softmax(-1)
+        logits = model(torch.tensor([x[common:]], device=device), caches=caches, last_only=True)
+        logp = logits[0, -1].float().log_softmax(-1)
         out.append(torch.stack([logp[f].logsumexp(0) for f in firsts]))
-    return torch.stack(out)
+    return torch.stack(out).cpu()  # scored against the answer key on the host
 
 
 def prompt_arms(model: Llama, tok: Any, s: Settings) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from zupu.models.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.tokenizers.clip import CLIPTokenizer
 from zupu.train.batches import AugmentedBatches, TensorBatches
+from zupu.train.device import of, to_device
 from zupu.train.optim import make_optimizer, make_schedule
 from zupu.train.plots import save
 from zupu.train.trainer import Trainer
@@ -54,17 +55,21 @@ def config(s, image_size: int, context: int) -> CLIPConfig:
 
 @torch.no_grad()
 def image_embeddings(model: CLIP, pixels: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> unit-length (N, projection_dim), in batches."""
+    """(N, C, H, W) -> unit-length (N, projection_dim), in batches on the model's device, returned to the host
+    (where the scores are counted)."""
     model.eval()
-    return torch.cat([F.normalize(model.get_image_features(pixels[i:i + EMBED_BATCH]), dim=-1)
+    device = of(model)
+    return torch.cat([F.normalize(model.get_image_features(pixels[i:i + EMBED_BATCH].to(device)), dim=-1).cpu()
                       for i in range(0, len(pixels), EMBED_BATCH)])
 
 
 @torch.no_grad()
 def text_embeddings(model: CLIP, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(N, T) token ids -> unit-length (N, projection_dim), in batches."""
+    """(N, T) token ids -> unit-length (N, projection_dim), in batches on the model's device, returned to the host."""
     model.eval()
-    return torch.cat([F.normalize(model.get_text_features(ids[i:i + EMBED_BATCH], mask[i:i + EMBED_BATCH]), dim=-1)
+    device = of(model)
+    return torch.cat([F.normalize(model.get_text_features(*to_device((ids[i:i + EMBED_BATCH], mask[i:i + EMBED_BATCH]),
+                                                                     device)), dim=-1).cpu()
                       for i in range(0, len(ids), EMBED_BATCH)])
 
 

@@ -29,6 +29,7 @@ from zupu.recipe import Milestone, Recipe
 from zupu.recipes import clip as clip_recipe
 from zupu.train import classifier
 from zupu.train.batches import TensorBatches
+from zupu.train.device import of, to_device
 from zupu.train.metrics import sign_test
 from zupu.train.optim import make_optimizer, make_schedule
 from zupu.train.plots import save
@@ -186,6 +187,7 @@ class HeldOutCaptions(Recipe):
                                    kl_weight(i, round(s.kl_warmup * s.dvae_steps), s.kl_weight))
 
         val = paint(d["x_val"], allowed_colours(d["y_val"], s.held_out_shift, torch.Generator().manual_seed(0)))
+        val = val.to(of(model))
         opt = make_optimizer("adamw", model.dvae.parameters(), s.dvae_lr, weight_decay=0.0)
         Trainer(model.dvae, step, batches, opt, s.dvae_steps, scheduler=make_schedule(opt, "cosine", s.dvae_steps),
                 log_every=50, desc="dalle dVAE").fit()
@@ -197,8 +199,8 @@ class HeldOutCaptions(Recipe):
         """Every (digit image, seen colour) pair as caption ids and dVAE tokens."""
         idx, colour, _ = every_seen_pair(x, y, s.held_out_shift)
         with torch.no_grad():
-            tokens = torch.cat([model.dvae.tokens(paint(x[idx[i:i + 1000]], colour[i:i + 1000]))
-                                for i in range(0, len(idx), 1000)])
+            tokens = torch.cat([model.dvae.tokens(paint(x[idx[i:i + 1000]], colour[i:i + 1000]).to(of(model))).cpu()
+                                for i in range(0, len(idx), 1000)])  # on the host with the captions
         text = encode_captions([caption(int(k), int(c)) for k, c in zip(y[idx], colour, strict=True)], s.text_len)
         return text, tokens
 
@@ -212,7 +214,7 @@ class HeldOutCaptions(Recipe):
             return model.loss(*batch)
 
         def validate() -> dict[str, float]:
-            return {f"val_{k}": float(v) for k, v in model.loss(val_text, val_tokens).items()}
+            return {f"val_{k}": float(v) for k, v in model.loss(*to_device((val_text, val_tokens), of(model))).items()}
 
         opt = make_optimizer("adamw", model.transformer.parameters(), s.lr, weight_decay=0.1, betas=(0.9, 0.95))
         final = Trainer(model.transformer, step, TensorBatches(text, tokens, batch_size=s.batch_size, seed=run.seed),
@@ -243,16 +245,17 @@ class HeldOutCaptions(Recipe):
         images = images.clamp(-1, 1).view(len(digit), s.samples, *images.shape[1:])
         pair = digit * len(COLOURS) + colour
         cd = clip_recipe.digit_data(s.val_size, s.test_limit)
-        return {"pair": pair, "images": images, "order": model.rerank(images, cd["ids"][pair], cd["mask"][pair])}
+        order = model.rerank(images, cd["ids"][pair], cd["mask"][pair])
+        return {"pair": pair, "images": images.cpu(), "order": order.cpu()}  # judged on the host
 
     def evaluate(self, model: DALLE, s: Settings) -> dict:
         model.eval()
         net, judge_acc = judge(s.val_size, s.test_limit, s.judge_epochs)
         real, real_pair = test_images(s)
         with torch.no_grad():
-            recon = model.dvae(real)
+            recon = model.dvae(real.to(of(model))).cpu()  # the judge works on the host
             recon_mse = F.mse_loss(recon, real).item()
-            codes = int(model.dvae.tokens(real).unique().numel())
+            codes = int(model.dvae.tokens(real.to(of(model))).unique().numel())
             # the judge on real digits passed through the dVAE's tokens: the best any drawing of tokens can score
             judged = net(recon.clamp(-1, 1)).argmax(1)
         out = self.draw(model, s)

@@ -20,6 +20,7 @@ from zupu.data.transforms import images
 from zupu.models.dbn import DBN, DBNConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
+from zupu.train.device import of, to_device
 from zupu.train.metrics import accuracy
 from zupu.train.plots import image_grid, save
 from zupu.train.trainer import Trainer
@@ -63,9 +64,10 @@ def labelled_subset(y: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
 def pretrain(model: DBN, x: torch.Tensor, s: FewLabelsSettings, seed: int) -> list[float]:
     """Greedy layer-wise CD-k: each RBM learns the hidden probabilities of the one below as its data."""
     errors = []
+    x = to_device(x, of(model))
     for depth, rbm in enumerate(model.rbms):
         with torch.no_grad():
-            below = model.features(x, depth)  # (N, visible size of this RBM)
+            below = model.features(x, depth)  # (N, visible size of this RBM), on the model's device
         batches = TensorBatches(below, batch_size=s.pretrain_batch, seed=seed + depth)
         opt = torch.optim.SGD(rbm.parameters(), lr=s.pretrain_lr, momentum=s.momentum)
         trainer = Trainer(rbm, lambda b, rbm=rbm: {"recon_error": rbm.contrastive_divergence(b[0], s.k)[0]},
@@ -125,7 +127,7 @@ class FewLabels(Recipe):
     def train(self, model: DBN, s: FewLabelsSettings, run) -> dict:
         xtr, ytr, xte, yte = mnist_tensors()
         labelled = labelled_subset(ytr, s.labels_per_class, s.label_seed)
-        baseline = self.build(s)
+        baseline = self.build(s).to(of(model))
         baseline.load_state_dict(model.state_dict())  # the same classifier layer start
         random_init(baseline)
 

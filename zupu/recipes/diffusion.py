@@ -49,6 +49,7 @@ from zupu.recipe import Milestone, Recipe
 from zupu.sampling import DDIMScheduler, DDPMScheduler, denoise
 from zupu.train import classifier
 from zupu.train.batches import TensorBatches
+from zupu.train.device import of, to_device
 from zupu.train.metrics import accuracy
 from zupu.train.optim import make_optimizer, make_schedule
 from zupu.train.plots import image_grid, save
@@ -244,12 +245,13 @@ class FashionDDPM(Recipe):
              ddim: bool = True, steps: int | None = None, trajectory: list | None = None) -> torch.Tensor:
         """Samples in [-1, 1] for `labels`, from a fixed seed."""
         g = torch.Generator().manual_seed(seed)
-        noise = torch.randn(len(labels), 1, s.image_size, s.image_size, generator=g)
+        noise = torch.randn(len(labels), 1, s.image_size, s.image_size, generator=g)  # on the host: any device
+        noise, labels = to_device((noise, labels), of(model))  # draws the same samples from a seed
         with torch.no_grad():
             out = denoise(model, self.scheduler(s, ddim), noise, steps or (s.sample_steps if ddim else
                           s.num_train_timesteps), labels=labels, null_label=NULL, guidance=guidance, generator=g,
                           trajectory=trajectory)
-        return out.clamp(-1, 1)
+        return out.clamp(-1, 1).cpu()  # judged on the host
 
     def evaluate(self, model: UNet, s: Settings) -> dict:
         model.eval()

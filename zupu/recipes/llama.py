@@ -25,6 +25,7 @@ from zupu import data
 from zupu.checkpoint import from_pretrained
 from zupu.models.llama import Llama
 from zupu.recipe import Milestone, Recipe
+from zupu.train.device import of
 from zupu.train.plots import save
 
 
@@ -57,7 +58,7 @@ def token_losses(model: Llama, ids: list[int], context: int, batch_size: int) ->
     n = len(ids) // context
     windows = torch.tensor(ids[: n * context]).view(n, context)  # (N, context)
     out = []
-    for batch in windows.split(batch_size):
+    for batch in windows.to(of(model)).split(batch_size):
         logits = model(batch[:, :-1])  # (b, context - 1, V)
         out.append(F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="none")
                    .view(len(batch), -1))

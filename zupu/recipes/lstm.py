@@ -17,6 +17,7 @@ from torch import nn
 
 from zupu.models.lstm import LSTM, LSTMConfig
 from zupu.recipe import Milestone, Recipe
+from zupu.train.device import of, to_device
 from zupu.train.plots import save
 from zupu.train.trainer import Trainer
 
@@ -70,6 +71,7 @@ class AddingSettings:
 
 
 def mse(model: LSTM, x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = to_device((x, y), of(model))
     with torch.no_grad():
         return nn.functional.mse_loss(model(x), y).item()
 
@@ -92,9 +94,9 @@ class Adding(Recipe):
         return LSTM(LSTMConfig(2, s.hidden, 1, "lstm"))
 
     def train(self, model: LSTM, s: AddingSettings, run) -> dict:
-        rnn = LSTM(LSTMConfig(2, s.hidden, 1, "rnn"))
+        rnn = LSTM(LSTMConfig(2, s.hidden, 1, "rnn")).to(of(model))
         pair = Pair(model, rnn)
-        xte, yte = adding_batch(s.test_size, s.seq_len, torch.Generator().manual_seed(10_007))
+        xte, yte = to_device(adding_batch(s.test_size, s.seq_len, torch.Generator().manual_seed(10_007)), of(model))
         opt = torch.optim.Adam(pair.parameters(), lr=s.lr)
 
         def step(batch):

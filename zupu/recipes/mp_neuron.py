@@ -9,6 +9,7 @@ import torch
 
 from zupu.models.mp_neuron import PRESETS, MPNetwork
 from zupu.recipe import Milestone, Recipe
+from zupu.train.device import of, to_device
 
 TRUTH = {
     "and": lambda a, b: a & b,
@@ -26,6 +27,7 @@ def all_inputs(n: int) -> torch.Tensor:
 def truth_table_acc(net: MPNetwork, fn) -> float:
     rows = all_inputs(net.config.n_inputs)
     want = torch.tensor([fn(*map(int, r)) for r in rows], dtype=torch.float32)
+    rows, want = to_device((rows, want), of(net))
     return (net(rows)[:, 0] == want).float().mean().item()
 
 
@@ -49,7 +51,7 @@ class Logic(Recipe):
 
     def train(self, model: MPNetwork, s: Settings, run) -> dict:
         tables = {**TRUTH, "not": lambda a: 1 - a}
-        out = {f"{g}_acc": truth_table_acc(MPNetwork(PRESETS[g]), fn) for g, fn in tables.items()}
+        out = {f"{g}_acc": truth_table_acc(MPNetwork(PRESETS[g]).to(of(model)), fn) for g, fn in tables.items()}
         run.log(0, **out)
         out["truth_tables_correct"] = float(all(v == 1.0 for v in out.values()))
         return out

@@ -12,6 +12,7 @@ from zupu.data.transforms import images, split_indices
 from zupu.models.perceptron import Perceptron, PerceptronConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
+from zupu.train.device import of
 from zupu.train.metrics import accuracy
 from zupu.train.plots import image_grid
 from zupu.train.trainer import Trainer
@@ -180,17 +181,19 @@ class Logic(Recipe):
 
     def train(self, model: Perceptron, s: LogicSettings, run) -> dict:
         out: dict = {}
+        device = of(model)
+        inputs = INPUTS.to(device)
         for gate, targets in GATES.items():
-            unit = model if gate == "XOR" else Perceptron(PerceptronConfig(2, 1))
-            y = torch.tensor(targets)
+            unit = model if gate == "XOR" else Perceptron(PerceptronConfig(2, 1)).to(device)
+            y = torch.tensor(targets, device=device)
             best, epochs_to_zero = 0.0, None
             opt = torch.optim.SGD(unit.parameters(), lr=s.lr)
             for epoch in range(s.max_epochs):
                 for i in torch.randperm(4, generator=torch.Generator().manual_seed(run.seed + epoch)):
                     opt.zero_grad()
-                    unit.rule(INPUTS[i : i + 1], y[i : i + 1])
+                    unit.rule(inputs[i : i + 1], y[i : i + 1])
                     opt.step()
-                acc = accuracy(unit, INPUTS, y, predict=unit.predict)
+                acc = accuracy(unit, inputs, y, predict=unit.predict)
                 best = max(best, acc)
                 run.log(epoch + 1, **{f"{gate}_acc": acc})
                 if acc == 1.0 and epochs_to_zero is None:

@@ -22,6 +22,7 @@ from zupu.data.transforms import split_indices
 from zupu.models.rbm import RBM, RBMConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.train.batches import TensorBatches
+from zupu.train.device import of, to_device
 from zupu.train.plots import image_grid
 from zupu.train.trainer import Trainer
 
@@ -103,7 +104,8 @@ class Digits(Recipe):
         xtr, ytr, xte, yte = digits_split(s.test_fraction, s.split_seed)
         batches = TensorBatches(xtr, batch_size=s.batch_size, seed=run.seed)
         opt = torch.optim.SGD(model.parameters(), lr=s.lr)
-        chain = [torch.zeros(s.batch_size, s.n_hidden)] if s.persistent else [None]  # PCD starts at h = 0
+        device = of(model)
+        chain = [torch.zeros(s.batch_size, s.n_hidden, device=device)] if s.persistent else [None]  # PCD: h = 0 first
 
         def step(batch: tuple[torch.Tensor]) -> dict:
             error, h = model.contrastive_divergence(batch[0], s.k, chain[0])
@@ -111,13 +113,14 @@ class Digits(Recipe):
                 chain[0] = h
             return {"recon_error": error}
 
-        originals = xtr[: len(xtr) // 5]  # the un-shifted training images
+        originals, held_out = to_device((xtr[: len(xtr) // 5], xte), device)  # the un-shifted training images
 
         def monitor() -> dict:
             # Hinton's practical guide, sec. 6: the free energy of training data drifting below that of
             # held-out data is the sign of over-fitting (Z cancels in the difference). Only logged for the
             # curve; nothing (no stopping, no selection) is decided on the held-out images.
-            return {"free_energy_gap": (model.free_energy(xte).mean() - model.free_energy(originals).mean()).item()}
+            return {"free_energy_gap": (model.free_energy(held_out).mean()
+                                        - model.free_energy(originals).mean()).item()}
 
         trainer = Trainer(model, step, batches, opt, s.epochs * batches.steps_per_epoch, run=run,
                           evaluate=monitor, eval_every=batches.steps_per_epoch, log_every=100, desc="rbm digits")
@@ -134,7 +137,7 @@ class Digits(Recipe):
     def evaluate(self, model: RBM, s: DigitsSettings) -> dict:
         xtr, ytr, xte, yte = digits_split(s.test_fraction, s.split_seed)
         with torch.no_grad():
-            ftr, fte = model(xtr).numpy(), model(xte).numpy()
+            ftr, fte = (model(to_device(x, of(model))).cpu().numpy() for x in (xtr, xte))
         return {"test_acc": logistic_acc(ftr, ytr.numpy(), fte, yte.numpy(), s.logistic_c)}
 
     def example(self, s: DigitsSettings) -> tuple[torch.Tensor]:

@@ -72,6 +72,7 @@ from zupu.recipe import Milestone, Recipe
 from zupu.recipes.llama import tokenizer as llama_tokenizer
 from zupu.tokenizers import CharTokenizer, chat
 from zupu.train.batches import RandomWindows, TensorBatches
+from zupu.train.device import of, to_device
 from zupu.train.plots import plt, save
 from zupu.train.trainer import Trainer
 
@@ -182,14 +183,15 @@ def gold(response: torch.Tensor) -> torch.Tensor:
 
 
 def response_logprobs(model: torch.nn.Module, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
-    """log pi(y_t | x, y_<t) of each response token: (B, R)."""
-    full = torch.cat([prompt, response], 1)  # (B, P + R)
+    """log pi(y_t | x, y_<t) of each response token: (B, R), on the model's device."""
+    device = of(model)
+    full = torch.cat([prompt.to(device), response.to(device)], 1)  # (B, P + R)
     return token_logprobs(model(full), full)[:, prompt.size(1) - 1:]
 
 
 def clone(model: torch.nn.Module) -> torch.nn.Module:
     """A fresh copy with the same weights (deepcopy would also copy decoding's packed weight caches)."""
-    twin = type(model)(model.config)
+    twin = type(model)(model.config).to(of(model))
     twin.load_state_dict(model.state_dict())
     return twin.train(model.training)
 
@@ -228,7 +230,7 @@ def label_pairs(base: GPT, s: KnownTruthSettings, seed: int) -> Preferences:
     train_ids, _ = _stream()
     g = torch.Generator().manual_seed(seed)
     x = prompts(train_ids, s.pairs, s.prompt_len, seed)
-    a, b = sample(base, x, s.response_len, g), sample(base, x, s.response_len, g)
+    a, b = sample(base, x, s.response_len, g).cpu(), sample(base, x, s.response_len, g).cpu()  # pairs on the host
     ga, gb = gold(a), gold(b)
     first_wins = torch.rand(s.pairs, generator=g) < torch.sigmoid((ga - gb) / s.label_noise)
     w = first_wins[:, None]
@@ -239,10 +241,10 @@ def label_pairs(base: GPT, s: KnownTruthSettings, seed: int) -> Preferences:
 def fit_reward_model(base: GPT, prefs: Preferences, s: KnownTruthSettings, seed: int) -> tuple[RewardModel, dict]:
     """A reward model from the base's body (InstructGPT initialises it from the SFT model), Bradley-Terry loss on
     the labelled pairs; its accuracy is measured on a held-out eighth of them against the gold order."""
-    rm = RewardModel(RewardModelConfig(base.config), body=clone(base))
+    rm = RewardModel(RewardModelConfig(base.config), body=clone(base)).to(of(base))
     n_val = len(prefs.prompt) // 8
-    full_w = torch.cat([prefs.prompt, prefs.chosen], 1)
-    full_l = torch.cat([prefs.prompt, prefs.rejected], 1)
+    full_w = torch.cat([prefs.prompt, prefs.chosen], 1).to(of(base))
+    full_l = torch.cat([prefs.prompt, prefs.rejected], 1).to(of(base))
     opt = torch.optim.AdamW(rm.parameters(), lr=s.rm_lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     rm.train()
@@ -254,7 +256,7 @@ def fit_reward_model(base: GPT, prefs: Preferences, s: KnownTruthSettings, seed:
         opt.step()
     rm.eval()
     with torch.no_grad():
-        rw, rl = rm(full_w[:n_val]), rm(full_l[:n_val])
+        rw, rl = rm(full_w[:n_val]).cpu(), rm(full_l[:n_val]).cpu()  # against the gold order on the host
     gw, gl = prefs.gold_chosen[:n_val], prefs.gold_rejected[:n_val]
     differ = gw != gl
     right = ((rw > rl) == (gw > gl))[differ].float().mean().item()
@@ -277,7 +279,7 @@ def measure(policy: GPT, ref: GPT, rm: RewardModel | None, x: torch.Tensor, s: K
     kl = (response_logprobs(policy, x, y) - response_logprobs(ref, x, y)).sum(-1).mean().item()
     out = {"gold": gold(y).mean().item(), "kl": kl}
     if rm is not None:
-        out["learned"] = rm(torch.cat([x, y], 1)).mean().item()
+        out["learned"] = rm(torch.cat([x.to(y.device), y], 1)).mean().item()
     return out
 
 
@@ -294,7 +296,7 @@ def ppo(base: GPT, rm: RewardModel, s: KnownTruthSettings, seed: int, iters: int
     log(0, measure(policy, base, rm, x_eval, s))
     p = s.prompt_len
     for it in progress(iterable=range(1, iters + 1), desc=f"rlhf ppo{'' if use_kl else ' without KL'}"):
-        x = prompts(train_ids, s.rollouts, s.prompt_len, seed * 1_000_003 + it)
+        x = prompts(train_ids, s.rollouts, s.prompt_len, seed * 1_000_003 + it).to(of(policy))
         y = sample(policy, x, s.response_len, g)
         full = torch.cat([x, y], 1)  # (B, P + R)
         mask = torch.ones_like(y, dtype=torch.float)
@@ -570,8 +572,8 @@ def run_blocks(model: Llama, x: torch.Tensor, attention_mask: torch.Tensor,
     """Yield the hidden state (B, T, C) after each of `blocks` of `model`, run on hidden states x (B, T, C) of
     right-padded rows from position 0: Llama.forward's loop, without caches, entered and left at any block."""
     t = x.size(1)
-    rope = model.rotary(torch.arange(t), x.dtype)
-    mask = decoder_mask(attention_mask, 0, t)  # (B, 1, T, T)
+    rope = model.rotary(torch.arange(t, device=x.device), x.dtype)
+    mask = decoder_mask(attention_mask.to(x.device), 0, t)  # (B, 1, T, T)
     for block in blocks:
         x = block(x, mask, causal=True, rope=rope)
         yield x
@@ -598,10 +600,10 @@ def reply_features(replies: list[str], weights: str, reply_tokens: int, layers: 
     out = torch.zeros(len(ids), len(layers), model.config.hidden_size)
     order = torch.tensor(sorted(range(len(ids)), key=lambda i: len(ids[i])))
     for rows in progress(iterable=order.split(batch_size), desc="rlhf reward model: SmolLM2 features"):
-        x, mask = right_padded([ids[i] for i in rows.tolist()])
+        x, mask = to_device(right_padded([ids[i] for i in rows.tolist()]), of(model))
         hidden = list(run_blocks(model, model.embed_tokens(x), mask, model.layers[:max(layers)]))
-        last = torch.arange(len(rows)), mask.sum(1) - 1
-        out[rows] = torch.stack([hidden[i - 1][last] for i in layers], 1)  # (B, L, C)
+        last = torch.arange(len(rows), device=x.device), mask.sum(1) - 1
+        out[rows] = torch.stack([hidden[i - 1][last] for i in layers], 1).cpu()  # (B, L, C), kept on the host
     return out
 
 
@@ -667,8 +669,9 @@ def fit_linear_reward(fw: torch.Tensor, fl: torch.Tensor, weight_decay: float, s
 
 @torch.no_grad()
 def pair_correct(head: FeatureReward, fw: torch.Tensor, fl: torch.Tensor) -> torch.Tensor:
-    """1 where the head scores the chosen reply above the rejected one, (N,)."""
-    return (head(fw) > head(fl)).float()
+    """1 where the head scores the chosen reply above the rejected one, (N,), on the host."""
+    fw, fl = to_device((fw, fl), of(head))
+    return (head(fw) > head(fl)).float().cpu()
 
 
 def length_rule_correct(train_w, train_l, test_w, test_l) -> tuple[torch.Tensor, str]:
@@ -821,10 +824,11 @@ def encode_pairs(pairs: list[tuple[str, str, str]], s: SmolDPOSettings) -> Encod
 def reply_logprobs(model: Llama, hidden: torch.Tensor, ids: torch.Tensor, completion: torch.Tensor) -> torch.Tensor:
     """log pi(reply | prompt), summed over the reply's tokens (as trl's DPOTrainer sums them), from the last
     block's hidden states (B, T, C): (B,). The output layer (49,152 wide) runs at the reply's positions only."""
+    ids, completion = to_device((ids, completion), hidden.device)
     at = completion[:, 1:].bool()  # (B, T - 1): position t predicts token t + 1
     logits = model.lm_head(model.norm(hidden[:, :-1][at]))  # (M, V)
     logp = F.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:][at][:, None]).squeeze(-1)  # (M,)
-    return torch.zeros(len(ids)).index_add(0, at.nonzero()[:, 0], logp)
+    return torch.zeros(len(ids), device=logp.device).index_add(0, at.nonzero()[:, 0], logp)
 
 
 @torch.no_grad()
@@ -833,7 +837,7 @@ def frozen_bottom(model: Llama, enc: EncodedPairs, s: SmolDPOSettings) -> torch.
     bottom = model.layers[:len(model.layers) - s.trainable_layers]
     out = []
     for i in progress(iterable=torch.arange(len(enc.ids)).split(s.batch_size), desc="rlhf dpo: frozen blocks"):
-        x = model.embed_tokens(enc.ids[i])
+        x = model.embed_tokens(enc.ids[i].to(of(model)))
         out.append(x if not len(bottom) else list(run_blocks(model, x, enc.mask[i], bottom))[-1])
     return torch.cat(out)
 
@@ -859,7 +863,7 @@ def sampled_kl(policy: Llama, ref: Llama, prompts: list[list[int]], s: SmolDPOSe
     g = torch.Generator().manual_seed(EVAL_SEED)
     kl = []
     for prompt in prompts[:s.kl_prompts]:
-        x = torch.tensor([prompt])
+        x = torch.tensor([prompt], device=of(policy))
         y = torch.stack(list(policy.generate(x, s.kl_tokens, eos_token_id=eos, generator=g)), 1)  # (1, R)
         ends = (y[0] == eos).nonzero()
         y = y[:, :int(ends[0]) + 1] if len(ends) else y
@@ -900,7 +904,7 @@ class SmolDPO(Recipe):
     def train(self, model: Llama, s: SmolDPOSettings, run) -> dict:
         start = time.perf_counter()
         train, _, chars = dpo_data(s)
-        ref = frozen_lm(s.weights)
+        ref = frozen_lm(s.weights).to(of(model))  # the reference beside the policy
         model.requires_grad_(False)
         top = model.layers[len(model.layers) - s.trainable_layers:]
         top.requires_grad_(True)
@@ -933,7 +937,7 @@ class SmolDPO(Recipe):
 
     def evaluate(self, model: Llama, s: SmolDPOSettings) -> dict:
         _, test, chars = dpo_data(s)
-        ref = frozen_lm(s.weights)
+        ref = frozen_lm(s.weights).to(of(model))
         bottom = frozen_bottom(ref, test, s)
         n = len(test.prompts)
         ref_logp = all_logprobs(ref, bottom, test, s)
@@ -1062,6 +1066,7 @@ def stop_rate(model: GPT, convs: list[list[dict]], s: SFTSettings) -> float:
 @torch.no_grad()
 def assistant_loss(model: GPT, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
+    x, y = to_device((x, y), of(model))
     return F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100).item()
 
 

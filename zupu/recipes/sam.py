@@ -34,6 +34,7 @@ from zupu import data
 from zupu.data.transforms import images
 from zupu.models.sam import SAM, SamConfig
 from zupu.recipe import Milestone, Recipe
+from zupu.train.device import of, to_device
 from zupu.train.optim import make_optimizer, make_schedule
 from zupu.train.plots import save
 from zupu.train.trainer import Trainer
@@ -150,15 +151,15 @@ def iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def corrective(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The next click for each of a batch of single masks (B, S, S): coords (B, 1, 2) and labels (B, 1)."""
-    pred, t = (logits > 0).numpy(), target.numpy()
+    pred, t = (logits > 0).cpu().numpy(), target.cpu().numpy()  # found on the host, returned to the masks' device
     clicks = [next_click(p, tt) for p, tt in zip(pred, t, strict=True)]
-    return (torch.tensor([c[:2] for c in clicks], dtype=torch.float32)[:, None],
-            torch.tensor([c[2] for c in clicks])[:, None])
+    return (torch.tensor([c[:2] for c in clicks], dtype=torch.float32, device=logits.device)[:, None],
+            torch.tensor([c[2] for c in clicks], device=logits.device)[:, None])
 
 
 def chosen(logits: torch.Tensor, iou_pred: torch.Tensor) -> torch.Tensor:
     """The mask the IoU head rates best, (B, M, S, S) -> (B, S, S)."""
-    return logits[torch.arange(len(logits)), iou_pred.argmax(1)]
+    return logits[torch.arange(len(logits), device=logits.device), iou_pred.argmax(1)]
 
 
 @torch.no_grad()
@@ -166,7 +167,7 @@ def clicks_session(model: SAM, batch: dict[str, torch.Tensor], k: int) -> tuple[
     """Click the centre, then k - 1 corrective clicks, each with the previous logits as the mask prompt;
     returns each round's mask logits (B, S, S) and the first round's three masks and predicted IoUs."""
     emb = model.encode(batch["x"])
-    coords, labels = batch["centre"][:, None], torch.ones(len(emb), 1, dtype=torch.long)
+    coords, labels = batch["centre"][:, None], torch.ones(len(emb), 1, dtype=torch.long, device=emb.device)
     first, first_iou = model.decode(emb, coords, labels)
     rounds, prev = [chosen(first, first_iou)], chosen(first, first_iou)
     for _ in range(k - 1):
@@ -181,18 +182,20 @@ def clicks_session(model: SAM, batch: dict[str, torch.Tensor], k: int) -> tuple[
 def scores(model: SAM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per prompt (B,): the IoU of the chosen 1-click mask, the best of its three, token 0's single mask, the
     box's mask, each corrective round's (K, B); the three guesses' predicted and true IoUs (B, 3), and their
-    logits (B, 3, S, S)."""
+    logits (B, 3, S, S); computed on the model's device, returned on the host."""
     model.eval()
+    batch = to_device(batch, of(model))
     rounds, first = clicks_session(model, batch, MAX_CLICKS)
     t = batch["target"]
     true = iou(first["masks"], t)  # (B, 3)
-    single = model.decode(first["embeddings"], batch["centre"][:, None], torch.ones(len(t), 1, dtype=torch.long),
-                          multimask_output=False)[0]
+    single = model.decode(first["embeddings"], batch["centre"][:, None],
+                          torch.ones(len(t), 1, dtype=torch.long, device=t.device), multimask_output=False)[0]
     box = model.decode(first["embeddings"], boxes=batch["box"], multimask_output=False)[0]
-    return {"chosen": iou(rounds[0][:, None], t)[:, 0], "best_of_3": true.max(1).values,
-            "single_token": iou(single, t)[:, 0], "box": iou(box, t)[:, 0],
-            "rounds": torch.stack([iou(r[:, None], t)[:, 0] for r in rounds]), "iou_pred": first["iou_pred"],
-            "true_iou": true, "masks": first["masks"]}
+    out = {"chosen": iou(rounds[0][:, None], t)[:, 0], "best_of_3": true.max(1).values,
+           "single_token": iou(single, t)[:, 0], "box": iou(box, t)[:, 0],
+           "rounds": torch.stack([iou(r[:, None], t)[:, 0] for r in rounds]), "iou_pred": first["iou_pred"],
+           "true_iou": true, "masks": first["masks"]}
+    return {k: v.cpu() for k, v in out.items()}
 
 
 def summary(sc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -226,7 +229,7 @@ def prompt_step(model: SAM, batch: dict[str, torch.Tensor], s, multimask: bool =
 
     # one encoding per crop serves all of its prompts, as SAM trains (many masks per image)
     emb = model.encode(batch["x"]).repeat_interleave(s.prompts_per_crop, 0)  # (B, E, h, w)
-    coords, labels = batch["click"][:, None], torch.ones(b, 1, dtype=torch.long)
+    coords, labels = batch["click"][:, None], torch.ones(b, 1, dtype=torch.long, device=t.device)
     masks, iou_pred = model.decode(emb, coords, labels, multimask_output=multimask)  # three guesses (or one)
     losses = loss(masks, t)
     best = F.one_hot(losses.argmin(1), losses.size(1)).float()
@@ -536,7 +539,7 @@ class Ambiguous(Recipe):
                "parameters": sum(p.numel() for p in model.parameters())}
         if s.ablation:
             torch.manual_seed(run.seed)  # the same initial weights as the saved model
-            single = self.build(s)
+            single = self.build(s).to(of(model))
             self.fit(single, s, run.seed, multimask=False)
             amb = test["ambiguous"]
             single_iou = one_mask(single, test)
@@ -579,10 +582,11 @@ class Ambiguous(Recipe):
 def one_mask(model: SAM, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """IoU of the single-mask answer to a click on each prompt's centre: (B,)."""
     model.eval()
-    emb = model.encode(batch["x"])
-    logits = model.decode(emb, batch["centre"][:, None], torch.ones(len(emb), 1, dtype=torch.long),
+    x, centre, target = to_device((batch["x"], batch["centre"], batch["target"]), of(model))
+    emb = model.encode(x)
+    logits = model.decode(emb, centre[:, None], torch.ones(len(emb), 1, dtype=torch.long, device=emb.device),
                           multimask_output=False)[0]
-    return iou(logits, batch["target"])[:, 0]
+    return iou(logits, target)[:, 0].cpu()
 
 
 @torch.no_grad()
@@ -592,9 +596,10 @@ def ambiguity_figure(model: SAM, single: SAM, batch: dict[str, torch.Tensor], pa
     model.eval()
     single.eval()
     n = len(batch["x"])
-    ones = torch.ones(n, 1, dtype=torch.long)
-    masks, iou_pred = model.decode(model.encode(batch["x"]), batch["centre"][:, None], ones)
-    one = single.decode(single.encode(batch["x"]), batch["centre"][:, None], ones, multimask_output=False)[0][:, 0]
+    x, centre = to_device((batch["x"], batch["centre"]), of(model))  # drawn on the models' device, shown on the host
+    ones = torch.ones(n, 1, dtype=torch.long, device=x.device)
+    masks, iou_pred = (t.cpu() for t in model.decode(model.encode(x), centre[:, None], ones))
+    one = single.decode(single.encode(x), centre[:, None], ones, multimask_output=False)[0][:, 0].cpu()
     fig, axes = plt.subplots(n, 7, figsize=(12, 1.9 * n), squeeze=False)
     for i in range(n):
         img = batch["x"][i, 0].numpy()

@@ -37,6 +37,7 @@ from zupu.recipe import Milestone, Recipe
 from zupu.recipes.gpt import split, val_loss
 from zupu.tokenizers import CharTokenizer
 from zupu.train.batches import RandomWindows
+from zupu.train.device import of, to_device
 from zupu.train.optim import make_schedule
 
 
@@ -138,8 +139,9 @@ def train_one(model: GPT, train_ids: torch.Tensor, s: SweepSettings, seed: int) 
                             lr=s.lr, betas=(0.9, 0.99), fused=True)
     sched = make_schedule(opt, "linear", s.steps, s.warmup)
     model.train()
+    device = of(model)
     for step in range(s.steps):
-        x, y = batches(step)
+        x, y = to_device(batches(step), device)
         loss = model.loss(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -184,7 +186,7 @@ class SizeSweep(Recipe):
         rows = []
         for width in progress(iterable=widths, desc="scaling sweep", unit="model"):
             torch.manual_seed(run.seed)
-            net = model if width == max(widths) else GPT(config(tok.vocab_size, width, s))
+            net = model if width == max(widths) else GPT(config(tok.vocab_size, width, s)).to(of(model))
             train_one(net, train_ids, s, run.seed)
             loss = val_loss(net, val_ids, s.block_size, s.eval_tokens)
             rows.append({"n_embd": width, "params": net.num_params(), "val_loss": loss})

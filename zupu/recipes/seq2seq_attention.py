@@ -29,12 +29,13 @@ from zupu.recipes.translation import (
     trim,
 )
 from zupu.train.batches import TensorBatches
+from zupu.train.device import of, to_device
 from zupu.train.plots import save
 from zupu.train.trainer import Trainer
 
 
 def teacher_forced_loss(model: Seq2Seq, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-    src, tgt = trim(src, tgt)
+    src, tgt = to_device(trim(src, tgt), of(model))
     logits = model(src, tgt[:, :-1])  # (B, T, V)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1), ignore_index=PAD)
 
@@ -105,7 +106,7 @@ class Tatoeba(Recipe):
                                {"train": s.train_limit, "test": s.test_limit}.get(name, 0))
 
     def train(self, model: Seq2Seq, s: TatoebaSettings, run) -> dict:
-        baseline = Seq2Seq(self.config(s, attention=False))
+        baseline = Seq2Seq(self.config(s, attention=False)).to(of(model))
         pair = Pair(model, baseline)
         src, tgt, _ = self.tensors(s, "train")
         vsrc, vtgt, _ = self.tensors(s, "val")

@@ -28,6 +28,7 @@ from zupu.models.transformer import Transformer, TransformerConfig
 from zupu.recipe import Milestone, Recipe
 from zupu.recipes.translation import pair_lengths, tatoeba_scores, tatoeba_tensors, tokenizers_for, trim
 from zupu.train.batches import TensorBatches
+from zupu.train.device import of, to_device
 from zupu.train.optim import make_schedule
 from zupu.train.trainer import Trainer
 
@@ -68,7 +69,8 @@ def exact_match(model: Transformer, src: torch.Tensor, strings, beam_size: int =
     model.eval()
     hits = 0
     for i in range(0, len(src), batch_size):
-        out = model.generate(src[i : i + batch_size], max_new_tokens=src.shape[1] + 1, beam_size=beam_size)
+        out = model.generate(src[i : i + batch_size].to(of(model)), max_new_tokens=src.shape[1] + 1,
+                             beam_size=beam_size)
         hits += sum(o == list(reversed(s)) for o, s in zip(out, strings[i : i + batch_size], strict=True))
     return hits / len(src)
 
@@ -238,7 +240,8 @@ class Tatoeba(Recipe):
         @torch.no_grad()
         def evaluate():
             model.eval()
-            return {"val_loss": model.loss(*trim(vsrc, vtgt)).item()}  # label-smoothed, as trained
+            # label-smoothed, as trained
+            return {"val_loss": model.loss(*to_device(trim(vsrc, vtgt), of(model))).item()}
 
         trainer = Trainer(model, step, batches, opt, steps, run=run, evaluate=evaluate,
                           scheduler=make_schedule(opt, "noam", steps, s.warmup, d_model=s.d_model),

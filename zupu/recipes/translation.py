@@ -22,6 +22,7 @@ from torch import nn
 
 from zupu import data
 from zupu.errors import ZupuError
+from zupu.train.device import of
 
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]  # ids 0, 1, 2, 3 on both sides
 PAD, BOS, EOS = 0, 1, 2
@@ -111,7 +112,7 @@ def translate(model: nn.Module, src: torch.Tensor, tgt_tok, beam_size: int, batc
     out = []
     with torch.no_grad():
         for i in range(0, len(src), batch_size):
-            (chunk,) = trim(src[i : i + batch_size])
+            chunk = trim(src[i : i + batch_size])[0].to(of(model))
             out += [tgt_tok.decode(ids) for ids in model.generate(chunk, max_new_tokens, beam_size=beam_size)]
     return out
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from zupu.errors import SettingError
 from zupu.nn import pack_linears
+from zupu.train.device import of
 
 
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -39,10 +40,11 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = N
         drop = probs.cumsum(-1) - probs > top_p  # mass before this token already reaches p; the first stays
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
     probs = logits.softmax(-1)
-    if generator is not None and generator.device != probs.device:
-        # a host generator keeps a seed's samples the same on every device (the draw is a (B, V) copy per token)
+    if generator is not None:
+        # drawn where the generator lives: a host generator keeps a seed's samples the same on every device (the
+        # draw is a (B, V) copy per token on a GPU, nothing on the CPU)
         return torch.multinomial(probs.to(generator.device), 1, generator=generator)[:, 0].to(probs.device)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return torch.multinomial(probs, 1)[:, 0]
 
 
 @torch.no_grad()
@@ -58,7 +60,10 @@ def generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, tem
     multiply by oneDNN-packed copies of their weights from the first call on (`zupu.nn.linear`)."""
     pack_linears(model)
     n_ctx = model.config.n_positions
-    ids, mask = input_ids, attention_mask  # mask stays None when no row is padded
+    # a prompt tokenised on the host joins the model where it is (a stand-in that is no module keeps it as given)
+    device = of(model) if isinstance(model, nn.Module) else input_ids.device
+    ids = input_ids.to(device)
+    mask = None if attention_mask is None else attention_mask.to(device)  # None when no row is padded
     b, t = ids.shape
     if t == 0:
         raise SettingError("generate needs a prompt of at least one token")

@@ -72,7 +72,10 @@ def denoise(unet: Callable[..., torch.Tensor], scheduler, noise: torch.Tensor, s
         x = scheduler.add_noise(init, noise, timesteps[:1].expand(len(init)))
     else:
         x = noise * scheduler.init_noise_sigma
-    keep_noise = torch.randn(noise.shape, generator=generator, dtype=noise.dtype) if mask is not None else None
+    keep_noise = None
+    if mask is not None:  # drawn where the generator lives, as the scheduler's own noise is
+        where = noise.device if generator is None else generator.device
+        keep_noise = torch.randn(noise.shape, generator=generator, device=where, dtype=noise.dtype).to(noise.device)
     for i, t in enumerate(progress(iterable=timesteps.tolist(), desc=desc or "denoise", unit="step", leave=False)):
         model_in = scheduler.scale_model_input(x, t)
         if guidance > 0:  # the conditional and the unconditional prediction in one batch

@@ -28,6 +28,7 @@ from torch import nn
 from zupu.errors import CheckpointError, SettingError
 from zupu.sampling.denoise import denoise
 from zupu.sampling.schedulers import scheduler_from_config
+from zupu.train.device import of, to_device
 
 VAE_KEY = "_zupu_vae"
 CELL = 8  # pixels per latent cell, each side: TAEF2's three halvings
@@ -78,17 +79,20 @@ class TextToImage:
     def encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts -> the text encoder's states (B, T, D) and their attention mask (B, T)."""
         batch = self.tokenizer(prompts, context_length=self.context, truncation=True)
-        return self.text_model(batch["input_ids"], batch["attention_mask"]), batch["attention_mask"]
+        ids, mask = to_device((batch["input_ids"], batch["attention_mask"]), of(self.text_model))
+        return self.text_model(ids, mask), mask
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1] -> standardised latents (B, C, H/8, W/8)."""
-        return (self.vae.encode(images) - self.mean) / self.std
+        """Images (B, 3, H, W) in [0, 1] -> standardised latents (B, C, H/8, W/8), on the autoencoder's device."""
+        device = of(self.vae)
+        return (self.vae.encode(images.to(device)) - self.mean.to(device)) / self.std.to(device)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Standardised latents -> images (B, 3, 8h, 8w) in [0, 1]."""
-        return self.vae.decode(latents * self.std + self.mean).clamp(0, 1)
+        """Standardised latents -> images (B, 3, 8h, 8w) in [0, 1], on the autoencoder's device."""
+        device = of(self.vae)
+        return self.vae.decode(latents.to(device) * self.std.to(device) + self.mean.to(device)).clamp(0, 1)
 
     @torch.no_grad()
     def latents(self, prompts: list[str], steps: int = 50, guidance: float = 3.0, seed: int = 0,
@@ -103,11 +107,14 @@ class TextToImage:
         if h % factor or w % factor:
             raise SettingError(f"the image must be a multiple of {CELL * factor} pixels each side for this UNet, "
                                f"got {h * CELL}x{w * CELL}")
-        text, text_mask = states if states is not None else self.encode_text(prompts)
-        null, null_mask = self.encode_text([""])
+        device = of(self.unet)  # the text states, the start and the noise (drawn on the host: a seed gives the same
+        # drawing on every device) join the UNet where it is
+        text, text_mask = to_device(states if states is not None else self.encode_text(prompts), device)
+        null, null_mask = to_device(self.encode_text([""]), device)
+        init, mask = to_device((init, mask), device)
         n = len(text)
         g = torch.Generator().manual_seed(seed)
-        noise = torch.randn(n, self.unet.config.in_channels, h, w, generator=g)
+        noise = torch.randn(n, self.unet.config.in_channels, h, w, generator=g).to(device)
         return denoise(self.unet, scheduler_from_config(self.scheduler_config), noise, steps, guidance=guidance,
                        generator=g, init=init, strength=strength, mask=mask, trajectory=trajectory,
                        condition={"encoder_hidden_states": text, "encoder_attention_mask": text_mask},
@@ -142,4 +149,7 @@ class TextToImage:
         z = self.latents(prompts, steps, guidance, seed, size=(H // CELL, W // CELL), init=z0,
                          strength=1.0 if mask is not None else strength, mask=cells)
         out = self.decode(z)
-        return out if mask is None else mask * out + (1 - mask) * init  # the kept pixels exactly as given
+        if mask is None:
+            return out
+        mask, init = to_device((mask, init), out.device)
+        return mask * out + (1 - mask) * init  # the kept pixels exactly as given

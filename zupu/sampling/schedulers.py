@@ -178,7 +178,9 @@ class _Scheduler:
 
     @staticmethod
     def _noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        # drawn where the generator lives (a host generator gives a seed the same noise on every device), then moved
+        where = like.device if generator is None else generator.device
+        return torch.randn(like.shape, generator=generator, device=where, dtype=like.dtype).to(like.device)
 
 
 class DDPMScheduler(_Scheduler):

@@ -88,11 +88,9 @@ def to_device(batch: Any, device: torch.device) -> Any:
     """A batch (a tensor, or a tuple/list/dict of them, nested) on `device`. To a GPU the host tensors go through
     pinned memory with non-blocking copies, so the copy overlaps the work already queued on the GPU."""
     if torch.is_tensor(batch):
-        if batch.device == device:
-            return batch
         if device.type == "cuda" and batch.device.type == "cpu":
             return batch.pin_memory().to(device, non_blocking=True)
-        return batch.to(device)
+        return batch.to(device)  # the tensor itself where it already is
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple

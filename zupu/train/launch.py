@@ -74,8 +74,9 @@ def train(member: str, recipe: str | None = None, out: str | Path | None = None,
     return result
 
 
-def evaluate(run_dir: str | Path) -> dict[str, Any]:
-    """Rebuild the model from a run directory and run its recipe's evaluation."""
+def evaluate(run_dir: str | Path, device: str | None = None) -> dict[str, Any]:
+    """Rebuild the model from a run directory and run its recipe's evaluation on `device`: by default the one the
+    run trained on (its metrics.json), or where this machine lacks it, "auto"."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     meta = cfg.get("zupu") or {}
@@ -84,6 +85,14 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
     m = registry.get(meta["member"])
     r = m.recipe(meta["recipe"])
     settings = r.settings(overrides=meta.get("settings") or {})
-    model = load_model(run_dir)
-    with threads(recipe_threads(settings)):  # on the CPU: a saved run is scored where `evaluate` reads its data
-        return {"member": m.name, "recipe": r.name, "metrics": r.evaluate(model, settings)}
+    where = devices.resolve(device) if device is not None else _trained_on(run_dir)
+    model = load_model(run_dir).to(where)
+    with threads(recipe_threads(settings)), devices.using(where):
+        return {"member": m.name, "recipe": r.name, "device": str(where), "metrics": r.evaluate(model, settings)}
+
+
+def _trained_on(run_dir: Path) -> torch.device:
+    try:
+        return devices.resolve(json.loads((run_dir / "metrics.json").read_text())["metrics"]["device"])
+    except (OSError, ValueError, KeyError, TypeError, SettingError):  # no record, or a device this machine lacks
+        return devices.resolve("auto")
