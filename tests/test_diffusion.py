@@ -205,6 +205,27 @@ def test_denoise_guides_noises_and_inpaints_as_documented():
         denoise(_toy_unet, sched, noise, 0)
 
 
+def test_latent_sampling_keeps_the_standardised_latents_spread():
+    """emoji-latent's latents are standardised (unit spread, a third beyond +-1): its DDIM must not clip x_0 to
+    [-1, 1]. With the exact denoiser of N(0, I) data, eps(x_t) = sqrt(1 - abar_t) x_t, each DDIM step maps
+    x_t to c x_t, c = sqrt(abar_prev abar_t) + sqrt((1 - abar_prev)(1 - abar_t)), so the samples' spread is
+    the product of the c's (0.94 here); clipping x_0, as the recipe once did, leaves 0.70 (and drew patchy images)."""
+    from zupu.recipes.diffusion import EmojiLatent
+    from zupu.sampling import denoise
+
+    recipe = EmojiLatent()
+    sched = recipe.scheduler(recipe.settings())
+    abar = sched.alphas_cumprod.double()
+    noise = torch.randn(16, 32, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    z = denoise(lambda x, t, **_: (1 - abar[t]) ** 0.5 * x, sched, noise, 20)
+    ts = sched.timesteps.tolist()
+    expected = 1.0
+    for t, prev in zip(ts, ts[1:] + [None], strict=True):
+        a_prev = abar[prev] if prev is not None else torch.tensor(1.0, dtype=torch.float64)
+        expected *= float((a_prev * abar[t]).sqrt() + ((1 - a_prev) * (1 - abar[t])).sqrt())
+    assert abs(float(z.std() / noise.std()) - expected) < 1e-6
+
+
 def test_frechet_distance_equals_torchmetrics_formula():
     need("torchmetrics")
     from torchmetrics.image.fid import _compute_fid

@@ -503,7 +503,10 @@ class EmojiLatent(Recipe):
         return UNet(self.config(s, emoji_setup(s)["clip"].config.text_config.hidden_size))
 
     def scheduler(self, s: EmojiLatentSettings) -> DDIMScheduler:
-        return DDIMScheduler(num_train_timesteps=s.num_train_timesteps, beta_schedule=s.beta_schedule)
+        # no clip_sample (diffusers' default, meant for pixels in [-1, 1]): standardised latents have unit spread,
+        # a third of them beyond +-1, and clipping every x_0 estimate there drew patchy colour fields
+        return DDIMScheduler(num_train_timesteps=s.num_train_timesteps, beta_schedule=s.beta_schedule,
+                             clip_sample=False)
 
     def pipeline(self, model: UNet, s: EmojiLatentSettings):
         from zupu.sampling.latent import TextToImage
