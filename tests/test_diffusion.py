@@ -234,10 +234,11 @@ def test_guided_ddim_lands_on_the_data_in_any_number_of_steps():
 
 
 def test_latent_sampling_keeps_the_standardised_latents_spread():
-    """emoji-latent's latents are standardised (unit spread, a third beyond +-1): its DDIM must not clip x_0 to
-    [-1, 1]. With the exact denoiser of N(0, I) data, eps(x_t) = sqrt(1 - abar_t) x_t, each DDIM step maps
-    x_t to c x_t, c = sqrt(abar_prev abar_t) + sqrt((1 - abar_prev)(1 - abar_t)), so the samples' spread is
-    the product of the c's (0.94 here); clipping x_0, as the recipe once did, leaves 0.70 (and drew patchy images)."""
+    """emoji-latent's latents are standardised (unit spread, 30% beyond +-1): its DDIM must not clip x_0 to
+    pixels' [-1, 1]. With the exact denoiser of N(0, I) data, eps(x_t) = sqrt(1 - abar_t) x_t, each DDIM step
+    maps x_t to c x_t, c = sqrt(abar_prev abar_t) + sqrt((1 - abar_prev)(1 - abar_t)), so the samples' spread
+    is the product of the c's (0.936 here; the recipe's +-3 clipping leaves 0.934); clipping to +-1, as the
+    recipe once did, leaves 0.70 (and drew washed-out patches)."""
     from zupu.recipes.diffusion import EmojiLatent
     from zupu.sampling import denoise
 
@@ -251,7 +252,7 @@ def test_latent_sampling_keeps_the_standardised_latents_spread():
     for t, prev in zip(ts, ts[1:] + [None], strict=True):
         a_prev = abar[prev] if prev is not None else torch.tensor(1.0, dtype=torch.float64)
         expected *= float((a_prev * abar[t]).sqrt() + ((1 - a_prev) * (1 - abar[t])).sqrt())
-    assert abs(float(z.std() / noise.std()) - expected) < 1e-6
+    assert abs(float(z.std() / noise.std()) - expected) < 0.005
 
 
 def test_frechet_distance_equals_torchmetrics_formula():
