@@ -143,9 +143,11 @@ def draw(run: str | Path, label: str | None = None, steps: int = 50, guidance: f
     noise = torch.randn(n, 1, size, size, generator=g)  # on the host: a seed draws the same on every device
     noise, labels, x0, keep = to_device((noise, labels, x0, keep), where)
     with torch.no_grad():
-        out = denoise(model, recipe.scheduler(s), noise, steps, labels=labels, null_label=NULL, guidance=guidance,
+        sched = recipe.scheduler(s)
+        out = denoise(model, sched, noise, steps, labels=labels, null_label=NULL, guidance=guidance,
                       generator=g, init=None if x0 is None else x0.expand(n, -1, -1, -1),
-                      strength=strength if x0 is not None and keep is None else 1.0, mask=keep, desc="draw")
+                      strength=strength if x0 is not None and keep is None else 1.0, mask=keep, desc="draw",
+                      step_kwargs=recipe.step_kwargs(sched))
     return ((out.clamp(-1, 1) + 1) / 2).cpu()
 
 

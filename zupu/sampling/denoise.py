@@ -31,7 +31,8 @@ def denoise(unet: Callable[..., torch.Tensor], scheduler, noise: torch.Tensor, s
             generator: torch.Generator | None = None, init: torch.Tensor | None = None, strength: float = 1.0,
             mask: torch.Tensor | None = None, trajectory: list[torch.Tensor] | None = None,
             desc: str | None = None, condition: dict[str, torch.Tensor] | None = None,
-            null_condition: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+            null_condition: dict[str, torch.Tensor] | None = None,
+            step_kwargs: dict | None = None) -> torch.Tensor:
     """Run `scheduler` from `noise` (B, C, H, W) for `steps` steps (fewer with img2img) and return x_0.
 
     `labels` (B,) condition a class-conditional `unet`; guidance w > 0 also needs `null_label`, the label the
@@ -40,7 +41,8 @@ def denoise(unet: Callable[..., torch.Tensor], scheduler, noise: torch.Tensor, s
     "no condition" in `null_condition`, the same keys and shapes (the empty caption's states). `init`
     (B, C, H, W) with `strength` < 1 is image-to-image; `mask` (B or 1, 1, H, W), 1 where to draw and 0 where
     to keep `init`, is inpainting. `trajectory`, if a list, receives the model's x_0 estimate after every
-    step (the denoising trajectory figure)."""
+    step (the denoising trajectory figure). `step_kwargs` go to every `scheduler.step` (diffusers' pipelines'
+    `eta`, `use_clipped_model_output`)."""
     if steps < 1:
         raise SettingError(f"steps must be at least 1, got {steps}")
     if guidance < 0:
@@ -84,7 +86,7 @@ def denoise(unet: Callable[..., torch.Tensor], scheduler, noise: torch.Tensor, s
             out = (1 + guidance) * with_c - guidance * free
         else:
             out = unet(model_in, t, **cond)
-        step = scheduler.step(out, t, x, generator=generator)
+        step = scheduler.step(out, t, x, generator=generator, **(step_kwargs or {}))
         x = step.prev_sample
         if mask is not None:
             after = timesteps[i + 1:i + 2]
