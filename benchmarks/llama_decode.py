@@ -34,6 +34,7 @@ from results import Run
 import zupu
 from zupu import weights
 from zupu.hf.gguf import tokenizer
+from zupu.nn import Int4Linear
 
 
 def rate(fn, tokens: int) -> tuple[float, float]:
@@ -84,6 +85,16 @@ def cpp_greedy(cpp, tokens: list[int], new: int) -> list[int]:
 def cpp_prefill(cpp, tokens: list[int]) -> None:
     cpp.reset()
     cpp.eval(tokens)
+
+
+def dense_mib(model) -> float:
+    """The dense weight copies `Int4Linear` layers keep for long inputs, in MiB."""
+    return sum(m.dense.numel() * m.dense.element_size() for m in model.modules()
+               if isinstance(m, Int4Linear) and m.dense is not None) / 2**20
+
+
+def dense_dtype(model) -> str:
+    return str(model.lm_head.dense.dtype).removeprefix("torch.")
 
 
 def rss_mib() -> float:
@@ -199,7 +210,9 @@ def main() -> None:
               "", "Memory (resident set growth on loading): "
               + ", ".join(f"zupu {name} {v:.0f} MiB" for name, v in rss.items())
               + f", transformers {rss_hf:.0f} MiB (fp32 weights: {weights_mib:.0f} MiB). zupu int4 keeps the token "
-              "embedding in fp32 for its row lookups; fp32 decoding adds a oneDNN-packed copy of each weight."]
+              "embedding in fp32 for its row lookups; fp32 decoding adds a oneDNN-packed copy of each weight. "
+              f"zupu int4's first input of {Int4Linear.DENSE_ROWS}+ rows (a prompt) adds the dense copies its "
+              f"prefill multiplies by: {dense_mib(zupus['int4']):.0f} MiB more ({dense_dtype(zupus['int4'])})."]
     if cpp is not None:
         lines += ["", f"## zupu vs llama.cpp (llama-cpp-python {cpp.version}, built from source with its native "
                   f"CPU kernels, at {a.llama_cpp}), same GGUF, same {a.threads} thread(s), interleaved with the rounds "
