@@ -94,7 +94,8 @@ def dense_mib(model) -> float:
 
 
 def dense_dtype(model) -> str:
-    return str(model.lm_head.dense.dtype).removeprefix("torch.")
+    return next(str(m.dense.dtype).removeprefix("torch.") for m in model.modules()
+                if isinstance(m, Int4Linear) and m.dense is not None)
 
 
 def rss_mib() -> float:
@@ -212,7 +213,8 @@ def main() -> None:
               + f", transformers {rss_hf:.0f} MiB (fp32 weights: {weights_mib:.0f} MiB). zupu int4 keeps the token "
               "embedding in fp32 for its row lookups; fp32 decoding adds a oneDNN-packed copy of each weight. "
               f"zupu int4's first input of {Int4Linear.DENSE_ROWS}+ rows (a prompt) adds the dense copies its "
-              f"prefill multiplies by: {dense_mib(zupus['int4']):.0f} MiB more ({dense_dtype(zupus['int4'])})."]
+              f"prefill multiplies by: {dense_mib(zupus['int4']):.0f} MiB more ({dense_dtype(zupus['int4'])}; "
+              "not the output layer's, which sees only the last position)."]
     if cpp is not None:
         lines += ["", f"## zupu vs llama.cpp (llama-cpp-python {cpp.version}, built from source with its native "
                   f"CPU kernels, at {a.llama_cpp}), same GGUF, same {a.threads} thread(s), interleaved with the rounds "

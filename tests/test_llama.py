@@ -91,9 +91,9 @@ def test_int4_gguf_blocks_are_the_file_and_keep_greedy_tokens(smollm2_gguf, ours
     # a prompt of 16+ tokens goes through each layer's dense copy (Int4Linear.DENSE_ROWS), its reply through int4
     long = torch.tensor([tok.encode("The Eiffel Tower is a wrought-iron lattice tower in Paris. It was built for "
                                     "the World's Fair of")])
-    assert long.size(1) >= Int4Linear.DENSE_ROWS and q4.lm_head.dense is None
+    assert long.size(1) >= Int4Linear.DENSE_ROWS and q4.layers[0].mlp.fc.dense is None
     assert greedy(q4, long, 12).tolist() == greedy(model, long, 12).tolist()
-    assert q4.lm_head.dense is not None
+    assert q4.layers[0].mlp.fc.dense is not None
     with pytest.raises(SettingError, match="quantize='int8'.*int4"):
         zupu.from_pretrained(smollm2_gguf, quantize="int8")
 
