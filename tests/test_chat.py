@@ -100,3 +100,14 @@ def test_the_window_figure_counts_every_token_of_the_prompt(model, tokenizer):
     held = recipe.message_tokens(chat)
     assert [r for r, _ in held] == ["system", "user", "assistant", "user"]
     assert sum(n for _, n in held) == len(tokenizer.encode(tokenizer.apply_chat_template(chat.messages(), False)))
+
+
+@pytest.mark.parametrize("command", ["chat", "serve"])
+def test_quantize_is_opt_in_and_checked(command, tmp_path, capsys):
+    from zupu.cli import main
+
+    assert main([command, str(tmp_path / "m.gguf"), "--quantize", "int8"]) == 2
+    assert "quantize='int8' is not a GGUF load option" in capsys.readouterr().err
+    assert main([command, str(tmp_path / "m.gguf")]) == 2  # without it the exact path reads the (missing) file
+    err = capsys.readouterr().err
+    assert "m.gguf is missing" in err

@@ -88,8 +88,36 @@ def test_int4_gguf_blocks_are_the_file_and_keep_greedy_tokens(smollm2_gguf, ours
     with torch.no_grad():
         assert (q4(ids) - model(ids)).abs().max() < 2  # bfloat16 products and scales: close, not equal
     assert greedy(q4, ids, 12).tolist() == greedy(model, ids, 12).tolist()  # the parity test's greedy tokens
+    # a prompt of 16+ tokens goes through each layer's dense copy (Int4Linear.DENSE_ROWS), its reply through int4;
+    # here fp32 continues " 1889, and is one of the most": int4 leaves it at the 9th token with or without the
+    # dense copy (measured), so the first 8 are held
+    long = torch.tensor([tok.encode("The Eiffel Tower is a wrought-iron lattice tower in Paris. It was built for "
+                                    "the World's Fair of")])
+    assert long.size(1) >= Int4Linear.DENSE_ROWS and q4.layers[0].mlp.fc.dense is None
+    assert greedy(q4, long, 8).tolist() == greedy(model, long, 8).tolist()
+    assert q4.layers[0].mlp.fc.dense is not None
     with pytest.raises(SettingError, match="quantize='int8'.*int4"):
         zupu.from_pretrained(smollm2_gguf, quantize="int8")
+
+
+def test_int4_linear_long_inputs_take_its_dense_copy():
+    torch.manual_seed(0)
+    out, inp = 80, 64
+    planes = [(torch.randint(0, 16, (out, inp)), torch.rand(out, inp // 32) / 8, torch.randn(out, inp // 32) / 4)
+              for _ in range(2)]  # two planes, as Q8_0's
+    layer = Int4Linear(planes)
+    w = sum((q - 8) * s.bfloat16().float().repeat_interleave(32, 1) + z.bfloat16().float().repeat_interleave(32, 1)
+            for q, s, z in planes)  # the weight the kernel multiplies by, scales and zeros rounded to bfloat16
+    x = torch.randn(Int4Linear.DENSE_ROWS, inp)
+    short = torch.cat([layer(x[i:i + 4]) for i in range(0, len(x), 4)])  # int4 kernel, 4 rows a call
+    assert layer.dense is None
+    long = layer(x)  # all rows at once: the dense copy
+    assert layer.dense is not None and layer.dense.shape == (out, inp)
+    torch.testing.assert_close(layer.dense.float(), w, rtol=0, atol=2**-7)  # each plane rounded to bfloat16
+    exact = x @ w.t()
+    for y in (short, long):
+        torch.testing.assert_close(y, exact, rtol=0.02, atol=0.05 * exact.abs().max().item())
+    assert "dense" not in layer.state_dict()
 
 
 def test_tokenizer_and_chat_template_equal_transformers(ours, theirs):

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def load_chat_model(name: str) -> tuple[nn.Module, Any]:
-    """MODEL -> (model, tokenizer with a chat template)."""
+def load_chat_model(name: str, quantize: str | None = None) -> tuple[nn.Module, Any]:
+    """MODEL -> (model, tokenizer with a chat template). `quantize="int4"` (GGUF files) keeps the file's 4-bit
+    blocks: faster replies, bfloat16 products, not bit-equal to the exact float32 weights (the default)."""
     from zupu.checkpoint import from_pretrained
     from zupu.hf import gguf
     from zupu.tokenizers import load
@@ -37,7 +38,7 @@ def load_chat_model(name: str) -> tuple[nn.Module, Any]:
     from zupu.weights import registry
 
     path = registry.fetch(name) if name in registry.WEIGHTS else Path(name)
-    model = from_pretrained(path)
+    model = from_pretrained(path, quantize=quantize)
     if path.suffix == ".gguf":
         tokenizer = gguf.tokenizer(path)
     elif (path / "tokenizer_config.json").is_file() and json.loads(
@@ -107,7 +108,7 @@ def show_tokens(chat: Chat) -> str:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    model, tokenizer = load_chat_model(args.model)
+    model, tokenizer = load_chat_model(args.model, args.quantize)
     limit = model.config.n_positions
     if not 0 < args.context <= limit:
         raise SettingError(f"--context {args.context} must be between 1 and the model's window, {limit}")
@@ -141,4 +142,12 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--top-p", type=float, default=0.9)
     s.add_argument("--seed", type=int, default=None, help="fix the sampling (turn k uses seed + k)")
     s.add_argument("--show-tokens", action="store_true", help="print the window's tokens before each reply")
+    add_quantize(s)
     s.set_defaults(func=cmd_chat)
+
+
+def add_quantize(s: argparse.ArgumentParser) -> None:
+    # checked where the file is read (`zupu.hf.gguf.load`), so the parser does not import torch
+    s.add_argument("--quantize", default=None, metavar="int4",
+                   help="GGUF only: keep the file's 4-bit blocks (int4: faster decoding on AVX-512 CPUs, "
+                        "bfloat16 products; benchmarks/RESULTS-llama.md); default: exact float32 weights")

@@ -315,15 +315,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from zupu.apps.chat import load_chat_model
 
-    model, tokenizer = load_chat_model(args.model)
+    model, tokenizer = load_chat_model(args.model, args.quantize)
     print(f"serving {args.model} at http://{args.host}:{args.port}/v1", flush=True)
     uvicorn.run(create_app(model, tokenizer, args.model), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
 def add_parser(subparsers: Any) -> None:
+    from zupu.apps.chat import add_quantize
+
     s = subparsers.add_parser("serve", help="serve a chat model over an OpenAI-compatible HTTP API")
     s.add_argument("model", help="a .gguf file, a weights-registry name (smollm2) or a folder with a chat template")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
+    add_quantize(s)
     s.set_defaults(func=cmd_serve)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zupu.train.precision import native_bf16
+
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
@@ -54,7 +56,17 @@ class Int4Linear(nn.Module):
     Decoding is memory-bound; 4 bits and a bfloat16 (scale, zero) pair per 32 weights read 5.3x fewer bytes
     than float32. The kernel is PyTorch's CPU int4 GEMM (`_weight_int4pack_mm_for_cpu`, the gpt-fast/torchao
     path); it is vectorised only for bfloat16 activations (float32 ones take a scalar path 5-25x slower than
-    `F.linear`), so the inputs are rounded to bfloat16 for the product and the result returned in x's dtype."""
+    `F.linear`), so the inputs are rounded to bfloat16 for the product and the result returned in x's dtype.
+
+    A long prompt is compute-bound instead, and that kernel dequantises the weight again for every 4 rows:
+    at SmolLM2's output layer (576 -> 49152, one thread, AVX-512 BF16) it takes 11.3 ms for 16 rows and 47 ms
+    for 64 where a dense bfloat16 GEMM takes 10.2 and 23 (at 8 rows int4 wins, 5.8 vs 8.8 ms). So from
+    `DENSE_ROWS` rows on the product runs through a dense copy of W, made by the kernel itself on the first such
+    call (x = I gives W^T, each weight rounded to bfloat16 as the kernel returns it) and kept: bfloat16 where
+    the CPU multiplies it natively (`zupu.train.precision.native_bf16`), float32 elsewhere. It costs the
+    weight's dense size in memory, and only once a long prompt has come."""
+
+    DENSE_ROWS = 16
 
     def __init__(self, planes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], group_size: int = 32):
         """planes: (q (out, in) integers in [0, 15], s (out, in / group_size), z (same)) each."""
@@ -65,13 +77,32 @@ class Int4Linear(nn.Module):
             self.register_buffer(f"q{i}", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.int().contiguous(), 1))
             self.register_buffer(f"sz{i}", torch.stack([s.t(), z.t()], -1).to(torch.bfloat16).contiguous())
         self.n_planes = len(planes)
+        self.dense: torch.Tensor | None = None  # W (out, in), made on the first long input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xb = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        y = sum(torch.ops.aten._weight_int4pack_mm_for_cpu(xb, getattr(self, f"q{i}"), self.group_size,
-                                                            getattr(self, f"sz{i}")).to(x.dtype)
-                for i in range(self.n_planes))
+        x2 = x.reshape(-1, self.in_features)
+        if x2.size(0) >= self.DENSE_ROWS:
+            w = self.dense_weight()
+            y = F.linear(x2.to(w.dtype), w).to(x.dtype)
+        else:
+            xb = x2.to(torch.bfloat16)
+            y = self.int4_mm(xb, 0).to(x.dtype)
+            for i in range(1, self.n_planes):
+                y += self.int4_mm(xb, i)  # each plane's bfloat16 product summed in x's dtype
         return y.reshape(*x.shape[:-1], self.out_features)
+
+    def int4_mm(self, xb: torch.Tensor, plane: int) -> torch.Tensor:
+        """(M, in) bfloat16 -> (M, out) bfloat16 through one plane."""
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(xb, getattr(self, f"q{plane}"), self.group_size,
+                                                          getattr(self, f"sz{plane}"))
+
+    def dense_weight(self) -> torch.Tensor:
+        """W (out, in), dequantised once by the kernel and kept."""
+        if self.dense is None:
+            eye = torch.eye(self.in_features, dtype=torch.bfloat16, device=self.q0.device)
+            w = sum(self.int4_mm(eye, i).float() for i in range(self.n_planes)).t()  # (out, in)
+            self.dense = w.to(torch.bfloat16 if native_bf16(w.device.type) else torch.float32).contiguous()
+        return self.dense
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, planes={self.n_planes}, " \
