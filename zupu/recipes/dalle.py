@@ -185,13 +185,19 @@ class HeldOutCaptions(Recipe):
             return model.dvae.loss(images, temperature(i, round(s.anneal * s.dvae_steps)),
                                    kl_weight(i, round(s.kl_warmup * s.dvae_steps), s.kl_weight))
 
-        val = paint(d["x_val"], allowed_colours(d["y_val"], s.held_out_shift, torch.Generator().manual_seed(0)))
+        val_colour = allowed_colours(d["y_val"], s.held_out_shift, torch.Generator().manual_seed(0))
+        val = paint(d["x_val"], val_colour)
         opt = make_optimizer("adamw", model.dvae.parameters(), s.dvae_lr, weight_decay=0.0)
         Trainer(model.dvae, step, batches, opt, s.dvae_steps, scheduler=make_schedule(opt, "cosine", s.dvae_steps),
                 log_every=50, desc="dalle dVAE").fit()
         model.dvae.eval()
+        net = judge(s.val_size, s.test_limit, s.judge_epochs)[0]
         with torch.no_grad():
-            return {"dvae_val_mse": F.mse_loss(model.dvae(val), val).item()}
+            recon = model.dvae(val)
+            # what the dVAE's settings were chosen on: validation digits keep their colour through its tokens
+            colour = net(recon.clamp(-1, 1)).argmax(1) % len(COLOURS)
+        return {"dvae_val_mse": F.mse_loss(recon, val).item(),
+                "dvae_val_colour_acc": (colour == val_colour).float().mean().item()}
 
     def image_tokens(self, model: DALLE, x: torch.Tensor, y: torch.Tensor, s: Settings) -> tuple[torch.Tensor, ...]:
         """Every (digit image, seen colour) pair as caption ids and dVAE tokens."""
