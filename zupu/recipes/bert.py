@@ -467,9 +467,11 @@ class TangTopics(Recipe):
     poems with a linear schedule; each arm picks its learning rate from FINETUNE_LRS by 3-fold
     cross-validation on the draw's own labels (the pre-trained weights are 8-11x larger than a fresh
     encoder's, so the arms need not share a best rate), then trains on all of them and is scored on the 1,000
-    test poems. Both arms see the same labels, batches and seeds; the milestone is the gain of the means
-    over the draws. A bag-of-characters logistic regression on the same labels is reported beside them.
-    The whole run takes about an hour on one thread, 44 minutes of it pre-training
+    test poems (`scored_on="validation"`: on the pool poems the draw did not take, where the design, i.e.
+    labels per topic, `pooling` and pre-training length, is to be chosen; this default design was chosen on
+    test scores, benchmarks/RESULTS-bert.md). Both arms see the same labels, batches and seeds; the milestone
+    is the gain of the means over the draws. A bag-of-characters logistic regression on the same labels is
+    reported beside them. The whole run takes about an hour on one idle thread, 44 minutes of it pre-training
     (benchmarks/history/RESULTS-bert.md)."""
 
     name = "tang-topics"
