@@ -46,6 +46,7 @@ from zupu.recipes.bert import (  # noqa: E402
 from zupu.train.run import Run as RunDir  # noqa: E402
 
 CHECKPOINT_EVERY = 1000
+ON_VALIDATION = " on validation; the milestone is judged on the test run"
 
 
 def design(s: TangTopics.Settings) -> str:
@@ -155,7 +156,8 @@ def main() -> None:
             f"pre-training poems: {pre_acc['mlm_acc']:.3f} and {pre_acc['nsp_acc']:.3f}. Each draw: {n_labels} "
             f"labels, {s.finetune_steps} fine-tuning steps, {s.pooling} pooling, lr chosen per arm by 3-fold CV on "
             f"the draw's labels from {lrs}; accuracies on {scored}. Milestone: gain >= 0.10 "
-            f"({'met' if gain >= 0.10 else 'missed'}). Figure: {fig.name}.\n\n"
+            f"({'met' if gain >= 0.10 else 'missed'}{ON_VALIDATION if s.scored_on == 'validation' else ''}). "
+            f"Figure: {fig.name}.\n\n"
             f"| draw | pre-trained acc (chosen lr; acc at {lrs}) | from-scratch acc (same) | gain | "
             "bag-of-chars logistic regression |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
             f"| **mean** | **{mean[arms[0]]:.3f}** | **{mean[arms[1]]:.3f}** | "
