@@ -1,7 +1,7 @@
 """AlexNet's ingredients one at a time: each run is the alexnet recipe with one switch flipped.
 
     ZUPU_DATA_MIRROR=../shared/data OMP_NUM_THREADS=1 python benchmarks/alexnet_ablations.py \
-        [--train-size 10000] [--validation 10000] [--epochs 4] [--seeds 2]
+        [--train-size 10000] [--validation 10000] [--epochs 4] [--seeds 2] [--rows 0,3,2]
 
 Protocol: the choice between configurations is made on a validation split carved from the 60,000
 training images (the last `--validation` of them; the recipe's `validation` setting), never on the test
@@ -11,7 +11,8 @@ an effect smaller than the seed noise reads as nil), train accuracy (10k un-augm
 dropout off) and the train - validation gap. The row with the best mean validation accuracy is named;
 test accuracy (full 10k) is printed beside every row only after that choice, and is not used for it.
 Writes benchmarks/RESULTS-alexnet-ablations.md (or --out; stamped by benchmarks/results.py) and
-alexnet_ablations.png beside it (validation accuracy per row).
+alexnet_ablations.png beside it (validation accuracy per row). At the recipe's full budget (`--train-size 0
+--epochs 12`: the 50,000 images left, ~25 minutes a run here) `--rows` picks the rows to compare.
 """
 
 from __future__ import annotations
@@ -46,12 +47,19 @@ def main() -> None:
     ap.add_argument("--validation", type=int, default=10_000, help="training images held out for the choice")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--rows", default=",".join(map(str, range(len(ROWS)))),
+                    help=f"comma-separated indices into the table of switches (0-{len(ROWS) - 1}; 0: the recipe's)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-alexnet-ablations.md"),
                     help="the RESULTS file to write")
     args = ap.parse_args()
     run = Run(__file__)
+    try:
+        picked = [ROWS[int(i)] for i in args.rows.split(",")]
+    except (ValueError, IndexError):
+        ap.error(f"--rows {args.rows!r}: give comma-separated indices from 0 to {len(ROWS) - 1}")
+    n_train = args.train_size or 60_000 - args.validation  # 0: all the training images left
     rows = []
-    for label, overrides in ROWS:
+    for label, overrides in picked:
         settings = {"train_size": args.train_size, "validation": args.validation, "epochs": args.epochs, **overrides}
         runs, seconds = [], 0.0
         for seed in range(args.seeds):
@@ -71,12 +79,12 @@ def main() -> None:
     ax.barh([r[0] for r in rows], [r[1]["val_acc"] for r in rows], xerr=[r[2] / 2 for r in rows])
     ax.set_xlim(min(r[1]["val_acc"] for r in rows) - 0.03, max(r[1]["val_acc"] for r in rows) + 0.02)
     ax.set_xlabel(f"validation accuracy ({args.validation} held-out training images; bar: spread over seeds)")
-    ax.set_title(f"AlexNet ingredients on Fashion-MNIST ({args.train_size} train images, {args.epochs} epochs)")
+    ax.set_title(f"AlexNet ingredients on Fashion-MNIST ({n_train} train images, {args.epochs} epochs)")
     ax.tick_params(axis="y", labelsize=7)
     fig.savefig(args.out.with_name("alexnet_ablations.png"), dpi=110, bbox_inches="tight")
     body = (f"# AlexNet ablations\n\nThe recipe's settings with one switch flipped per row. Fashion-MNIST: the last "
             f"{args.validation} of the 60,000 training images are a validation split; each run trains on the first "
-            f"{args.train_size} of the rest for {args.epochs} epochs; means over seeds 0-{args.seeds - 1}; 'spread' "
+            f"{n_train} of the rest for {args.epochs} epochs; means over seeds 0-{args.seeds - 1}; 'spread' "
             "is max - min validation accuracy over the seeds: a difference between rows smaller than it is noise. "
             f"The choice (best mean validation accuracy): **{chosen}**. Test accuracy (full 10k test set) is shown "
             "after that choice and was not used for it. Time: per run. Figure: alexnet_ablations.png.\n\n"

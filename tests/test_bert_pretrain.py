@@ -17,6 +17,7 @@ from zupu.recipes.bert import (
     corpus,
     draw_labels,
     halves,
+    held_out_docs,
     mask_tokens,
     nsp_examples,
     pack_pairs,
@@ -199,6 +200,27 @@ def test_topic_classifier_arms_share_the_classifier_layer_and_differ_in_the_enco
     h = tuned.bert(ids, mask)
     by_hand = tuned.classifier(torch.stack([h[i, :int(mask[i].sum())].mean(0) for i in range(3)]))
     torch.testing.assert_close(tuned(ids, mask), by_hand)  # the mean of the real tokens only
+
+
+def test_cls_pooling_reads_the_nsp_pooler_and_other_poolings_are_refused():
+    s = TangTopics().settings(overrides={"hidden_size": 16, "intermediate_size": 32})
+    config = TangTopics().config(s, 50)
+    model = topic_classifier(config, seed=3, pooling="cls").eval()
+    ids, mask = torch.randint(5, 50, (3, 7)), torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])
+    h = model.bert(ids, mask)
+    torch.testing.assert_close(model(ids, mask), model.classifier(model.bert.pool(h)))  # [CLS] through the pooler
+    assert not torch.allclose(model(ids, mask), topic_classifier(config, seed=3).eval()(ids, mask))
+    with pytest.raises(ZupuError, match="pooling='max'"):
+        TangTopics().check(TangTopics.Settings(pooling="max"))
+
+
+def test_held_out_documents_are_the_test_poems_pretraining_never_saw():
+    tok, docs, _, test = tang_corpus()
+    held = held_out_docs()
+    assert 900 < len(held) <= len(test) and all(len(d) == 2 and d[0] and d[1] for d in held)
+    pretraining = {tuple(d[0] + d[1]) for d in docs}
+    assert not any(tuple(d[0] + d[1]) in pretraining for d in held)
+    assert {tuple(d[0] + d[1]) for d in held} <= {tuple(tok.tokenize_ids(text)) for text, _ in test}
 
 
 @pytest.mark.slow

@@ -4,7 +4,10 @@ The training side of Krizhevsky et al. (2012), scaled down: SGD with momentum 0.
 5e-4 (sec. 5), label-preserving augmentation (sec. 4.1: random crops and horizontal reflections;
 here random shifts of up to 1 pixel and left-right flips), dropout (p = 0.25 here: the paper's 0.5 underfits
 this narrow net) and LRN in the model. The
-ablations (ReLU vs tanh, dropout, augmentation, LRN) are benchmarks/alexnet_ablations.py.
+ablations (ReLU vs tanh, dropout, augmentation, LRN) are benchmarks/alexnet_ablations.py. Augmentation is
+off by default: at this recipe's full budget (12 epochs on 50,000 images, the last 10,000 training images held
+out, seed 0) it scored 0.9160 on validation against 0.9218 without it (stop 18), so the validation choice is
+none; `shift=1 flip=true` turns it back on.
 """
 
 from __future__ import annotations
@@ -62,8 +65,8 @@ class FashionSettings:
     dropout: float = 0.25  # 0.5 (the paper) underfit this narrow net: 78.7% vs 83.3% after 1 epoch with shift 1
     lrn: bool = True
     pool_kernel: int = 3
-    shift: int = 1  # augmentation: random translation, in pixels (0 turns it off)
-    flip: bool = True  # augmentation: left-right reflection
+    shift: int = 0  # augmentation: random translation, in pixels (0: off, the validation choice; see the docstring)
+    flip: bool = False  # augmentation: left-right reflection
     channels: tuple[int, ...] = (16, 32, 32)  # (32, 64, 64) ran 3x slower per image here
     hidden: int = 256
     pooled: int = 2  # stages that end in pooling: the classifier sees a 6x6 map, as in the paper
@@ -71,16 +74,17 @@ class FashionSettings:
 
 class Fashion(Recipe):
     name = "fashion-mnist"
-    summary = "ReLU, LRN, overlapping max-pool, dropout, augmentation, SGD+momentum+decay on full Fashion-MNIST"
+    summary = "ReLU, LRN, overlapping pool, dropout, SGD+momentum+decay on full Fashion-MNIST; augmentation optional"
     Settings = FashionSettings
     data_parallel = True  # the classifier loop: torchrun can split its batches
     milestone = Milestone("test_acc", 0.91, paper="Xiao et al. (2017) Fashion-MNIST benchmark: 2-conv CNNs "
                           "~91-92%; AlexNet (2012) itself: 15.3% top-5 error on ImageNet")
-    # 3 epochs on 5,000 images (117 steps): dropout and augmentation make the first epochs slow, so the quick run
-    # shows the net learning, not the 91%: 0.7633 / 0.7669 / 0.7700 at seeds 0, 1, 2 (2026-12-04; chance 10%)
+    # 3 epochs on 5,000 images (117 steps): dropout makes the first epochs slow, so the quick run shows the net
+    # learning, not the 91%: 0.7865 / 0.7919 / 0.7880 at seeds 0, 1, 2 without augmentation (2026-12-05; with it,
+    # the earlier default, 0.7633 / 0.7669 / 0.7700; chance 10%)
     quick = {"epochs": 3, "train_size": 5000}
     quick_milestone = Milestone("test_acc", 0.74, paper="the full recipe (all 60,000 images): >= 91%")
-    quick_seconds = 14.0  # 9.8-12.6 s of CPU on one thread
+    quick_seconds = 14.0  # 9.8-12.6 s of CPU on one thread with augmentation; 12.0-12.1 s user without (load ~12)
     tiny = {"epochs": 1, "train_size": 512, "channels": (8, 8, 8), "hidden": 32}
 
     def build(self, s: FashionSettings) -> AlexNet:

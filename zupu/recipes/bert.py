@@ -153,8 +153,9 @@ class PretrainBatches:
 
 
 def pretrain(model: BertForPreTraining, batches: PretrainBatches, steps: int, lr: float, run=None,
-             log_every: int = 25) -> BertForPreTraining:
-    """BERT's pre-training loop: AdamW (weight decay 0.01), linear warm-up over 10% of the steps then linear decay."""
+             log_every: int = 25, checkpoint_every: int = 0) -> BertForPreTraining:
+    """BERT's pre-training loop: AdamW (weight decay 0.01), linear warm-up over 10% of the steps then linear decay.
+    `checkpoint_every` > 0 writes `run`'s resume checkpoint that often, so a long pre-training can continue."""
 
     def step(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = model.loss(b["input_ids"], b["attention_mask"], b["token_type_ids"], b["mlm_labels"], b["nsp_labels"])
@@ -163,7 +164,8 @@ def pretrain(model: BertForPreTraining, batches: PretrainBatches, steps: int, lr
     model.to(devices.current())  # made inside the recipe: onto the run's device, as launch does the saved model
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     Trainer(model, step, batches, opt, steps, run=run, log_every=log_every, grad_clip=1.0,
-            scheduler=make_schedule(opt, "linear", steps, max(1, steps // 10), 0.0), desc="bert pre-train").fit()
+            checkpoint_every=checkpoint_every, desc="bert pre-train",
+            scheduler=make_schedule(opt, "linear", steps, max(1, steps // 10), 0.0)).fit()
     return model
 
 
@@ -396,19 +398,30 @@ def tang_corpus(min_count: int = 5) -> tuple[WordPiece, list, list, list]:
     return tok, docs, pool, test
 
 
+def held_out_docs() -> list:
+    """The 1,000 test poems as pre-training documents (two halves each): text pre-training never saw, on which
+    its masked-character and next-half accuracies measure what it learned rather than what it memorised."""
+    tok, _, _, test = tang_corpus()
+    held, docs = {text for text, _ in test}, {}
+    for p in data.load("tang-poems"):
+        body = "".join(p["paragraphs"])
+        if body in held and len(p["paragraphs"]) >= 2:  # a poem and its duplicates count once
+            docs[body] = halves([tok.tokenize_ids(line) for line in p["paragraphs"]])
+    return list(docs.values())
+
+
 def draw_labels(pool: list, per_topic: int, draw: int) -> list:
     """Draw `draw`'s training labels: `per_topic` poems of each topic from the pool (seed 100 + draw)."""
     rng = random.Random(100 + draw)
     return [ex for y in range(len(TOPICS)) for ex in rng.sample([e for e in pool if e[1] == y], per_topic)]
 
 
-def topic_classifier(config: BertConfig, encoder_state: dict | None = None, seed: int = 0
-                     ) -> BertForMeanPooledClassification:
-    """A mean-pooling classifier (with 200 labels mean pooling served both arms better than the [CLS] pooler,
-    benchmarks/history/RESULTS-bert.md, stop 12) on `encoder_state`, or on a fresh encoder; the same `seed` gives both
-    arms the same classifier layer."""
+def topic_classifier(config: BertConfig, encoder_state: dict | None = None, seed: int = 0, pooling: str = "mean"
+                     ) -> BertForSequenceClassification:
+    """A classifier on `encoder_state`, or on a fresh encoder, pooling by the mean of the tokens or by the [CLS]
+    pooler (`pooling`); the same `seed` gives both arms the same classifier layer."""
     torch.manual_seed(seed)
-    model = BertForMeanPooledClassification(config)
+    model = (BertForMeanPooledClassification if pooling == "mean" else BertForSequenceClassification)(config)
     if encoder_state is not None:
         model.bert.load_state_dict(encoder_state)
     return model.to(devices.current())
@@ -442,6 +455,8 @@ class TopicSettings:
     # (50 - labels_per_topic per topic), where design choices (labels per topic, pooling, pre-training length)
     # are made before one final run on the test set
     scored_on: str = "test"
+    # "mean": the classifier reads the mean of the encoder's outputs; "cls": BERT's [CLS] pooler (pre-trained by NSP)
+    pooling: str = "mean"
     threads: int = 1
 
 
@@ -452,9 +467,11 @@ class TangTopics(Recipe):
     poems with a linear schedule; each arm picks its learning rate from FINETUNE_LRS by 3-fold
     cross-validation on the draw's own labels (the pre-trained weights are 8-11x larger than a fresh
     encoder's, so the arms need not share a best rate), then trains on all of them and is scored on the 1,000
-    test poems. Both arms see the same labels, batches and seeds; the milestone is the gain of the means
-    over the draws. A bag-of-characters logistic regression on the same labels is reported beside them.
-    The whole run takes about an hour on one thread, 44 minutes of it pre-training
+    test poems (`scored_on="validation"`: on the pool poems the draw did not take, where the design, i.e.
+    labels per topic, `pooling` and pre-training length, is to be chosen; this default design was chosen on
+    test scores, benchmarks/RESULTS-bert.md). Both arms see the same labels, batches and seeds; the milestone
+    is the gain of the means over the draws. A bag-of-characters logistic regression on the same labels is
+    reported beside them. The whole run takes about an hour on one idle thread, 44 minutes of it pre-training
     (benchmarks/history/RESULTS-bert.md)."""
 
     name = "tang-topics"
@@ -479,21 +496,22 @@ class TangTopics(Recipe):
                           num_attention_heads=s.num_attention_heads, intermediate_size=s.intermediate_size,
                           max_position_embeddings=s.max_length, num_labels=len(TOPICS))
 
-    def build(self, s: TopicSettings) -> BertForMeanPooledClassification:
-        return BertForMeanPooledClassification(self.config(s, tang_corpus()[0].vocab_size))
+    def build(self, s: TopicSettings) -> BertForSequenceClassification:
+        cls = BertForMeanPooledClassification if s.pooling == "mean" else BertForSequenceClassification
+        return cls(self.config(s, tang_corpus()[0].vocab_size))
 
-    def pretrain(self, s: TopicSettings, run=None, seed: int = 0) -> BertForPreTraining:
+    def pretrain(self, s: TopicSettings, run=None, seed: int = 0, checkpoint_every: int = 0) -> BertForPreTraining:
         tok, docs, _, _ = tang_corpus()
         torch.manual_seed(seed)
         model = BertForPreTraining(self.config(s, tok.vocab_size))
         return pretrain(model, PretrainBatches(tok, docs, s.pretrain_batch, s.max_length, seed=seed),
-                        s.pretrain_steps, s.pretrain_lr, run, log_every=200)
+                        s.pretrain_steps, s.pretrain_lr, run, log_every=200, checkpoint_every=checkpoint_every)
 
     def finetune(self, s: TopicSettings, encoder_state: dict | None, train: list, test: list, lr: float,
-                 seed: int) -> tuple[BertForMeanPooledClassification, float]:
+                 seed: int) -> tuple[BertForSequenceClassification, float]:
         """Fine-tune a fresh classifier (on `encoder_state`, or from scratch) on `train`; (model, test accuracy)."""
         tok = tang_corpus()[0]
-        model = topic_classifier(self.config(s, tok.vocab_size), encoder_state, seed)
+        model = topic_classifier(self.config(s, tok.vocab_size), encoder_state, seed, s.pooling)
         ids, mask, y = encode_labelled(tok, train, s.max_length)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
         Trainer(model, lambda b: {"loss": F.cross_entropy(model(b[0], b[1]), b[2])},
@@ -523,6 +541,9 @@ class TangTopics(Recipe):
                             "poems per topic; choose 1 to that")
         if s.scored_on not in ("test", "validation"):
             raise ZupuError(f"scored_on={s.scored_on!r}: choose test or validation")
+        if s.pooling not in ("mean", "cls"):
+            raise ZupuError(f"pooling={s.pooling!r}: choose mean (the mean of the token outputs) or cls (the [CLS] "
+                            "pooler)")
         if s.scored_on == "validation" and s.labels_per_topic == POOL_PER_TOPIC:
             raise ZupuError(f"scored_on=validation needs pool poems left over: labels_per_topic below {POOL_PER_TOPIC}")
 
@@ -547,7 +568,7 @@ class TangTopics(Recipe):
             out.append({"arms": arms, "bag_of_chars": bag_of_chars(tok, train, scored), "scored": len(scored)})
         return out
 
-    def train(self, model: BertForMeanPooledClassification, s: TopicSettings, run) -> dict:
+    def train(self, model: BertForSequenceClassification, s: TopicSettings, run) -> dict:
         self.check(s)
         tok, docs, _, test = tang_corpus()
         tok.save(run.out)
@@ -577,7 +598,7 @@ class TangTopics(Recipe):
                     f"{len(test)} test poems", over="label draws")
         return metrics
 
-    def evaluate(self, model: BertForMeanPooledClassification, s: TopicSettings) -> dict:
+    def evaluate(self, model: BertForSequenceClassification, s: TopicSettings) -> dict:
         tok, _, _, test = tang_corpus()
         return {"test_acc": labelled_accuracy(model, tok, test, s.max_length)}
 

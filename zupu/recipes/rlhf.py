@@ -696,10 +696,12 @@ class HHRewardModel(Recipe):
     summary = ("Bradley-Terry reward on frozen SmolLM2-135M-Instruct features of real human preferences (HH-RLHF "
                "harmless): held-out pair accuracy against chance and the response-length rule")
     Settings = HHSettings
-    # full (not run end to end yet; an exploration with these functions on all 2,307 pairs, blocks 4-24 at the last
-    # token, block and weight decay chosen on validation: block 16, 0.569 [0.529, 0.610] on 576 held-out pairs,
-    # the length rule 0.548 there, the difference +0.02 [-0.03, +0.07]: not shown to beat length)
-    milestone = Milestone("test_pair_acc", 0.56, paper="Bai et al. 2022 (HH-RLHF): 13M-52B preference models "
+    # full: the target is the validation pair accuracy of the block and weight decay the run chooses (block 16, weight
+    # decay 10: 0.613 on the 346 validation pairs carved from the training split), rounded down; it replaces 0.56,
+    # which an exploration's test score had set. Measured (seed 0, 2026-12-05): 0.5625 [0.522, 0.603] on the 576
+    # held-out pairs, the length rule 0.548: MISSED. The validation number is the best of 9 (block x weight decay)
+    # and has its own interval (+-0.051; low end 0.561, which the test does reach): the miss is that optimism.
+    milestone = Milestone("test_pair_acc", 0.61, paper="Bai et al. 2022 (HH-RLHF): 13M-52B preference models "
                           "reach about 0.6-0.7 on harmlessness pairs")
     quick = {"pairs": 400, "layers": (12,), "weight_decays": (1.0, 10.0)}
     # 0.59 / 0.57 / 0.58 at seeds 0-2 on 100 held-out pairs (95% interval about +-0.1), "the shorter reply wins"
