@@ -77,7 +77,8 @@ class Int4Linear(nn.Module):
             self.register_buffer(f"q{i}", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.int().contiguous(), 1))
             self.register_buffer(f"sz{i}", torch.stack([s.t(), z.t()], -1).to(torch.bfloat16).contiguous())
         self.n_planes = len(planes)
-        self.dense: torch.Tensor | None = None  # W (out, in), made on the first long input
+        # W (out, in), made on the first long input; a buffer so that .to(device) moves it, kept out of checkpoints
+        self.register_buffer("dense", None, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, self.in_features)
