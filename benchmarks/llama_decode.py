@@ -212,9 +212,10 @@ def main() -> None:
               + ", ".join(f"zupu {name} {v:.0f} MiB" for name, v in rss.items())
               + f", transformers {rss_hf:.0f} MiB (fp32 weights: {weights_mib:.0f} MiB). zupu int4 keeps the token "
               "embedding in fp32 for its row lookups; fp32 decoding adds a oneDNN-packed copy of each weight. "
-              f"zupu int4's first input of {Int4Linear.DENSE_ROWS}+ rows (a prompt) adds the dense copies its "
-              f"prefill multiplies by: {dense_mib(zupus['int4']):.0f} MiB more ({dense_dtype(zupus['int4'])}; "
-              "not the output layer's, which sees only the last position)."]
+              f"zupu int4's inputs of {Int4Linear.DENSE_ROWS}+ rows x planes (a prompt; the Q8_0 output layer, two "
+              "planes, at batch 8) add the dense copies they multiply by: "
+              f"{dense_mib(zupus['int4']):.0f} MiB more by the end ({dense_dtype(zupus['int4'])}; "
+              f"{dense_mib(zupus['int4'].lm_head):.0f} MiB of it the output layer's)."]
     if cpp is not None:
         lines += ["", f"## zupu vs llama.cpp (llama-cpp-python {cpp.version}, built from source with its native "
                   f"CPU kernels, at {a.llama_cpp}), same GGUF, same {a.threads} thread(s), interleaved with the rounds "

@@ -112,12 +112,17 @@ def test_int4_linear_long_inputs_take_its_dense_copy():
     short = torch.cat([layer(x[i:i + 4]) for i in range(0, len(x), 4)])  # int4 kernel, 4 rows a call
     assert layer.dense is None
     long = layer(x)  # all rows at once: the dense copy
-    assert layer.dense is not None and layer.dense.shape == (out, inp)
-    torch.testing.assert_close(layer.dense.float(), w, rtol=0, atol=2**-7)  # each plane rounded to bfloat16
+    assert layer.dense is not None
+    torch.testing.assert_close(layer(torch.eye(inp)).t(), w, rtol=0, atol=2**-7)  # each plane rounded to bfloat16
     exact = x @ w.t()
     for y in (short, long):
         torch.testing.assert_close(y, exact, rtol=0.02, atol=0.05 * exact.abs().max().item())
     assert "dense" not in layer.state_dict()
+    # the kernel's work grows with rows x planes: 8 rows take the dense copy with two planes, the kernel with one
+    rows = Int4Linear.DENSE_ROWS // 2
+    one, two = Int4Linear(planes[:1]), Int4Linear(planes)
+    one(x[:rows]), two(x[:rows])
+    assert one.dense is None and two.dense is not None
 
 
 def test_tokenizer_and_chat_template_equal_transformers(ours, theirs):

@@ -124,14 +124,22 @@ class MultiHeadAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, n, n_head or self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Self-attention's q (B, nh, T, hs) and stacked k, v (2, B, n_kv_head, T, hs) from one matmul."""
+    def project(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Self-attention's q (B, nh, T, hs) and stacked k, v (2, B, n_kv_head, T, hs) from one matmul, q and k
+        rotated by `rope` (cos, sin) when it is given."""
         qkv = self.qkv(x)
-        if self.n_kv_head == self.n_head:  # one view for all three
+        nq, nkv = self.n_head, self.n_kv_head
+        if rope is not None:  # q and k heads side by side, rotated in one pass (decoding is bound by op count)
+            b, t, _ = x.shape
+            h = qkv.view(b, t, nq + 2 * nkv, self.head_dim).transpose(1, 2)  # (B, q + k + v heads, T, hs)
+            qk = apply_rotary(h[:, :nq + nkv], *rope)
+            return qk[:, :nq], torch.stack([qk[:, nq:], h[:, nq + nkv:]])
+        if nkv == nq:  # one view for all three
             qkv = self.heads(qkv, 3)  # (3, B, nh, T, hs)
             return qkv[0], qkv[1:]
-        q, kv = qkv.split([self.n_head * self.head_dim, 2 * self.n_kv_head * self.head_dim], -1)
-        return self.heads(q)[0], self.heads(kv, 2, self.n_kv_head)
+        q, kv = qkv.split([nq * self.head_dim, 2 * nkv * self.head_dim], -1)
+        return self.heads(q)[0], self.heads(kv, 2, nkv)
 
     def weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Self-attention probabilities softmax(Q K^T / sqrt(d_k)), (B, nh, T, T), for looking at (the
@@ -157,9 +165,7 @@ class MultiHeadAttention(nn.Module):
                 kv = self.heads(self.kv(memory), 2, self.n_kv_head)
                 k, v = cache.append(kv) if cache is not None else kv
         else:
-            q, kv = self.project(x)  # (B, nh, T, hs), (2, B, n_kv_head, T, hs)
-            if rope is not None:
-                q, kv = apply_rotary(q, *rope), torch.stack([apply_rotary(kv[0], *rope), kv[1]])
+            q, kv = self.project(x, rope)  # (B, nh, T, hs), (2, B, n_kv_head, T, hs)
             past = cache.length if cache is not None else 0
             k, v = kv if cache is None else cache.append(kv)
             # one new query after a cached prefix sees every key, so it needs no causal mask

@@ -58,13 +58,14 @@ class Int4Linear(nn.Module):
     path); it is vectorised only for bfloat16 activations (float32 ones take a scalar path 5-25x slower than
     `F.linear`), so the inputs are rounded to bfloat16 for the product and the result returned in x's dtype.
 
-    A long prompt is compute-bound instead, and that kernel dequantises the weight again for every 4 rows:
-    at SmolLM2's output layer (576 -> 49152, one thread, AVX-512 BF16) it takes 11.3 ms for 16 rows and 47 ms
-    for 64 where a dense bfloat16 GEMM takes 10.2 and 23 (at 8 rows int4 wins, 5.8 vs 8.8 ms). So from
-    `DENSE_ROWS` rows on the product runs through a dense copy of W, made by the kernel itself on the first such
-    call (x = I gives W^T, each weight rounded to bfloat16 as the kernel returns it) and kept: bfloat16 where
-    the CPU multiplies it natively (`zupu.train.precision.native_bf16`), float32 elsewhere. It costs the
-    weight's dense size in memory, and only once a long prompt has come."""
+    The kernel dequantises the weight again for every 4 rows and plane, so its time grows with rows x planes:
+    at SmolLM2's output layer (576 -> 49152, Q8_0: two planes; one thread, AVX-512 BF16) it takes 3.2 / 5.8 /
+    11.5 / 22.9 ms for 1 / 4 / 8 / 16 rows, where a dense bfloat16 GEMM on oneDNN's packed weight takes 4.6 ms
+    for 1 or 8 rows. So from `DENSE_ROWS` rows x planes on (a prompt; batch-8 decoding's output layer) the
+    product runs through a dense copy of W, made by the kernel itself on the first such call (x = I gives W^T,
+    each weight rounded to bfloat16 as the kernel returns it) and kept: bfloat16 where the CPU multiplies it
+    natively (`zupu.train.precision.native_bf16`), float32 elsewhere. It costs the weight's dense size in
+    memory, once such an input has come."""
 
     DENSE_ROWS = 16
 
@@ -82,9 +83,8 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, self.in_features)
-        if x2.size(0) >= self.DENSE_ROWS:
-            w = self.dense_weight()
-            y = F.linear(x2.to(w.dtype), w).to(x.dtype)
+        if x2.size(0) * self.n_planes >= self.DENSE_ROWS:
+            y = self.dense_mm(x2)
         else:
             xb = x2.to(torch.bfloat16)
             y = self.int4_mm(xb, 0).to(x.dtype)
@@ -97,13 +97,19 @@ class Int4Linear(nn.Module):
         return torch.ops.aten._weight_int4pack_mm_for_cpu(xb, getattr(self, f"q{plane}"), self.group_size,
                                                           getattr(self, f"sz{plane}"))
 
-    def dense_weight(self) -> torch.Tensor:
-        """W (out, in), dequantised once by the kernel and kept."""
+    def dense_mm(self, x2: torch.Tensor) -> torch.Tensor:
+        """(M, in) -> (M, out) through the dense copy of W, dequantised by the kernel on the first call and kept,
+        in oneDNN's blocked layout where oneDNN runs (as `PackedLinear`'s; 1.9x faster than `F.linear` for 8
+        rows of the output layer, the same numbers)."""
         if self.dense is None:
             eye = torch.eye(self.in_features, dtype=torch.bfloat16, device=self.q0.device)
             w = sum(self.int4_mm(eye, i).float() for i in range(self.n_planes)).t()  # (out, in)
-            self.dense = w.to(torch.bfloat16 if native_bf16(w.device.type) else torch.float32).contiguous()
-        return self.dense
+            w = w.to(torch.bfloat16 if native_bf16(w.device.type) else torch.float32).contiguous()
+            self.dense = torch.ops.mkldnn._reorder_linear_weight(w) if _ONEDNN else w
+        xd = x2.to(self.dense.dtype)
+        y = (torch.ops.mkldnn._linear_pointwise(xd, self.dense, None, "none", [], "") if _ONEDNN
+             else F.linear(xd, self.dense))
+        return y.to(x2.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, planes={self.n_planes}, " \
