@@ -94,7 +94,9 @@ class ReverseSettings:
     dropout: float = 0.0
     label_smoothing: float = 0.1
     pre_ln: bool = False
-    schedule: str = "cosine"  # or noam/linear (zupu.train.optim), after a linear warm-up
+    # or noam/linear (zupu.train.optim), after a linear warm-up; cosine kept on validation (n_val=1000, seeds 0-2:
+    # cosine and linear 1.0, noam 0.941-0.982)
+    schedule: str = "cosine"
     lr: float = 0.005  # cosine/linear: the peak; noam: multiplies d^-0.5 min(s^-0.5, s warmup^-1.5)
     warmup: int = 100
     beam_size: int = 4
