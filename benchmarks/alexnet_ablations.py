@@ -32,10 +32,10 @@ from results import Run  # noqa: E402
 from zupu.train import launch  # noqa: E402
 
 ROWS = [
-    ("all ingredients (ReLU, LRN, overlapping pool, dropout, augmentation)", {}),
+    ("the recipe (ReLU, LRN, overlapping pool, dropout; no augmentation, the validation choice)", {}),
     ("tanh instead of ReLU", {"activation": "tanh"}),
     ("no dropout", {"dropout": 0.0}),
-    ("no augmentation", {"shift": 0, "flip": False}),
+    ("with augmentation (shift 1, flip)", {"shift": 1, "flip": True}),
     ("no LRN", {"lrn": False}),
     ("non-overlapping 2x2 pooling", {"pool_kernel": 2}),
 ]
