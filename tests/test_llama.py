@@ -1,6 +1,7 @@
 """Llama: the real SmolLM2-135M-Instruct GGUF against transformers' reading of the same file, and random-init
 checkpoints both ways through transformers' LlamaForCausalLM (GQA, tied and untied, llama3 rope scaling)."""
 
+import copy
 import dataclasses
 import shutil
 
@@ -123,6 +124,9 @@ def test_int4_linear_long_inputs_take_its_dense_copy():
     one, two = Int4Linear(planes[:1]), Int4Linear(planes)
     one(x[:rows]), two(x[:rows])
     assert one.dense is None and two.dense is not None
+    # the dense copy is oneDNN's packed layout, which Module.to cannot move and deepcopy cannot copy: both must work
+    copied = copy.deepcopy(layer.to("cpu"))
+    torch.testing.assert_close(copied(x), long, rtol=0, atol=0)
 
 
 def test_tokenizer_and_chat_template_equal_transformers(ours, theirs):

@@ -1,5 +1,6 @@
 """zupu.nn: attention against a written-out softmax(QK^T/sqrt(d))V in float64, masks, the KV cache, packed linears."""
 
+import copy
 import math
 
 import pytest
@@ -143,3 +144,5 @@ def test_packed_linear_equals_linear_and_follows_weight_updates():
         assert torch.allclose(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
         layer.load_state_dict({"weight": torch.zeros(96, 48), "bias": torch.ones(96)})
         assert torch.equal(layer(x), torch.ones(3, 5, 96))
+        twin = copy.deepcopy(layer)  # after packing: oneDNN's packed copy has no storage, so copies repack
+        assert torch.equal(twin(x), torch.ones(3, 5, 96))

@@ -40,6 +40,9 @@ class PackedLinear(nn.Linear):
             self._packed_key = key
         return self._packed
 
+    def __getstate__(self) -> dict:  # copies and pickles repack: oneDNN's layout has no storage to copy
+        return {k: v for k, v in self.__dict__.items() if k not in ("_packed", "_packed_key")}
+
 
 def pack_linears(model: nn.Module) -> None:
     """Let every PackedLinear in `model` use a packed weight in gradient-free forwards from now on."""
@@ -60,7 +63,7 @@ class Int4Linear(nn.Module):
 
     The kernel dequantises the weight again for every 4 rows and plane, so its time grows with rows x planes:
     at SmolLM2's output layer (576 -> 49152, Q8_0: two planes; one thread, AVX-512 BF16) it takes 3.2 / 5.8 /
-    11.5 / 22.9 ms for 1 / 4 / 8 / 16 rows, where a dense bfloat16 GEMM on oneDNN's packed weight takes 4.6 ms
+    11.5 / 22.9 ms for 1 / 4 / 8 / 16 rows, where a dense bfloat16 GEMM on oneDNN's packed weight takes 4.6-4.8 ms
     for 1 or 8 rows. So from `DENSE_ROWS` rows x planes on (a prompt; batch-8 decoding's output layer) the
     product runs through a dense copy of W, made by the kernel itself on the first such call (x = I gives W^T,
     each weight rounded to bfloat16 as the kernel returns it) and kept: bfloat16 where the CPU multiplies it
@@ -78,8 +81,9 @@ class Int4Linear(nn.Module):
             self.register_buffer(f"q{i}", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.int().contiguous(), 1))
             self.register_buffer(f"sz{i}", torch.stack([s.t(), z.t()], -1).to(torch.bfloat16).contiguous())
         self.n_planes = len(planes)
-        # W (out, in), made on the first long input; a buffer so that .to(device) moves it, kept out of checkpoints
-        self.register_buffer("dense", None, persistent=False)
+        # W (out, in), made on the first input of DENSE_ROWS rows x planes; not a buffer: Module.to cannot cast or
+        # move oneDNN's packed layout (and the int4 kernel runs on the CPU only), and checkpoints leave it out
+        self.dense: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, self.in_features)
@@ -110,6 +114,9 @@ class Int4Linear(nn.Module):
         y = (torch.ops.mkldnn._linear_pointwise(xd, self.dense, None, "none", [], "") if _ONEDNN
              else F.linear(xd, self.dense))
         return y.to(x2.dtype)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "dense": None}  # copies and pickles remake it, as PackedLinear's
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, planes={self.n_planes}, " \
