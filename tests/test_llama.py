@@ -127,6 +127,12 @@ def test_int4_linear_long_inputs_take_its_dense_copy():
     # the dense copy is oneDNN's packed layout, which Module.to cannot move and deepcopy cannot copy: both must work
     copied = copy.deepcopy(layer.to("cpu"))
     torch.testing.assert_close(copied(x), long, rtol=0, atol=0)
+    # casting the module casts what it returns, not its bfloat16 scales and zeros, which the kernel needs as they are
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        cast = copy.deepcopy(one).to(dtype)
+        assert cast.sz0.dtype == torch.bfloat16 and torch.equal(cast.sz0, one.sz0)
+        xd = x[:2].to(dtype)
+        torch.testing.assert_close(cast(xd), one(xd.float()).to(dtype), rtol=0, atol=0)
 
 
 def test_tokenizer_and_chat_template_equal_transformers(ours, theirs):

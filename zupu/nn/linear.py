@@ -115,6 +115,15 @@ class Int4Linear(nn.Module):
              else F.linear(xd, self.dense))
         return y.to(x2.dtype)
 
+    def _apply(self, fn, recurse: bool = True):
+        # the kernel reads (scale, zero) in bfloat16 only: Module.to(dtype), .float() and .half() may move them to
+        # another device but never cast them (a round trip through float16 would also lose small scales)
+        kept = {n: b for n, b in self._buffers.items() if n.startswith("sz")}
+        super()._apply(fn, recurse)
+        for n, b in kept.items():
+            self._buffers[n] = b.to(self._buffers[n].device)
+        return self
+
     def __getstate__(self) -> dict:
         return {**self.__dict__, "dense": None}  # copies and pickles remake it, as PackedLinear's
 
