@@ -189,7 +189,7 @@ class FashionDDPM(Recipe):
     summary = "class-conditional DDPM on Fashion-MNIST pixels, classifier-free guidance, EMA; DDIM 50 vs DDPM 1000"
     Settings = Settings
     milestone = Milestone("sample_acc", 0.8, paper="Ho & Salimans (2021): guidance trades diversity for samples "
-                          "a classifier recognises; full run, seed 0: 0.982 guided, 0.78 unguided")
+                          "a classifier recognises; full run, seeds 0 / 1: 0.982 / 0.98 guided, 0.78 / 0.792 unguided")
     quick = {"image_size": 14, "train_size": 20000, "channels": (16, 32), "attention_head_dim": 16, "steps": 400,
              "batch_size": 64, "lr": 2e-3, "warmup": 20, "eval_samples": 200, "sample_steps": 20,
              "ddpm_samples": 0, "classifier_train": 10000, "classifier_epochs": 2}
