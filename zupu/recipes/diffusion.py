@@ -490,7 +490,7 @@ class EmojiLatent(Recipe):
     # 0.59 / 0.55 / 0.54 at w=3 vs 0.37 / 0.37 / 0.32 unguided (judge 0.79 on real images); FD 38 / 54 / 57 vs 109 /
     # 106 / 141, beside 68-70 for real validation emoji vs the test ones (different emoji: samples drawn for the test
     # names themselves can come under it); nearest training image 9.8 / 9.3 / 9.2 vs 8.5 for real test images.
-    # Its samples are figures, faces and objects in the names' colours, rough but recognisably emoji.
+    # Its samples are rough figures, faces and objects in the names' colours: some recognisable, many not.
     quick = {"channels": (32, 64), "steps": 800, "clip_epochs": 4, "eval_samples": 100, "sample_steps": 20,
              "judge_epochs": 4}
     # seeds 0 / 1 / 2, DDIM's x_0 clipped to +-3: clip_score 0.384 / 0.437 / 0.446 at w=3 against 0.272 / 0.316 /
